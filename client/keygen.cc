@@ -1,0 +1,84 @@
+#include "client/keygen.h"
+
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+
+namespace linesign::client {
+
+absl::StatusOr<OsslPtr<EVP_PKEY>> GenerateKey(const std::string& algorithm) {
+  EVP_PKEY* key = nullptr;
+  if (algorithm == "ec-p256") {
+    key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
+  } else if (algorithm == "ec-p384") {
+    key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-384");
+  } else if (algorithm == "ed25519") {
+    key = EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519");
+  } else if (algorithm == "rsa-2048" || algorithm == "rsa-3072" || algorithm == "rsa-4096") {
+    key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<size_t>(std::stoi(algorithm.substr(4))));
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown key algorithm '", algorithm, "' (ec-p256, ec-p384, ed25519, rsa-2048, rsa-3072, rsa-4096)"));
+  }
+  if (key == nullptr) return absl::InternalError(absl::StrCat("key generation failed: ", OpenSslErrors()));
+  return OsslPtr<EVP_PKEY>(key);
+}
+
+absl::StatusOr<std::string> MakeCsr(EVP_PKEY* key, const std::string& subject,
+                                    const std::vector<std::string>& sans) {
+  OsslPtr<X509_REQ> req(X509_REQ_new());
+  X509_REQ_set_version(req.get(), 0);
+  X509_NAME* name = X509_REQ_get_subject_name(req.get());
+  if (!subject.empty() && subject[0] != '/') {
+    return absl::InvalidArgumentError("--subject must look like /CN=device-1/O=Acme");
+  }
+  for (absl::string_view part : absl::StrSplit(subject, '/', absl::SkipEmpty())) {
+    auto eq = part.find('=');
+    if (eq == absl::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("--subject: '", part, "' is not ATTRIBUTE=value"));
+    }
+    std::string attr(part.substr(0, eq)), value(part.substr(eq + 1));
+    if (X509_NAME_add_entry_by_txt(name, attr.c_str(), MBSTRING_UTF8,
+                                   reinterpret_cast<const unsigned char*>(value.data()),
+                                   static_cast<int>(value.size()), -1, 0) != 1) {
+      OpenSslErrors();
+      return absl::InvalidArgumentError(absl::StrCat("--subject: unknown attribute '", attr, "'"));
+    }
+  }
+  if (!sans.empty()) {
+    std::string value = absl::StrJoin(sans, ",");
+    X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, nullptr, NID_subject_alt_name, value.c_str());
+    if (ext == nullptr) {
+      OpenSslErrors();
+      return absl::InvalidArgumentError(absl::StrCat("--san: cannot parse '", value, "'"));
+    }
+    STACK_OF(X509_EXTENSION)* exts = sk_X509_EXTENSION_new_null();
+    sk_X509_EXTENSION_push(exts, ext);
+    X509_REQ_add_extensions(req.get(), exts);
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+  }
+  X509_REQ_set_pubkey(req.get(), key);
+  const EVP_MD* md = EVP_PKEY_get_base_id(key) == EVP_PKEY_ED25519 ? nullptr : EVP_sha256();
+  if (X509_REQ_sign(req.get(), key, md) <= 0) {
+    return absl::InternalError(absl::StrCat("CSR signature failed: ", OpenSslErrors()));
+  }
+  unsigned char* buf = nullptr;
+  int n = i2d_X509_REQ(req.get(), &buf);
+  if (n <= 0) return absl::InternalError("cannot encode CSR");
+  std::string der(reinterpret_cast<char*>(buf), n);
+  OPENSSL_free(buf);
+  return der;
+}
+
+std::string PrivateKeyPem(EVP_PKEY* key) {
+  OsslPtr<BIO> bio(BIO_new(BIO_s_mem()));
+  PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr);
+  char* data = nullptr;
+  long n = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, n);
+}
+
+}  // namespace linesign::client

@@ -1,0 +1,25 @@
+// Key and CSR generation for stations (the `linesign keygen` command).
+#ifndef LINESIGN_CLIENT_KEYGEN_H_
+#define LINESIGN_CLIENT_KEYGEN_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/openssl_util.h"
+
+namespace linesign::client {
+
+// GenerateKey makes a key: "ec-p256" (default), "ec-p384", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096".
+absl::StatusOr<OsslPtr<EVP_PKEY>> GenerateKey(const std::string& algorithm);
+
+// MakeCsr builds a PKCS#10 request for `subject` ("/CN=abc/O=Acme", OpenSSL's -subj form) and `sans`
+// ("DNS:x", "IP:1.2.3.4", "URI:...", "email:..."), signed by `key`. Returns DER.
+absl::StatusOr<std::string> MakeCsr(EVP_PKEY* key, const std::string& subject, const std::vector<std::string>& sans);
+
+// PrivateKeyPem returns `key` as unencrypted PKCS#8 PEM.
+std::string PrivateKeyPem(EVP_PKEY* key);
+
+}  // namespace linesign::client
+
+#endif  // LINESIGN_CLIENT_KEYGEN_H_

@@ -1,0 +1,238 @@
+#include "hsm/pkcs11_signer.h"
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include <cstring>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/openssl_util.h"
+#include "common/status_macros.h"
+
+namespace linesign::hsm {
+namespace {
+
+std::string Padded(const CK_UTF8CHAR* field, size_t n) {
+  std::string s(reinterpret_cast<const char*>(field), n);
+  return std::string(absl::StripTrailingAsciiWhitespace(s));
+}
+
+// DigestInfo prefix for SHA-256 (RFC 8017 §9.2 note 1).
+constexpr unsigned char kSha256DigestInfo[] = {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+                                               0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20};
+
+absl::StatusOr<CK_SLOT_ID> FindSlot(CK_FUNCTION_LIST_PTR f, const Pkcs11Uri& uri) {
+  CK_ULONG count = 0;
+  CK_RV rv = f->C_GetSlotList(CK_TRUE, nullptr, &count);
+  if (rv != CKR_OK) return Pkcs11Error("C_GetSlotList", rv);
+  std::vector<CK_SLOT_ID> slots(count);
+  rv = f->C_GetSlotList(CK_TRUE, slots.data(), &count);
+  if (rv != CKR_OK) return Pkcs11Error("C_GetSlotList", rv);
+  slots.resize(count);
+  std::vector<CK_SLOT_ID> matches;
+  std::vector<std::string> seen;
+  for (CK_SLOT_ID slot : slots) {
+    CK_TOKEN_INFO info;
+    if (f->C_GetTokenInfo(slot, &info) != CKR_OK) continue;
+    std::string label = Padded(info.label, sizeof(info.label));
+    seen.push_back(absl::StrCat("'", label, "'"));
+    if (uri.slot_id.has_value() && *uri.slot_id != slot) continue;
+    if (uri.token.has_value() && *uri.token != label) continue;
+    if (uri.manufacturer.has_value() && *uri.manufacturer != Padded(info.manufacturerID, sizeof(info.manufacturerID)))
+      continue;
+    if (uri.serial.has_value() && *uri.serial != Padded(info.serialNumber, sizeof(info.serialNumber))) continue;
+    if (uri.model.has_value() && *uri.model != Padded(info.model, sizeof(info.model))) continue;
+    if ((info.flags & CKF_TOKEN_INITIALIZED) == 0) continue;
+    matches.push_back(slot);
+  }
+  if (matches.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("no initialised token matches ", uri.ToString(),
+                                                      "; tokens present: ",
+                                                      seen.empty() ? "none" : absl::StrJoin(seen, ", ")));
+  }
+  if (matches.size() > 1) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(matches.size(), " tokens match ", uri.ToString(), "; add serial= to the URI"));
+  }
+  return matches[0];
+}
+
+absl::StatusOr<CK_OBJECT_HANDLE> FindPrivateKey(CK_FUNCTION_LIST_PTR f, CK_SESSION_HANDLE session,
+                                                const Pkcs11Uri& uri) {
+  CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+  std::vector<CK_ATTRIBUTE> tmpl;
+  tmpl.push_back({CKA_CLASS, &cls, sizeof(cls)});
+  std::string label = uri.object.value_or(""), id = uri.id.value_or("");
+  if (uri.object.has_value()) tmpl.push_back({CKA_LABEL, label.data(), label.size()});
+  if (uri.id.has_value()) tmpl.push_back({CKA_ID, id.data(), id.size()});
+  CK_RV rv = f->C_FindObjectsInit(session, tmpl.data(), tmpl.size());
+  if (rv != CKR_OK) return Pkcs11Error("C_FindObjectsInit", rv);
+  CK_OBJECT_HANDLE found[2];
+  CK_ULONG n = 0;
+  rv = f->C_FindObjects(session, found, 2, &n);
+  f->C_FindObjectsFinal(session);
+  if (rv != CKR_OK) return Pkcs11Error("C_FindObjects", rv);
+  if (n == 0) {
+    return absl::FailedPreconditionError(absl::StrCat("no private key on the token matches ", uri.ToString()));
+  }
+  if (n > 1) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("more than one private key matches ", uri.ToString(), "; add id= to the URI"));
+  }
+  return found[0];
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Pkcs11Signer>> Pkcs11Signer::Create(std::shared_ptr<Pkcs11Module> module,
+                                                                    const Pkcs11Uri& uri, const Pin& pin,
+                                                                    const EVP_PKEY* ca_public_key,
+                                                                    int max_sessions) {
+  CK_FUNCTION_LIST_PTR f = module->functions();
+  LINESIGN_ASSIGN_OR_RETURN(SignatureAlgorithm algorithm, AlgorithmForKey(ca_public_key));
+  LINESIGN_ASSIGN_OR_RETURN(CK_SLOT_ID slot, FindSlot(f, uri));
+  CK_SESSION_HANDLE session;
+  CK_RV rv = f->C_OpenSession(slot, CKF_SERIAL_SESSION, nullptr, nullptr, &session);
+  if (rv != CKR_OK) return Pkcs11Error("C_OpenSession", rv);
+  rv = f->C_Login(session, CKU_USER, reinterpret_cast<CK_UTF8CHAR_PTR>(const_cast<char*>(pin.value().data())),
+                  pin.value().size());
+  if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+    f->C_CloseSession(session);
+    return absl::FailedPreconditionError(absl::StrCat("login to token ", uri.token.value_or("(unnamed)"),
+                                                      " failed: ", CkrName(rv),
+                                                      rv == CKR_PIN_INCORRECT ? " (wrong PIN)" : ""));
+  }
+  auto key = FindPrivateKey(f, session, uri);
+  if (!key.ok()) {
+    f->C_CloseSession(session);
+    return key.status();
+  }
+  CK_KEY_TYPE key_type = 0;
+  CK_ATTRIBUTE attr = {CKA_KEY_TYPE, &key_type, sizeof(key_type)};
+  rv = f->C_GetAttributeValue(session, *key, &attr, 1);
+  if (rv != CKR_OK) {
+    f->C_CloseSession(session);
+    return Pkcs11Error("C_GetAttributeValue(CKA_KEY_TYPE)", rv);
+  }
+  bool want_ec = algorithm != SignatureAlgorithm::kRsaPkcs1Sha256;
+  if ((want_ec && key_type != CKK_EC) || (!want_ec && key_type != CKK_RSA)) {
+    f->C_CloseSession(session);
+    return absl::FailedPreconditionError(absl::StrCat("the key ", uri.ToString(),
+                                                      " is not of the CA certificate's key type (",
+                                                      AlgorithmName(algorithm), ")"));
+  }
+  std::unique_ptr<Pkcs11Signer> signer(new Pkcs11Signer(std::move(module), slot, *key, algorithm,
+                                                         uri.ToString(), std::max(1, max_sessions)));
+  signer->login_session_ = session;
+
+  // The key must be the CA certificate's: sign a random challenge and verify it with the certificate's key.
+  unsigned char challenge[32];
+  RAND_bytes(challenge, sizeof(challenge));
+  absl::string_view msg(reinterpret_cast<char*>(challenge), sizeof(challenge));
+  LINESIGN_ASSIGN_OR_RETURN(std::string sig, signer->Sign(msg));
+  OsslPtr<EVP_MD_CTX> ctx(EVP_MD_CTX_new());
+  if (EVP_DigestVerifyInit(ctx.get(), nullptr, DigestFor(algorithm), nullptr,
+                           const_cast<EVP_PKEY*>(ca_public_key)) != 1 ||
+      EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(sig.data()), sig.size(), challenge,
+                       sizeof(challenge)) != 1) {
+    OpenSslErrors();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the key ", uri.ToString(), " does not match the public key of the CA certificate (ca.chain_file)"));
+  }
+  return signer;
+}
+
+Pkcs11Signer::~Pkcs11Signer() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (CK_SESSION_HANDLE s : idle_) module_->functions()->C_CloseSession(s);
+  if (login_session_ != CK_INVALID_HANDLE) module_->functions()->C_CloseSession(login_session_);
+}
+
+int Pkcs11Signer::open_sessions() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return open_;
+}
+
+absl::StatusOr<CK_SESSION_HANDLE> Pkcs11Signer::Acquire() const {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    if (!idle_.empty()) {
+      CK_SESSION_HANDLE s = idle_.back();
+      idle_.pop_back();
+      return s;
+    }
+    if (open_ < max_sessions_) {
+      ++open_;
+      lock.unlock();
+      CK_SESSION_HANDLE s;
+      CK_RV rv = module_->functions()->C_OpenSession(slot_, CKF_SERIAL_SESSION, nullptr, nullptr, &s);
+      if (rv != CKR_OK) {
+        lock.lock();
+        --open_;
+        cv_.notify_one();
+        return Pkcs11Error("C_OpenSession", rv);
+      }
+      return s;
+    }
+    cv_.wait(lock);
+  }
+}
+
+void Pkcs11Signer::Release(CK_SESSION_HANDLE session, bool broken) const {
+  if (broken) module_->functions()->C_CloseSession(session);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (broken) {
+    --open_;
+  } else {
+    idle_.push_back(session);
+  }
+  cv_.notify_one();
+}
+
+absl::StatusOr<std::string> Pkcs11Signer::SignDigestOnce(CK_SESSION_HANDLE session, absl::string_view data) const {
+  CK_FUNCTION_LIST_PTR f = module_->functions();
+  CK_MECHANISM mech = {algorithm_ == SignatureAlgorithm::kRsaPkcs1Sha256 ? CKM_RSA_PKCS : CKM_ECDSA, nullptr, 0};
+  CK_RV rv = f->C_SignInit(session, &mech, key_);
+  if (rv != CKR_OK) return Pkcs11Error("C_SignInit", rv);
+  unsigned char sig[512];
+  CK_ULONG sig_len = sizeof(sig);
+  rv = f->C_Sign(session, reinterpret_cast<CK_BYTE_PTR>(const_cast<char*>(data.data())), data.size(), sig,
+                 &sig_len);
+  if (rv != CKR_OK) return Pkcs11Error("C_Sign", rv);
+  std::string raw(reinterpret_cast<char*>(sig), sig_len);
+  if (algorithm_ == SignatureAlgorithm::kRsaPkcs1Sha256) return raw;
+  return EcdsaRawToDer(raw);
+}
+
+absl::StatusOr<std::string> Pkcs11Signer::Sign(absl::string_view message) const {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int digest_len = 0;
+  if (EVP_Digest(message.data(), message.size(), digest, &digest_len, DigestFor(algorithm_), nullptr) != 1) {
+    return absl::InternalError(absl::StrCat("digest failed: ", OpenSslErrors()));
+  }
+  std::string data;
+  if (algorithm_ == SignatureAlgorithm::kRsaPkcs1Sha256) {
+    data.assign(reinterpret_cast<const char*>(kSha256DigestInfo), sizeof(kSha256DigestInfo));
+  }
+  data.append(reinterpret_cast<char*>(digest), digest_len);
+
+  absl::Status last;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    LINESIGN_ASSIGN_OR_RETURN(CK_SESSION_HANDLE session, Acquire());
+    auto sig = SignDigestOnce(session, data);
+    if (sig.ok()) {
+      Release(session, false);
+      return sig;
+    }
+    last = sig.status();
+    // Only a lost session is worth a second try on a fresh one; anything else is returned as is.
+    bool lost = last.code() == absl::StatusCode::kUnavailable;
+    Release(session, lost);
+    if (!lost) break;
+  }
+  return last;
+}
+
+}  // namespace linesign::hsm

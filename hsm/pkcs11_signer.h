@@ -1,0 +1,66 @@
+// Pkcs11Signer: a Signer whose private key stays inside a PKCS#11 token.
+#ifndef LINESIGN_HSM_PKCS11_SIGNER_H_
+#define LINESIGN_HSM_PKCS11_SIGNER_H_
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "hsm/pin.h"
+#include "hsm/pkcs11_module.h"
+#include "hsm/pkcs11_uri.h"
+#include "hsm/signer.h"
+
+namespace linesign::hsm {
+
+class Pkcs11Signer final : public Signer {
+ public:
+  // Create finds the one token and the one private key `uri` names, logs in with `pin`, and checks by a test
+  // signature that the key belongs to `ca_public_key` (the issuing CA certificate's key; borrowed for the call).
+  // `max_sessions` bounds the session pool (one per signing thread). Errors name the token, key or PKCS#11
+  // return value (FailedPrecondition: fix the configuration or the token), never the PIN.
+  static absl::StatusOr<std::unique_ptr<Pkcs11Signer>> Create(std::shared_ptr<Pkcs11Module> module,
+                                                               const Pkcs11Uri& uri, const Pin& pin,
+                                                               const EVP_PKEY* ca_public_key, int max_sessions);
+  ~Pkcs11Signer() override;
+
+  // Sign hashes `message` in-process and signs the digest on the token (CKM_ECDSA, or CKM_RSA_PKCS over a
+  // DigestInfo). A session the module reports closed or invalid is dropped and the signature retried once on a
+  // fresh session.
+  absl::StatusOr<std::string> Sign(absl::string_view message) const override;
+  SignatureAlgorithm algorithm() const override { return algorithm_; }
+  std::string description() const override { return description_; }
+
+  // open_sessions returns how many sessions the pool holds (idle or in use).
+  int open_sessions() const;
+
+ private:
+  Pkcs11Signer(std::shared_ptr<Pkcs11Module> module, CK_SLOT_ID slot, CK_OBJECT_HANDLE key,
+               SignatureAlgorithm algorithm, std::string description, int max_sessions)
+      : module_(std::move(module)), slot_(slot), key_(key), algorithm_(algorithm),
+        description_(std::move(description)), max_sessions_(max_sessions) {}
+
+  absl::StatusOr<CK_SESSION_HANDLE> Acquire() const;
+  void Release(CK_SESSION_HANDLE session, bool broken) const;
+  absl::StatusOr<std::string> SignDigestOnce(CK_SESSION_HANDLE session, absl::string_view data) const;
+
+  std::shared_ptr<Pkcs11Module> module_;
+  CK_SLOT_ID slot_;
+  CK_OBJECT_HANDLE key_;  // token object handles are valid in every session of the application
+  SignatureAlgorithm algorithm_;
+  std::string description_;
+  int max_sessions_;
+
+  // A session never used for signing: it holds the login, which PKCS#11 ends when an application's last session
+  // closes (a dropped signing session must not log the others out).
+  CK_SESSION_HANDLE login_session_ = CK_INVALID_HANDLE;
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  mutable std::vector<CK_SESSION_HANDLE> idle_;  // guarded by mu_
+  mutable int open_ = 0;                         // guarded by mu_
+};
+
+}  // namespace linesign::hsm
+
+#endif  // LINESIGN_HSM_PKCS11_SIGNER_H_

@@ -1,0 +1,108 @@
+// Pkcs11Signer against a real SoftHSM2 token, and through a wrapped function list that injects failures.
+#include "hsm/pkcs11_signer.h"
+
+#include <openssl/x509.h>
+
+#include <atomic>
+#include <thread>
+
+#include "common/openssl_util.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/test_ca.h"
+
+namespace linesign::hsm {
+namespace {
+
+// Failure injection: a copy of the module's function list whose C_Sign reports CKR_SESSION_HANDLE_INVALID while
+// g_fail_signs > 0.
+std::atomic<int> g_fail_signs{0};
+CK_FUNCTION_LIST g_wrapped;
+CK_C_Sign g_real_sign = nullptr;
+CK_RV FailingSign(CK_SESSION_HANDLE s, CK_BYTE_PTR d, CK_ULONG dl, CK_BYTE_PTR sig, CK_ULONG_PTR sl) {
+  if (g_fail_signs.fetch_sub(1) > 0) {
+    g_real_sign(s, d, dl, sig, sl);  // finish the operation the module started
+    return CKR_SESSION_HANDLE_INVALID;
+  }
+  return g_real_sign(s, d, dl, sig, sl);
+}
+
+class Pkcs11SignerTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    auto ca = linesign::testing::TestCa::Create(GetParam());
+    ASSERT_TRUE(ca.ok()) << ca.status();
+    ca_ = *ca;
+    auto module = Pkcs11Module::Load(ca_.module, {{"SOFTHSM2_CONF", ca_.softhsm2_conf}});
+    ASSERT_TRUE(module.ok()) << module.status();
+    module_ = *module;
+    auto pem = ReadFile(ca_.chain_pem);
+    auto certs = ParseCertificatesPem(*pem, "chain");
+    ASSERT_TRUE(certs.ok());
+    cert_ = std::move((*certs)[0]);
+    auto pin = LoadPinFromFile(ca_.pin_file);
+    ASSERT_TRUE(pin.ok());
+    pin_.emplace(std::move(*pin));
+  }
+
+  bool Verifies(const std::string& message, const std::string& sig, SignatureAlgorithm alg) {
+    OsslPtr<EVP_MD_CTX> ctx(EVP_MD_CTX_new());
+    return EVP_DigestVerifyInit(ctx.get(), nullptr, DigestFor(alg), nullptr, X509_get0_pubkey(cert_.get())) == 1 &&
+           EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(sig.data()), sig.size(),
+                            reinterpret_cast<const unsigned char*>(message.data()), message.size()) == 1;
+  }
+
+  linesign::testing::TestCa ca_;
+  std::shared_ptr<Pkcs11Module> module_;
+  OsslPtr<X509> cert_;
+  std::optional<Pin> pin_;
+};
+
+TEST_P(Pkcs11SignerTest, SignaturesVerifyWithTheCaCertificateFromManyThreads) {
+  auto uri = ParsePkcs11Uri(ca_.key_uri);
+  ASSERT_TRUE(uri.ok());
+  auto signer = Pkcs11Signer::Create(module_, *uri, *pin_, X509_get0_pubkey(cert_.get()), 2);
+  ASSERT_TRUE(signer.ok()) << signer.status();
+  std::atomic<int> good{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 20; ++i) {
+        std::string msg = "tbs-" + std::to_string(t) + "-" + std::to_string(i);
+        auto sig = (*signer)->Sign(msg);
+        if (sig.ok() && Verifies(msg, *sig, (*signer)->algorithm())) ++good;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(good.load(), 80);
+  EXPECT_LE((*signer)->open_sessions(), 2);  // the pool is bounded
+}
+
+TEST_P(Pkcs11SignerTest, LostSessionIsReplacedAndTheSignatureRetried) {
+  g_wrapped = *module_->functions();
+  g_real_sign = g_wrapped.C_Sign;
+  g_wrapped.C_Sign = FailingSign;
+  auto wrapped = Pkcs11Module::ForFunctionList(&g_wrapped, "wrapped");
+  auto uri = ParsePkcs11Uri(ca_.key_uri);
+  auto signer = Pkcs11Signer::Create(wrapped, *uri, *pin_, X509_get0_pubkey(cert_.get()), 2);
+  ASSERT_TRUE(signer.ok()) << signer.status();
+  g_fail_signs = 1;
+  auto sig = (*signer)->Sign("after a lost session");
+  ASSERT_TRUE(sig.ok()) << sig.status();
+  EXPECT_TRUE(Verifies("after a lost session", *sig, (*signer)->algorithm()));
+  g_fail_signs = 2;  // both attempts fail: the caller sees Unavailable, with the PKCS#11 reason
+  auto failed = (*signer)->Sign("twice lost");
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(failed.status().message()), ::testing::HasSubstr("CKR_SESSION_HANDLE_INVALID"));
+  g_fail_signs = 0;
+  EXPECT_TRUE((*signer)->Sign("recovered").ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(CaKeys, Pkcs11SignerTest, ::testing::Values("ec-p256", "ec-p384", "rsa-2048"),
+                         [](const auto& info) { return std::string(info.param == "ec-p256"   ? "EcP256"
+                                                                   : info.param == "ec-p384" ? "EcP384"
+                                                                                             : "Rsa2048"); });
+
+}  // namespace
+}  // namespace linesign::hsm

@@ -1,0 +1,256 @@
+#include "server/csr/csr.h"
+
+#include <openssl/core_names.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include <algorithm>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/openssl_util.h"
+
+namespace linesign::csr {
+namespace {
+
+struct GeneralNamesDeleter {
+  void operator()(GENERAL_NAMES* p) const { GENERAL_NAMES_free(p); }
+};
+struct ExtensionsDeleter {
+  void operator()(STACK_OF(X509_EXTENSION) * p) const { sk_X509_EXTENSION_pop_free(p, X509_EXTENSION_free); }
+};
+
+bool Contains(const google::protobuf::RepeatedPtrField<std::string>& list, absl::string_view v) {
+  return std::find(list.begin(), list.end(), v) != list.end();
+}
+
+absl::Status Refuse(absl::string_view msg) { return absl::InvalidArgumentError(msg); }
+
+KeyInfo DescribeKey(const EVP_PKEY* key) {
+  KeyInfo k;
+  k.bits = EVP_PKEY_get_bits(key);
+  switch (EVP_PKEY_get_base_id(key)) {
+    case EVP_PKEY_EC: {
+      char group[64] = {0};
+      size_t len = 0;
+      EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), &len);
+      std::string g(group, len);
+      if (g == "prime256v1") {
+        k.type = "ec-p256";
+      } else if (g == "secp384r1") {
+        k.type = "ec-p384";
+      } else {
+        k.type = absl::StrCat("EC curve ", g.empty() ? "(explicit parameters)" : g);
+      }
+      break;
+    }
+    case EVP_PKEY_ED25519:
+      k.type = "ed25519";
+      break;
+    case EVP_PKEY_RSA:
+      k.type = "rsa";
+      break;
+    default:
+      k.type = absl::StrCat("key type ", OBJ_nid2sn(EVP_PKEY_get_base_id(key)));
+  }
+  return k;
+}
+
+std::string NameDer(const X509_NAME* name) {
+  unsigned char* buf = nullptr;
+  int n = i2d_X509_NAME(name, &buf);
+  if (n <= 0) return "";
+  std::string out(reinterpret_cast<char*>(buf), n);
+  OPENSSL_free(buf);
+  return out;
+}
+
+std::string NameText(const X509_NAME* name) {
+  OsslPtr<BIO> bio(BIO_new(BIO_s_mem()));
+  X509_NAME_print_ex(bio.get(), name, 0, XN_FLAG_RFC2253);
+  char* data = nullptr;
+  long n = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, n);
+}
+
+absl::Status CheckKey(const EVP_PKEY* key, const v1::Profile& profile, absl::string_view profile_name,
+                      KeyInfo* info) {
+  *info = DescribeKey(key);
+  if (info->type == "rsa") {
+    if (!Contains(profile.key_types(), "rsa")) {
+      return Refuse(absl::StrCat("RSA keys are not allowed by profile '", profile_name, "'"));
+    }
+    if (info->bits < static_cast<int>(profile.rsa_min_bits()) || info->bits > static_cast<int>(profile.rsa_max_bits())) {
+      return Refuse(absl::StrCat("RSA key of ", info->bits, " bits is outside the ", profile.rsa_min_bits(), "..",
+                                 profile.rsa_max_bits(), " bits allowed by profile '", profile_name, "'"));
+    }
+    return absl::OkStatus();
+  }
+  if (info->type != "ec-p256" && info->type != "ec-p384" && info->type != "ed25519") {
+    return Refuse(absl::StrCat("unsupported ", info->type, " (supported: P-256, P-384, Ed25519, RSA)"));
+  }
+  if (!Contains(profile.key_types(), info->type)) {
+    return Refuse(absl::StrCat(info->type, " keys are not allowed by profile '", profile_name, "'"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckSubject(const X509_NAME* name, const v1::Profile& profile, absl::string_view profile_name) {
+  int n = X509_NAME_entry_count(name);
+  for (int i = 0; i < n; ++i) {
+    const X509_NAME_ENTRY* e = X509_NAME_get_entry(name, i);
+    int nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(e));
+    const char* sn = nid == NID_undef ? nullptr : OBJ_nid2sn(nid);
+    if (sn == nullptr || !Contains(profile.subject_attributes(), sn)) {
+      char oid[80];
+      OBJ_obj2txt(oid, sizeof(oid), X509_NAME_ENTRY_get_object(e), 0);
+      return Refuse(absl::StrCat("subject attribute ", oid, " is not allowed by profile '", profile_name, "'"));
+    }
+    const ASN1_STRING* v = X509_NAME_ENTRY_get_data(e);
+    if (ASN1_STRING_length(v) == 0) return Refuse(absl::StrCat("subject attribute ", sn, " is empty"));
+  }
+  for (const auto& req : profile.required_subject_attributes()) {
+    if (X509_NAME_get_index_by_NID(name, OBJ_sn2nid(req.c_str()), -1) < 0) {
+      return Refuse(absl::StrCat("subject attribute ", req, " is required by profile '", profile_name, "'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckExtensions(X509_REQ* req, const v1::Profile& profile, absl::string_view profile_name,
+                             CheckedCsr* out) {
+  std::unique_ptr<STACK_OF(X509_EXTENSION), ExtensionsDeleter> exts(X509_REQ_get_extensions(req));
+  if (exts == nullptr) return absl::OkStatus();
+  for (int i = 0; i < sk_X509_EXTENSION_num(exts.get()); ++i) {
+    X509_EXTENSION* ext = sk_X509_EXTENSION_value(exts.get(), i);
+    int nid = OBJ_obj2nid(X509_EXTENSION_get_object(ext));
+    if (nid == NID_basic_constraints) {
+      std::unique_ptr<BASIC_CONSTRAINTS, decltype(&BASIC_CONSTRAINTS_free)> bc(
+          static_cast<BASIC_CONSTRAINTS*>(X509V3_EXT_d2i(ext)), BASIC_CONSTRAINTS_free);
+      if (bc == nullptr) return Refuse("CSR basicConstraints extension is malformed");
+      if (bc->ca) return Refuse("CSR asks for a CA certificate (basicConstraints CA:TRUE); devices get CA:FALSE");
+      continue;
+    }
+    if (nid != NID_subject_alt_name) continue;  // key usages come from the profile, not the CSR
+    if (!out->san_der.empty()) return Refuse("CSR carries two subjectAltName extensions");
+    std::unique_ptr<GENERAL_NAMES, GeneralNamesDeleter> names(static_cast<GENERAL_NAMES*>(X509V3_EXT_d2i(ext)));
+    if (names == nullptr) return Refuse("CSR subjectAltName extension is malformed");
+    for (int j = 0; j < sk_GENERAL_NAME_num(names.get()); ++j) {
+      const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names.get(), j);
+      std::string type, text;
+      const ASN1_STRING* s = nullptr;
+      switch (gn->type) {
+        case GEN_DNS:
+          type = "dns", s = gn->d.dNSName, text = "DNS:";
+          break;
+        case GEN_URI:
+          type = "uri", s = gn->d.uniformResourceIdentifier, text = "URI:";
+          break;
+        case GEN_EMAIL:
+          type = "email", s = gn->d.rfc822Name, text = "email:";
+          break;
+        case GEN_IPADD:
+          type = "ip", s = gn->d.iPAddress, text = "IP:";
+          break;
+        default:
+          return Refuse(absl::StrCat("subjectAltName of type ", gn->type, " is not supported"));
+      }
+      if (!Contains(profile.san_types(), type)) {
+        return Refuse(absl::StrCat("subjectAltName type ", type, " is not allowed by profile '", profile_name, "'"));
+      }
+      absl::string_view raw(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)), ASN1_STRING_length(s));
+      if (raw.empty()) return Refuse(absl::StrCat("subjectAltName ", type, " is empty"));
+      if (raw.find('\0') != absl::string_view::npos && type != "ip") {
+        return Refuse(absl::StrCat("subjectAltName ", type, " contains a NUL byte"));
+      }
+      if (type == "ip") {
+        char buf[64];
+        OsslPtr<BIO> bio(BIO_new(BIO_s_mem()));
+        GENERAL_NAME_print(bio.get(), const_cast<GENERAL_NAME*>(gn));
+        int n = BIO_read(bio.get(), buf, sizeof(buf) - 1);
+        text = std::string(buf, n > 0 ? n : 0);
+        if (raw.size() != 4 && raw.size() != 16) return Refuse("subjectAltName IP address must be 4 or 16 bytes");
+      } else {
+        absl::StrAppend(&text, raw);
+      }
+      out->sans.push_back(std::move(text));
+    }
+    if (out->sans.empty()) return Refuse("CSR subjectAltName extension is empty");
+    const ASN1_OCTET_STRING* value = X509_EXTENSION_get_data(ext);
+    out->san_der.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(value)), ASN1_STRING_length(value));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> DecodeCsr(absl::string_view in) {
+  if (in.empty()) return Refuse("no CSR: set csr_der or csr_pem");
+  if (in.size() > kMaxCsrBytes) {
+    return Refuse(absl::StrCat("CSR of ", in.size(), " bytes exceeds the limit of ", kMaxCsrBytes, " bytes"));
+  }
+  if (!absl::StartsWith(in, "-----BEGIN")) return std::string(in);
+  OsslPtr<BIO> bio(BIO_new_mem_buf(in.data(), static_cast<int>(in.size())));
+  char* name = nullptr;
+  char* header = nullptr;
+  unsigned char* data = nullptr;
+  long len = 0;
+  if (PEM_read_bio(bio.get(), &name, &header, &data, &len) != 1) {
+    OpenSslErrors();
+    return Refuse("CSR PEM is malformed (bad base64 or missing END line)");
+  }
+  std::string label = name;
+  std::string der(reinterpret_cast<char*>(data), len);
+  OPENSSL_free(name);
+  OPENSSL_free(header);
+  OPENSSL_free(data);
+  if (label != "CERTIFICATE REQUEST" && label != "NEW CERTIFICATE REQUEST") {
+    return Refuse(absl::StrCat("PEM label is '", label, "'; expected 'CERTIFICATE REQUEST'"));
+  }
+  return der;
+}
+
+absl::StatusOr<CheckedCsr> CheckCsr(const std::string& der, const v1::Profile& profile,
+                                    absl::string_view profile_name) {
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  OsslPtr<X509_REQ> req(d2i_X509_REQ(nullptr, &p, static_cast<long>(der.size())));
+  if (req == nullptr) {
+    OpenSslErrors();
+    return Refuse("CSR is not a DER PKCS#10 CertificationRequest (malformed or truncated)");
+  }
+  if (p != reinterpret_cast<const unsigned char*>(der.data()) + der.size()) {
+    return Refuse(absl::StrCat("CSR has ", reinterpret_cast<const unsigned char*>(der.data()) + der.size() - p,
+                               " trailing bytes after the DER"));
+  }
+  // Re-encoding must give back the same bytes: anything else means non-DER (BER) input.
+  unsigned char* re = nullptr;
+  int re_len = i2d_X509_REQ(req.get(), &re);
+  bool same = re_len == static_cast<int>(der.size()) && memcmp(re, der.data(), der.size()) == 0;
+  OPENSSL_free(re);
+  if (!same) return Refuse("CSR is not in canonical DER (BER constructs or non-minimal lengths)");
+
+  CheckedCsr out;
+  out.der = der;
+  EVP_PKEY* key = X509_REQ_get0_pubkey(req.get());
+  if (key == nullptr) {
+    OpenSslErrors();
+    return Refuse("CSR public key cannot be decoded (unsupported algorithm or invalid point)");
+  }
+  if (auto st = CheckKey(key, profile, profile_name, &out.key); !st.ok()) return st;
+  int verified = X509_REQ_verify(req.get(), key);
+  if (verified != 1) {
+    OpenSslErrors();
+    return Refuse("CSR signature does not verify with the CSR's own public key");
+  }
+  const X509_NAME* subject = X509_REQ_get_subject_name(req.get());
+  if (auto st = CheckSubject(subject, profile, profile_name); !st.ok()) return st;
+  out.subject_der = NameDer(subject);
+  out.subject_text = NameText(subject);
+  if (auto st = CheckExtensions(req.get(), profile, profile_name, &out); !st.ok()) return st;
+  out.spki_der = PublicKeyDer(key);
+  if (out.subject_der.empty() || out.spki_der.empty()) return absl::InternalError("cannot re-encode the CSR");
+  return out;
+}
+
+}  // namespace linesign::csr

@@ -1,0 +1,57 @@
+#include "server/csr/csr.h"
+
+#include "common/openssl_util.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/config/config.h"
+#include "tests/testing/certs.h"
+
+namespace linesign::csr {
+namespace {
+
+using ::testing::HasSubstr;
+
+v1::Profile DeviceProfile() {
+  v1::ServerConfig c;
+  auto& p = (*c.mutable_profiles())["device"];
+  p.add_san_types("dns");
+  config::ApplyDefaults(&c);
+  return c.profiles().at("device");
+}
+
+TEST(DecodeCsrTest, AcceptsDerAndPemAndRefusesOtherLabels) {
+  std::string der = testing::Csr("ec-p256", "/CN=X");
+  EXPECT_EQ(*DecodeCsr(der), der);
+  EXPECT_EQ(*DecodeCsr(PemEncode("CERTIFICATE REQUEST", der)), der);
+  EXPECT_EQ(*DecodeCsr(PemEncode("NEW CERTIFICATE REQUEST", der)), der);
+  EXPECT_THAT(std::string(DecodeCsr(PemEncode("X509 CRL", der)).status().message()), HasSubstr("PEM label"));
+  EXPECT_THAT(std::string(DecodeCsr("-----BEGIN CERTIFICATE REQUEST-----\n!!!\n").status().message()),
+              HasSubstr("PEM is malformed"));
+  EXPECT_THAT(std::string(DecodeCsr("").status().message()), HasSubstr("no CSR"));
+  EXPECT_THAT(std::string(DecodeCsr(std::string(kMaxCsrBytes + 1, 'a')).status().message()), HasSubstr("exceeds"));
+}
+
+TEST(CheckCsrTest, CopiesSubjectKeyAndSans) {
+  auto c = CheckCsr(testing::Csr("ec-p384", "/CN=DEV1/O=Acme", {"DNS:dev1.example"}), DeviceProfile(), "device");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->subject_text, "O=Acme,CN=DEV1");
+  EXPECT_EQ(c->key.type, "ec-p384");
+  EXPECT_THAT(c->sans, ::testing::ElementsAre("DNS:dev1.example"));
+  EXPECT_FALSE(c->san_der.empty());
+}
+
+TEST(CheckCsrTest, KeyRulesFollowTheProfile) {
+  v1::Profile p = DeviceProfile();  // default key types: P-256 and P-384 only
+  EXPECT_THAT(std::string(CheckCsr(testing::Csr("ed25519", "/CN=E"), p, "device").status().message()),
+              HasSubstr("ed25519 keys are not allowed by profile 'device'"));
+  EXPECT_THAT(std::string(CheckCsr(testing::Csr("rsa-2048", "/CN=R"), p, "device").status().message()),
+              HasSubstr("RSA keys are not allowed"));
+  p.add_key_types("rsa");
+  p.set_rsa_min_bits(3072);
+  EXPECT_THAT(std::string(CheckCsr(testing::Csr("rsa-2048", "/CN=R"), p, "device").status().message()),
+              HasSubstr("RSA key of 2048 bits is outside the 3072..4096 bits"));
+  EXPECT_TRUE(CheckCsr(testing::Csr("rsa-3072", "/CN=R"), p, "device").ok());
+}
+
+}  // namespace
+}  // namespace linesign::csr

@@ -1,0 +1,26 @@
+// Development mode: a complete, self-made CA in one directory for a first start on a fresh machine.
+#ifndef LINESIGN_SERVER_DEV_DEV_MODE_H_
+#define LINESIGN_SERVER_DEV_DEV_MODE_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace linesign::dev {
+
+// IsLoopback says whether host:port `listen` names a loopback address (127.0.0.0/8, ::1, localhost).
+bool IsLoopback(const std::string& listen);
+
+// PrepareDevDirectory returns the path of DIR/config.yaml. On the first start it runs the CA ceremony script
+// (`ceremony_script`, deploy/ceremony.sh) into `dir` — SoftHSM2 token, offline root, intermediate — and writes a
+// configuration that uses them with a SQLite store in `dir`; later starts reuse what is there. `listen` must be
+// a loopback address.
+absl::StatusOr<std::string> PrepareDevDirectory(const std::string& dir, const std::string& listen,
+                                                const std::string& ceremony_script);
+
+// FindCeremonyScript returns the first of the installed and source-tree ceremony scripts that exists.
+std::string FindCeremonyScript();
+
+}  // namespace linesign::dev
+
+#endif  // LINESIGN_SERVER_DEV_DEV_MODE_H_

@@ -1,0 +1,172 @@
+#include "server/issuance/batch_signer.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/openssl_util.h"
+
+namespace linesign::issuance {
+namespace {
+// A serial collision needs 2^63 certificates to become likely; three tries means the CSPRNG is broken.
+constexpr int kSerialAttempts = 3;
+}  // namespace
+
+std::unique_ptr<BatchSigner> BatchSigner::Create(const CertificateBuilder* builder, store::IssuanceStore* store,
+                                                 Options options) {
+  std::unique_ptr<BatchSigner> s(new BatchSigner(builder, store, std::move(options)));
+  int n = std::max(1, s->options_.workers);
+  for (int i = 0; i < n; ++i) s->workers_.emplace_back([p = s.get()] { p->WorkerLoop(); });
+  return s;
+}
+
+BatchSigner::~BatchSigner() { Shutdown(); }
+
+absl::Status BatchSigner::Submit(SignJob job) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return absl::UnavailableError("the server is shutting down; retry on another replica");
+    if (queue_.size() >= options_.queue_size) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("signing queue is full (", options_.queue_size, " requests); retry with backoff"));
+    }
+    queue_.push_back(std::move(job));
+  }
+  cv_.notify_one();
+  return absl::OkStatus();
+}
+
+void BatchSigner::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : workers_) {
+    if (t.joinable()) t.join();
+  }
+}
+
+size_t BatchSigner::queued() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return queue_.size();
+}
+
+void BatchSigner::WorkerLoop() {
+  const size_t max_batch = static_cast<size_t>(std::max(1, options_.max_batch));
+  while (true) {
+    std::vector<SignJob> batch;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return !queue_.empty() || stopping_; });
+      if (queue_.empty()) return;  // stopping and drained
+      if (queue_.size() < max_batch && options_.max_linger > absl::ZeroDuration() && !stopping_) {
+        auto deadline = std::chrono::steady_clock::now() + absl::ToChronoMicroseconds(options_.max_linger);
+        cv_.wait_until(lock, deadline, [&] { return queue_.size() >= max_batch || stopping_; });
+      }
+      size_t n = std::min(max_batch, queue_.size());
+      batch.reserve(n);
+      for (size_t i = 0; i < n; ++i) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      if (!queue_.empty()) cv_.notify_one();
+    }
+    if (!batch.empty()) ProcessBatch(std::move(batch));
+  }
+}
+
+bool BatchSigner::AnswerFromStore(SignJob& job, const std::string& csr_sha256) {
+  auto existing = store_->FindByRequest(job.station, job.request_id);
+  if (!existing.ok()) {
+    job.done(absl::UnavailableError(absl::StrCat("store lookup failed: ", existing.status().message())), false);
+    return true;
+  }
+  if (!existing->has_value()) return false;
+  if ((*existing)->csr_sha256 != csr_sha256) {
+    job.done(absl::AlreadyExistsError(absl::StrCat(
+                 "request_id '", job.request_id, "' was already used by station '", job.station,
+                 "' for a different CSR (certificate serial ", (*existing)->serial_hex,
+                 "); use a new request_id for a new CSR")),
+             false);
+  } else {
+    job.done(std::move(**existing), true);
+  }
+  return true;
+}
+
+void BatchSigner::ProcessBatch(std::vector<SignJob> batch) {
+  std::vector<SignJob> pending;
+  std::vector<std::string> csr_hashes;
+  pending.reserve(batch.size());
+  for (auto& job : batch) {
+    std::string h = Hex(Sha256(job.csr.der));
+    if (AnswerFromStore(job, h)) continue;
+    pending.push_back(std::move(job));
+    csr_hashes.push_back(std::move(h));
+  }
+
+  for (int attempt = 0; attempt < kSerialAttempts && !pending.empty(); ++attempt) {
+    absl::Time now = options_.clock();
+    std::vector<store::CertificateRecord> records;
+    std::vector<size_t> index;  // records[i] belongs to pending[index[i]]
+    std::vector<bool> answered(pending.size(), false);
+    for (size_t i = 0; i < pending.size(); ++i) {
+      SignJob& job = pending[i];
+      auto cert = builder_->Issue(job.csr, job.profile, NewSerial(), now);
+      if (!cert.ok()) {
+        job.done(cert.status(), false);
+        answered[i] = true;
+        continue;
+      }
+      store::CertificateRecord r;
+      r.issuer_id = builder_->ca().issuer_id;
+      r.serial_hex = Hex(cert->serial);
+      r.subject = job.csr.subject_text;
+      r.sans = absl::StrJoin(job.csr.sans, ",");
+      r.not_before = absl::ToUnixSeconds(cert->not_before);
+      r.not_after = absl::ToUnixSeconds(cert->not_after);
+      r.spki_sha256 = Hex(Sha256(job.csr.spki_der));
+      r.csr_sha256 = csr_hashes[i];
+      r.station = job.station;
+      r.profile = job.profile;
+      r.request_id = job.request_id;
+      r.der = std::move(cert->der);
+      r.issued_at = absl::ToUnixSeconds(now);
+      records.push_back(std::move(r));
+      index.push_back(i);
+    }
+    auto outcomes = store_->RecordBatch(records);
+    if (!outcomes.ok()) {
+      // Nothing was committed, so nothing signed in this batch may leave the server.
+      for (size_t k = 0; k < index.size(); ++k) {
+        pending[index[k]].done(absl::UnavailableError(absl::StrCat("certificate not issued: ",
+                                                                   outcomes.status().message())),
+                               false);
+      }
+      return;
+    }
+    std::vector<SignJob> retry;
+    std::vector<std::string> retry_hashes;
+    for (size_t k = 0; k < index.size(); ++k) {
+      SignJob& job = pending[index[k]];
+      switch ((*outcomes)[k]) {
+        case store::RecordOutcome::kRecorded:
+          job.done(std::move(records[k]), false);
+          break;
+        case store::RecordOutcome::kDuplicateRequest:
+          if (!AnswerFromStore(job, csr_hashes[index[k]])) {
+            job.done(absl::UnavailableError("store reported a duplicate request it cannot find"), false);
+          }
+          break;
+        case store::RecordOutcome::kSerialCollision:
+          retry.push_back(std::move(job));
+          retry_hashes.push_back(csr_hashes[index[k]]);
+          break;
+      }
+    }
+    pending = std::move(retry);
+    csr_hashes = std::move(retry_hashes);
+  }
+  for (auto& job : pending) job.done(absl::InternalError("serial collided repeatedly; CSPRNG suspect"), false);
+}
+
+}  // namespace linesign::issuance

@@ -1,0 +1,83 @@
+// BatchSigner: the line-rate core. A bounded queue feeds N workers; each takes up to max_batch requests (waiting
+// at most max_linger for the batch to fill), signs them, records the whole batch in one durable store
+// transaction, and only then completes every request of the batch (DESIGN invariant 2).
+#ifndef LINESIGN_SERVER_ISSUANCE_BATCH_SIGNER_H_
+#define LINESIGN_SERVER_ISSUANCE_BATCH_SIGNER_H_
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/csr/csr.h"
+#include "server/issuance/certificate_builder.h"
+#include "server/store/store.h"
+
+namespace linesign::issuance {
+
+// SignJob is one request the front has already checked.
+struct SignJob {
+  csr::CheckedCsr csr;
+  std::string profile;
+  std::string station;
+  std::string request_id;
+  // Called exactly once, from a worker thread, after the record is durable (or with the error). The record's
+  // `der` is the certificate; `replayed` is true for a retry answered from the store.
+  absl::AnyInvocable<void(absl::StatusOr<store::CertificateRecord> record, bool replayed)> done;
+};
+
+class BatchSigner {
+ public:
+  struct Options {
+    int workers = 1;
+    int max_batch = 64;
+    absl::Duration max_linger = absl::Microseconds(200);
+    size_t queue_size = 4096;
+    std::function<absl::Time()> clock = [] { return absl::Now(); };
+  };
+
+  // Create starts the workers. `builder` and `store` are borrowed and must outlive the BatchSigner.
+  static std::unique_ptr<BatchSigner> Create(const CertificateBuilder* builder, store::IssuanceStore* store,
+                                             Options options);
+  // The destructor drains (see Shutdown).
+  ~BatchSigner();
+
+  // Submit queues `job`. ResourceExhausted when the queue is full and Unavailable after Shutdown; then `job.done`
+  // is not called and the caller answers itself.
+  absl::Status Submit(SignJob job);
+
+  // Shutdown refuses new jobs, lets the workers finish every queued one, and joins them. Idempotent.
+  void Shutdown();
+
+  // queued returns the number of jobs waiting for a worker.
+  size_t queued() const;
+
+ private:
+  BatchSigner(const CertificateBuilder* builder, store::IssuanceStore* store, Options options)
+      : builder_(builder), store_(store), options_(std::move(options)) {}
+  void WorkerLoop();
+  void ProcessBatch(std::vector<SignJob> batch);
+  // AnswerFromStore completes `job` from its earlier record: a replay when the CSR is the same, ALREADY_EXISTS
+  // otherwise. Returns false when there is no earlier record.
+  bool AnswerFromStore(SignJob& job, const std::string& csr_sha256);
+
+  const CertificateBuilder* builder_;  // borrowed
+  store::IssuanceStore* store_;        // borrowed
+  const Options options_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<SignJob> queue_;  // guarded by mu_
+  bool stopping_ = false;      // guarded by mu_
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace linesign::issuance
+
+#endif  // LINESIGN_SERVER_ISSUANCE_BATCH_SIGNER_H_

@@ -1,0 +1,79 @@
+// linesign-server: parse flags, load the configuration, wire the parts, serve until SIGTERM — nothing else.
+#include <signal.h>
+
+#include <iostream>
+#include <thread>
+
+#include "CLI/CLI.hpp"
+#include "common/log.h"
+#include "server/config/config.h"
+#include "server/dev/dev_mode.h"
+#include "server/server.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"linesign-server: the linesign certificate authority"};
+  std::string config_path, dev_dir, listen = "127.0.0.1:7443", ceremony = linesign::dev::FindCeremonyScript();
+  auto* config_opt = app.add_option("--config", config_path, "YAML configuration file");
+  auto* dev_opt = app.add_option("--dev", dev_dir,
+                                 "Development mode: create (first start) or reuse a self-made CA in DIR");
+  auto* listen_opt = app.add_option("--listen", listen, "Development mode: loopback host:port to listen on")
+                         ->capture_default_str();
+  app.add_option("--ceremony-script", ceremony, "Development mode: the CA ceremony script")->capture_default_str();
+  config_opt->excludes(dev_opt);
+  listen_opt->needs(dev_opt);
+  CLI11_PARSE(app, argc, argv);
+  if (config_path.empty() && dev_dir.empty()) {
+    std::cerr << "linesign-server: give --config FILE, or --dev DIR for development mode\n" << app.help();
+    return 2;
+  }
+
+  // SIGTERM and SIGINT are taken by a dedicated thread with sigwait: blocked here, before any thread exists.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  if (!dev_dir.empty()) {
+    auto path = linesign::dev::PrepareDevDirectory(dev_dir, listen, ceremony);
+    if (!path.ok()) {
+      std::cerr << "linesign-server: " << path.status().message() << "\n";
+      return 1;
+    }
+    config_path = *path;
+  }
+  auto config = linesign::config::LoadConfigFile(config_path);
+  if (!config.ok()) {
+    std::cerr << "linesign-server: " << config_path << ": " << config.status().message() << "\n";
+    return 1;
+  }
+  if (!dev_dir.empty()) config->set_listen(listen);  // --listen wins over the generated file
+  if (!linesign::dev::IsLoopback(config->listen())) {
+    linesign::LogWarning("listening on ", config->listen(),
+                         " WITHOUT TLS: stations are not authenticated. Use a loopback address until mTLS is set up.");
+  }
+  auto server = linesign::LinesignServer::Start(*std::move(config));
+  if (!server.ok()) {
+    std::cerr << "linesign-server: " << server.status().message() << "\n";
+    return 1;
+  }
+  if (!dev_dir.empty()) {
+    linesign::LogInfo("development mode: configuration ", config_path, "; CA chain ", dev_dir, "/chain.pem; root ",
+                      dev_dir, "/root.pem");
+  }
+  std::cout << "linesign-server listening on " << (*server)->address() << std::endl;
+  linesign::LogInfo("listening on ", (*server)->address());
+
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    linesign::LogInfo("received ", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                      ": refusing new calls, finishing in-flight ones");
+    (*server)->Shutdown();
+  });
+  (*server)->Wait();
+  waiter.join();
+  server->reset();
+  linesign::LogInfo("stopped cleanly");
+  return 0;
+}

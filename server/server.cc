@@ -1,0 +1,74 @@
+#include "server/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "hsm/open_signer.h"
+
+namespace linesign {
+
+absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::ServerConfig config) {
+  std::unique_ptr<LinesignServer> s(new LinesignServer());
+  s->config_ = std::move(config);
+  const v1::ServerConfig& c = s->config_;
+  LINESIGN_ASSIGN_OR_RETURN(s->ca_, issuance::LoadIssuingCa(c.ca().chain_file(), absl::Now()));
+  LINESIGN_ASSIGN_OR_RETURN(s->signer_,
+                            hsm::OpenSigner(c.hsm(), X509_get0_pubkey(s->ca_.certificate.get()),
+                                            static_cast<int>(c.signer().workers())));
+  LogInfo("CA key: ", s->signer_->description(), " (", hsm::AlgorithmName(s->signer_->algorithm()), ")");
+  auto store = store::SqliteStore::Open(c.store().sqlite().path());
+  if (!store.ok()) return store.status();
+  s->store_ = *std::move(store);
+  LINESIGN_ASSIGN_OR_RETURN(s->builder_, issuance::CertificateBuilder::Create(&s->ca_, s->signer_.get(), c));
+
+  issuance::BatchSigner::Options opts;
+  opts.workers = static_cast<int>(c.signer().workers());
+  opts.max_batch = static_cast<int>(c.signer().max_batch());
+  opts.max_linger = absl::Microseconds(c.signer().max_linger_us());
+  opts.queue_size = c.signer().queue_size();
+  s->batch_signer_ = issuance::BatchSigner::Create(s->builder_.get(), s->store_.get(), opts);
+  s->service_ = std::make_unique<service::CaService>(&s->config_, &s->ca_, s->batch_signer_.get());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(c.listen(), grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(s->service_.get());
+  builder.SetMaxReceiveMessageSize(1 << 20);
+  s->grpc_server_ = builder.BuildAndStart();
+  if (s->grpc_server_ == nullptr || port == 0) {
+    s->batch_signer_->Shutdown();
+    return absl::UnavailableError(absl::StrCat("listen: cannot listen on ", c.listen(),
+                                               " (address in use or not local?)"));
+  }
+  s->address_ = absl::StrCat(c.listen().substr(0, c.listen().rfind(':')), ":", port);
+  s->grpc_server_->GetHealthCheckService()->SetServingStatus(true);
+  return s;
+}
+
+LinesignServer::~LinesignServer() { Shutdown(absl::Seconds(5)); }
+
+void LinesignServer::Shutdown(absl::Duration grace) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+  }
+  if (grpc_server_ != nullptr) {
+    grpc_server_->GetHealthCheckService()->SetServingStatus(false);
+    // Refuses new calls and waits for the in-flight ones, which the signer completes.
+    grpc_server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(grace));
+  }
+  if (batch_signer_ != nullptr) batch_signer_->Shutdown();
+  if (grpc_server_ != nullptr) grpc_server_->Wait();
+}
+
+void LinesignServer::Wait() {
+  if (grpc_server_ != nullptr) grpc_server_->Wait();
+}
+
+}  // namespace linesign

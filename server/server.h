@@ -1,0 +1,52 @@
+// LinesignServer: wires the parts of one server process together (key, CA, store, batch signer, gRPC).
+#ifndef LINESIGN_SERVER_SERVER_H_
+#define LINESIGN_SERVER_SERVER_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "hsm/signer.h"
+#include "linesign/v1/config.pb.h"
+#include "server/issuance/batch_signer.h"
+#include "server/service/ca_service.h"
+#include "server/store/sqlite/sqlite_store.h"
+
+namespace linesign {
+
+class LinesignServer {
+ public:
+  // Start opens the CA key, the chain and the store, checks they fit together, and starts serving `config`
+  // (already validated). FailedPrecondition / Unavailable with the cause when anything is missing or wrong.
+  static absl::StatusOr<std::unique_ptr<LinesignServer>> Start(v1::ServerConfig config);
+  ~LinesignServer();
+
+  // address is the bound host:port (with the real port when the configuration asked for port 0).
+  const std::string& address() const { return address_; }
+
+  // Shutdown stops accepting calls, lets in-flight ones finish (up to `grace`), drains the signer. Idempotent.
+  void Shutdown(absl::Duration grace = absl::Seconds(30));
+  // Wait blocks until Shutdown has completed.
+  void Wait();
+
+ private:
+  LinesignServer() = default;
+
+  v1::ServerConfig config_;
+  issuance::IssuingCa ca_;
+  std::unique_ptr<hsm::Signer> signer_;
+  std::unique_ptr<store::SqliteStore> store_;
+  std::unique_ptr<issuance::CertificateBuilder> builder_;
+  std::unique_ptr<issuance::BatchSigner> batch_signer_;
+  std::unique_ptr<service::CaService> service_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+  std::string address_;
+  std::mutex mu_;
+  bool shut_down_ = false;  // guarded by mu_
+};
+
+}  // namespace linesign
+
+#endif  // LINESIGN_SERVER_SERVER_H_

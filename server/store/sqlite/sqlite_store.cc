@@ -1,0 +1,213 @@
+#include "server/store/sqlite/sqlite_store.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace linesign::store {
+namespace {
+
+constexpr int kSchemaVersion = 1;
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS certificates (
+  id          INTEGER PRIMARY KEY,
+  issuer_id   TEXT NOT NULL,
+  serial      TEXT NOT NULL,
+  subject     TEXT NOT NULL,
+  sans        TEXT NOT NULL,
+  not_before  INTEGER NOT NULL,
+  not_after   INTEGER NOT NULL,
+  spki_sha256 TEXT NOT NULL,
+  csr_sha256  TEXT NOT NULL,
+  station     TEXT NOT NULL,
+  profile     TEXT NOT NULL,
+  request_id  TEXT NOT NULL,
+  der         BLOB NOT NULL,
+  issued_at   INTEGER NOT NULL,
+  UNIQUE (issuer_id, serial),
+  UNIQUE (station, request_id)
+);
+CREATE INDEX IF NOT EXISTS certificates_not_after ON certificates (not_after);
+)sql";
+
+constexpr const char* kColumns =
+    "issuer_id, serial, subject, sans, not_before, not_after, spki_sha256, csr_sha256, station, profile, "
+    "request_id, der, issued_at";
+
+struct Stmt {
+  sqlite3_stmt* s = nullptr;
+  ~Stmt() { sqlite3_finalize(s); }
+};
+
+void BindText(sqlite3_stmt* s, int i, const std::string& v) {
+  sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+}
+
+std::string ColumnText(sqlite3_stmt* s, int i) {
+  const auto* p = reinterpret_cast<const char*>(sqlite3_column_blob(s, i));
+  return p == nullptr ? "" : std::string(p, sqlite3_column_bytes(s, i));
+}
+
+CertificateRecord ReadRow(sqlite3_stmt* s) {
+  CertificateRecord r;
+  r.issuer_id = ColumnText(s, 0);
+  r.serial_hex = ColumnText(s, 1);
+  r.subject = ColumnText(s, 2);
+  r.sans = ColumnText(s, 3);
+  r.not_before = sqlite3_column_int64(s, 4);
+  r.not_after = sqlite3_column_int64(s, 5);
+  r.spki_sha256 = ColumnText(s, 6);
+  r.csr_sha256 = ColumnText(s, 7);
+  r.station = ColumnText(s, 8);
+  r.profile = ColumnText(s, 9);
+  r.request_id = ColumnText(s, 10);
+  r.der = ColumnText(s, 11);
+  r.issued_at = sqlite3_column_int64(s, 12);
+  return r;
+}
+
+absl::Status Unavailable(sqlite3* db, absl::string_view what) {
+  return absl::UnavailableError(absl::StrCat("store: ", what, ": ", sqlite3_errmsg(db)));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close(db);
+    return absl::UnavailableError(absl::StrCat("store.sqlite.path ", path, ": ", msg));
+  }
+  std::unique_ptr<SqliteStore> store(new SqliteStore(db));
+  sqlite3_busy_timeout(db, 5000);
+  sqlite3_extended_result_codes(db, 1);
+  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON"}) {
+    if (auto st = store->Exec(pragma); !st.ok()) {
+      return absl::UnavailableError(absl::StrCat("store.sqlite.path ", path, ": ", st.message()));
+    }
+  }
+  int version = 0;
+  {
+    Stmt s;
+    sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s.s, nullptr);
+    if (sqlite3_step(s.s) == SQLITE_ROW) version = sqlite3_column_int(s.s, 0);
+  }
+  if (version > kSchemaVersion) {
+    return absl::FailedPreconditionError(absl::StrCat("store.sqlite.path ", path, ": schema version ", version,
+                                                      " is newer than this server's (", kSchemaVersion, ")"));
+  }
+  if (version < kSchemaVersion) {
+    if (auto st = store->Exec(kSchema); !st.ok()) {
+      return absl::UnavailableError(absl::StrCat("store.sqlite.path ", path, ": ", st.message()));
+    }
+    LINESIGN_RETURN_IF_ERROR(store->Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str()));
+  }
+  return store;
+}
+
+SqliteStore::~SqliteStore() { sqlite3_close(db_); }
+
+absl::Status SqliteStore::Exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err != nullptr ? err : "unknown error";
+    sqlite3_free(err);
+    return absl::UnavailableError(absl::StrCat("store: ", msg));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<RecordOutcome>> SqliteStore::RecordBatch(absl::Span<const CertificateRecord> records) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<RecordOutcome> outcomes(records.size(), RecordOutcome::kRecorded);
+  if (records.empty()) return outcomes;
+  // IMMEDIATE takes the write lock now, so the duplicate checks below see every committed row.
+  LINESIGN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  auto fail = [&](absl::string_view what) {
+    absl::Status st = Unavailable(db_, what);
+    Exec("ROLLBACK").IgnoreError();
+    return st;
+  };
+  Stmt dup, ins;
+  if (sqlite3_prepare_v2(db_, "SELECT 1 FROM certificates WHERE station = ?1 AND request_id = ?2", -1, &dup.s,
+                         nullptr) != SQLITE_OK) {
+    return fail("prepare");
+  }
+  std::string insert = absl::StrCat("INSERT INTO certificates (", kColumns,
+                                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
+  if (sqlite3_prepare_v2(db_, insert.c_str(), -1, &ins.s, nullptr) != SQLITE_OK) return fail("prepare");
+  for (size_t i = 0; i < records.size(); ++i) {
+    const CertificateRecord& r = records[i];
+    sqlite3_reset(dup.s);
+    BindText(dup.s, 1, r.station);
+    BindText(dup.s, 2, r.request_id);
+    int rc = sqlite3_step(dup.s);
+    if (rc == SQLITE_ROW) {
+      outcomes[i] = RecordOutcome::kDuplicateRequest;
+      continue;
+    }
+    if (rc != SQLITE_DONE) return fail("duplicate check");
+    sqlite3_reset(ins.s);
+    BindText(ins.s, 1, r.issuer_id);
+    BindText(ins.s, 2, r.serial_hex);
+    BindText(ins.s, 3, r.subject);
+    BindText(ins.s, 4, r.sans);
+    sqlite3_bind_int64(ins.s, 5, r.not_before);
+    sqlite3_bind_int64(ins.s, 6, r.not_after);
+    BindText(ins.s, 7, r.spki_sha256);
+    BindText(ins.s, 8, r.csr_sha256);
+    BindText(ins.s, 9, r.station);
+    BindText(ins.s, 10, r.profile);
+    BindText(ins.s, 11, r.request_id);
+    sqlite3_bind_blob(ins.s, 12, r.der.data(), static_cast<int>(r.der.size()), SQLITE_STATIC);
+    sqlite3_bind_int64(ins.s, 13, r.issued_at);
+    rc = sqlite3_step(ins.s);
+    if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+      // (station, request_id) was checked above inside this transaction, so the conflict is the serial.
+      outcomes[i] = RecordOutcome::kSerialCollision;
+      continue;
+    }
+    if (rc != SQLITE_DONE) return fail("insert");
+  }
+  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) return fail("commit");
+  return outcomes;
+}
+
+absl::StatusOr<std::optional<CertificateRecord>> SqliteStore::FindOne(const char* where, const std::string& a,
+                                                                      const std::string& b) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s;
+  std::string sql = absl::StrCat("SELECT ", kColumns, " FROM certificates WHERE ", where);
+  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &s.s, nullptr) != SQLITE_OK) return Unavailable(db_, "prepare");
+  BindText(s.s, 1, a);
+  BindText(s.s, 2, b);
+  int rc = sqlite3_step(s.s);
+  if (rc == SQLITE_ROW) return std::optional<CertificateRecord>(ReadRow(s.s));
+  if (rc == SQLITE_DONE) return std::optional<CertificateRecord>();
+  return Unavailable(db_, "query");
+}
+
+absl::StatusOr<std::optional<CertificateRecord>> SqliteStore::FindByRequest(const std::string& station,
+                                                                            const std::string& request_id) {
+  return FindOne("station = ?1 AND request_id = ?2", station, request_id);
+}
+
+absl::StatusOr<std::optional<CertificateRecord>> SqliteStore::FindBySerial(const std::string& issuer_id,
+                                                                           const std::string& serial_hex) {
+  return FindOne("issuer_id = ?1 AND serial = ?2", issuer_id, serial_hex);
+}
+
+absl::StatusOr<int64_t> SqliteStore::Count() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s;
+  if (sqlite3_prepare_v2(db_, "SELECT COUNT(*) FROM certificates", -1, &s.s, nullptr) != SQLITE_OK) {
+    return Unavailable(db_, "prepare");
+  }
+  if (sqlite3_step(s.s) != SQLITE_ROW) return Unavailable(db_, "count");
+  return sqlite3_column_int64(s.s, 0);
+}
+
+}  // namespace linesign::store

@@ -1,0 +1,381 @@
+// End to end: the real linesign-server binary, a SoftHSM2 token made by the real ceremony script, real gRPC
+// over loopback, a real SQLite file, and OpenSSL (and GnuTLS's certtool) verifying what comes back.
+#include <grpcpp/grpcpp.h>
+#include <openssl/x509v3.h>
+#include <sys/stat.h>
+
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "common/openssl_util.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "hsm/pkcs11_module.h"
+#include "linesign/v1/ca.grpc.pb.h"
+#include "server/config/config.h"
+#include "tests/testing/certs.h"
+#include "tests/testing/server_process.h"
+#include "tests/testing/test_ca.h"
+
+namespace linesign {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::ServerProcess;
+using testing::TestCa;
+
+class EndToEndTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto ca = TestCa::Create("ec-p256");
+    ASSERT_TRUE(ca.ok()) << ca.status();
+    ca_ = new TestCa(*ca);
+    db_ = new std::string(ca_->dir + "/linesign.db");
+    std::string config = testing::WriteConfig(ca_->dir, config::ToYaml(ca_->Config(*db_)));
+    auto server = ServerProcess::Start({"--config", config});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = server->release();
+    stub_ = v1::CertificateAuthority::NewStub(
+                grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()))
+                .release();
+  }
+  static void TearDownTestSuite() {
+    delete stub_;
+    if (server_ != nullptr) {
+      auto r = server_->Stop(SIGTERM);
+      EXPECT_EQ(r.exit_code, 0) << r.output;
+      delete server_;
+    }
+    delete db_;
+    delete ca_;
+  }
+
+  static grpc::Status Sign(const v1::SignCsrRequest& req, v1::SignCsrResponse* resp) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    return stub_->SignCsr(&ctx, req, resp);
+  }
+  static v1::SignCsrRequest Request(const std::string& der, const std::string& id, const std::string& profile = "") {
+    v1::SignCsrRequest req;
+    req.set_csr_der(der);
+    req.set_request_id(id);
+    req.set_profile(profile);
+    return req;
+  }
+  static int64_t RecordCount() { return std::stoll(testing::SqliteScalar(*db_, "SELECT COUNT(*) FROM certificates")); }
+
+  static TestCa* ca_;
+  static std::string* db_;
+  static ServerProcess* server_;
+  static v1::CertificateAuthority::Stub* stub_;
+};
+TestCa* EndToEndTest::ca_ = nullptr;
+std::string* EndToEndTest::db_ = nullptr;
+ServerProcess* EndToEndTest::server_ = nullptr;
+v1::CertificateAuthority::Stub* EndToEndTest::stub_ = nullptr;
+
+std::string ExtensionText(X509* cert, int nid) {
+  int idx = X509_get_ext_by_NID(cert, nid, -1);
+  if (idx < 0) return "";
+  X509_EXTENSION* ext = X509_get_ext(cert, idx);
+  OsslPtr<BIO> bio(BIO_new(BIO_s_mem()));
+  X509V3_EXT_print(bio.get(), ext, 0, 0);
+  char* data = nullptr;
+  long n = BIO_get_mem_data(bio.get(), &data);
+  return absl::StrCat(X509_EXTENSION_get_critical(ext) ? "critical " : "", std::string(data, n));
+}
+
+TEST_F(EndToEndTest, IssuedCertificateVerifiesAndFollowsTheProfile) {
+  std::string csr = testing::Csr("ec-p256", "/CN=DEVICE000001/O=Acme Devices", {"DNS:device1.example", "IP:10.1.2.3"});
+  v1::SignCsrResponse resp;
+  ASSERT_TRUE(Sign(Request(csr, "e2e-profile-1"), &resp).ok());
+  auto cert = testing::ParseDer(resp.certificate_der());
+  ASSERT_NE(cert, nullptr);
+  EXPECT_EQ(testing::VerifyChain(cert.get(), ca_->root_pem, ca_->chain_pem), "");
+  EXPECT_EQ(X509_get_version(cert.get()), 2);  // v3
+
+  char subject[256];
+  X509_NAME_oneline(X509_get_subject_name(cert.get()), subject, sizeof(subject));
+  EXPECT_EQ(std::string(subject), "/CN=DEVICE000001/O=Acme Devices");
+  auto chain = ParseCertificatesPem(resp.chain_pem(), "chain");
+  ASSERT_TRUE(chain.ok());
+  EXPECT_EQ(X509_NAME_cmp(X509_get_issuer_name(cert.get()), X509_get_subject_name((*chain)[0].get())), 0);
+
+  EXPECT_EQ(ExtensionText(cert.get(), NID_basic_constraints), "critical CA:FALSE");
+  EXPECT_EQ(ExtensionText(cert.get(), NID_key_usage), "critical Digital Signature");
+  EXPECT_EQ(ExtensionText(cert.get(), NID_ext_key_usage), "TLS Web Client Authentication");
+  EXPECT_EQ(ExtensionText(cert.get(), NID_subject_alt_name), "DNS:device1.example, IP Address:10.1.2.3");
+  EXPECT_FALSE(ExtensionText(cert.get(), NID_subject_key_identifier).empty());
+  const ASN1_OCTET_STRING* aki = X509_get0_authority_key_id(cert.get());
+  const ASN1_OCTET_STRING* ca_ski = X509_get0_subject_key_id((*chain)[0].get());
+  ASSERT_NE(aki, nullptr);
+  ASSERT_NE(ca_ski, nullptr);
+  EXPECT_EQ(ASN1_OCTET_STRING_cmp(aki, ca_ski), 0);
+
+  // Validity: backdated 300 s, 365 days long.
+  int days = 0, secs = 0;
+  ASSERT_EQ(ASN1_TIME_diff(&days, &secs, X509_get0_notBefore(cert.get()), X509_get0_notAfter(cert.get())), 1);
+  EXPECT_EQ(days * 86400 + secs, 365 * 86400 + 300);
+  EXPECT_EQ(resp.not_after().seconds() - resp.not_before().seconds(), 365 * 86400 + 300);
+  int64_t now = absl::ToUnixSeconds(absl::Now());
+  EXPECT_NEAR(resp.not_before().seconds(), now - 300, 30);
+
+  // The public key is the CSR's, the serial matches the certificate.
+  OsslPtr<BIGNUM> serial(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert.get()), nullptr));
+  char* hex = BN_bn2hex(serial.get());
+  EXPECT_EQ(resp.serial_hex(), hex);
+  OPENSSL_free(hex);
+  EXPECT_EQ(resp.certificate_pem(), PemEncode("CERTIFICATE", resp.certificate_der()));
+  EXPECT_FALSE(resp.replayed());
+}
+
+TEST_F(EndToEndTest, ServerProfileGivesServerAuthAndShortValidity) {
+  v1::SignCsrResponse resp;
+  ASSERT_TRUE(Sign(Request(testing::Csr("ec-p384", "/CN=gateway", {"DNS:gw.example"}), "e2e-server-1", "server"),
+                   &resp)
+                  .ok());
+  auto cert = testing::ParseDer(resp.certificate_der());
+  EXPECT_EQ(ExtensionText(cert.get(), NID_ext_key_usage), "TLS Web Server Authentication");
+  EXPECT_EQ(resp.not_after().seconds() - resp.not_before().seconds(), 30 * 86400 + 300);
+}
+
+TEST_F(EndToEndTest, EveryDeviceKeyTypeIsIssued) {
+  for (const char* alg : {"ec-p256", "ec-p384", "ed25519", "rsa-2048", "rsa-4096"}) {
+    v1::SignCsrResponse resp;
+    grpc::Status st = Sign(Request(testing::Csr(alg, "/CN=KEYTYPE"), absl::StrCat("e2e-keytype-", alg)), &resp);
+    ASSERT_TRUE(st.ok()) << alg << ": " << st.error_message();
+    auto cert = testing::ParseDer(resp.certificate_der());
+    EXPECT_EQ(testing::VerifyChain(cert.get(), ca_->root_pem, ca_->chain_pem), "") << alg;
+  }
+}
+
+TEST_F(EndToEndTest, SerialsArePositiveShortAndUniqueOverAThousandIssues) {
+  std::string csr = testing::Csr("ec-p256", "/CN=SERIALS");
+  std::set<std::string> serials;
+  for (int i = 0; i < 1000; ++i) {
+    v1::SignCsrResponse resp;
+    grpc::Status st = Sign(Request(csr, absl::StrCat("e2e-serial-", i)), &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    auto cert = testing::ParseDer(resp.certificate_der());
+    const ASN1_INTEGER* serial = X509_get0_serialNumber(cert.get());
+    ASSERT_EQ(ASN1_STRING_type(serial), V_ASN1_INTEGER);  // V_ASN1_NEG_INTEGER for negative ones
+    ASSERT_LE(ASN1_STRING_length(serial), 20);
+    ASSERT_GE(ASN1_STRING_length(serial), 8);  // at least 64 bits
+    serials.insert(resp.serial_hex());
+  }
+  EXPECT_EQ(serials.size(), 1000u);
+}
+
+TEST_F(EndToEndTest, RecordIsInSqliteBeforeTheAnswer) {
+  std::string csr = testing::Csr("ec-p256", "/CN=RECORDED");
+  v1::SignCsrResponse resp;
+  ASSERT_TRUE(Sign(Request(csr, "e2e-record-1"), &resp).ok());
+  std::string where = absl::StrCat(" FROM certificates WHERE serial = '", resp.serial_hex(), "'");
+  EXPECT_EQ(testing::SqliteScalar(*db_, "SELECT subject" + where), "CN=RECORDED");
+  EXPECT_EQ(testing::SqliteScalar(*db_, "SELECT request_id" + where), "e2e-record-1");
+  EXPECT_EQ(testing::SqliteScalar(*db_, "SELECT profile" + where), "device");
+  EXPECT_EQ(testing::SqliteScalar(*db_, "SELECT hex(der)" + where), Hex(resp.certificate_der()));
+  EXPECT_EQ(std::stoll(testing::SqliteScalar(*db_, "SELECT not_after" + where)), resp.not_after().seconds());
+  auto cert = testing::ParseDer(resp.certificate_der());
+  EXPECT_EQ(testing::SqliteScalar(*db_, "SELECT spki_sha256" + where),
+            Hex(Sha256(PublicKeyDer(X509_get0_pubkey(cert.get())))));
+  EXPECT_EQ(testing::SqliteScalar(*db_, "PRAGMA journal_mode"), "wal");
+}
+
+TEST_F(EndToEndTest, RetryWithSameRequestIdReturnsTheSameCertificate) {
+  std::string csr = testing::Csr("ec-p256", "/CN=RETRY");
+  v1::SignCsrResponse first, second;
+  ASSERT_TRUE(Sign(Request(csr, "e2e-retry-1"), &first).ok());
+  int64_t before = RecordCount();
+  ASSERT_TRUE(Sign(Request(csr, "e2e-retry-1"), &second).ok());
+  EXPECT_EQ(second.certificate_der(), first.certificate_der());
+  EXPECT_TRUE(second.replayed());
+  EXPECT_EQ(RecordCount(), before);
+
+  v1::SignCsrResponse other;
+  grpc::Status st = Sign(Request(testing::Csr("ec-p256", "/CN=OTHER"), "e2e-retry-1"), &other);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_THAT(st.error_message(), HasSubstr("different CSR"));
+  EXPECT_EQ(RecordCount(), before);
+}
+
+TEST_F(EndToEndTest, CaKeyOnTheTokenIsSensitiveAndNotExtractable) {
+  auto module = hsm::Pkcs11Module::Load(ca_->module, {{"SOFTHSM2_CONF", ca_->softhsm2_conf}});
+  ASSERT_TRUE(module.ok()) << module.status();
+  CK_FUNCTION_LIST_PTR f = (*module)->functions();
+  CK_ULONG n = 8;
+  CK_SLOT_ID slots[8];
+  ASSERT_EQ(f->C_GetSlotList(CK_TRUE, slots, &n), CKR_OK);
+  ASSERT_GE(n, 1u);
+  CK_SESSION_HANDLE session;
+  ASSERT_EQ(f->C_OpenSession(slots[0], CKF_SERIAL_SESSION, nullptr, nullptr, &session), CKR_OK);
+  std::string pin = *ReadFile(ca_->pin_file);
+  while (!pin.empty() && (pin.back() == '\n' || pin.back() == '\r')) pin.pop_back();
+  ASSERT_EQ(f->C_Login(session, CKU_USER, reinterpret_cast<CK_UTF8CHAR_PTR>(pin.data()), pin.size()), CKR_OK);
+  CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+  CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &cls, sizeof(cls)}};
+  ASSERT_EQ(f->C_FindObjectsInit(session, tmpl, 1), CKR_OK);
+  CK_OBJECT_HANDLE key;
+  CK_ULONG found = 0;
+  ASSERT_EQ(f->C_FindObjects(session, &key, 1, &found), CKR_OK);
+  f->C_FindObjectsFinal(session);
+  ASSERT_EQ(found, 1u);
+  CK_BBOOL sensitive = CK_FALSE, extractable = CK_TRUE, never_extractable = CK_FALSE;
+  CK_ATTRIBUTE attrs[] = {{CKA_SENSITIVE, &sensitive, sizeof(sensitive)},
+                          {CKA_EXTRACTABLE, &extractable, sizeof(extractable)},
+                          {CKA_NEVER_EXTRACTABLE, &never_extractable, sizeof(never_extractable)}};
+  ASSERT_EQ(f->C_GetAttributeValue(session, key, attrs, 3), CKR_OK);
+  EXPECT_EQ(sensitive, CK_TRUE);
+  EXPECT_EQ(extractable, CK_FALSE);
+  EXPECT_EQ(never_extractable, CK_TRUE);
+  // The value itself cannot be read.
+  char value[512];
+  CK_ATTRIBUTE value_attr = {CKA_VALUE, value, sizeof(value)};
+  EXPECT_EQ(f->C_GetAttributeValue(session, key, &value_attr, 1), CKR_ATTRIBUTE_SENSITIVE);
+  f->C_CloseSession(session);
+}
+
+TEST_F(EndToEndTest, GetCaChainReturnsTheIntermediate) {
+  grpc::ClientContext ctx;
+  v1::GetCaChainResponse resp;
+  ASSERT_TRUE(stub_->GetCaChain(&ctx, {}, &resp).ok());
+  auto chain_file = ReadFile(ca_->chain_pem);
+  auto from_file = ParseCertificatesPem(*chain_file, "file");
+  auto from_server = ParseCertificatesPem(resp.chain_pem(), "server");
+  ASSERT_TRUE(from_file.ok() && from_server.ok());
+  ASSERT_EQ(from_server->size(), from_file->size());
+  EXPECT_EQ(X509_cmp((*from_server)[0].get(), (*from_file)[0].get()), 0);
+  EXPECT_EQ(resp.issuer_certificate_der(), CertificateDer((*from_file)[0].get()));
+}
+
+// The station flow of the README: plain `openssl req`, `linesign sign`, `openssl verify`, `certtool --verify`.
+TEST_F(EndToEndTest, OpensslReqThroughTheClientVerifiesWithOpensslAndGnutls) {
+  std::string dir = testing::TempDir("linesign-station");
+  auto gen = testing::RunCommand({"/usr/bin/openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                                  "ec_paramgen_curve:P-256", "-nodes", "-keyout", dir + "/device.key", "-subj",
+                                  "/CN=STATION0001", "-out", dir + "/device.csr"});
+  ASSERT_EQ(gen.exit_code, 0) << gen.output;
+  auto sign = testing::RunCommand({testing::ClientBinary(), "sign", "--server", server_->address(), "--csr",
+                                   dir + "/device.csr", "--out", dir + "/device.crt", "--chain-out",
+                                   dir + "/chain.pem"});
+  ASSERT_EQ(sign.exit_code, 0) << sign.output;
+  EXPECT_THAT(sign.output, HasSubstr("issued serial"));
+  auto verify = testing::RunCommand({"/usr/bin/openssl", "verify", "-CAfile", ca_->root_pem, "-untrusted",
+                                     dir + "/chain.pem", dir + "/device.crt"});
+  EXPECT_EQ(verify.exit_code, 0) << verify.output;
+  EXPECT_THAT(verify.output, HasSubstr(": OK"));
+  // certtool wants the whole chain, leaf first, in one file, and the root as the trust anchor.
+  auto leaf = ReadFile(dir + "/device.crt");
+  auto chain = ReadFile(dir + "/chain.pem");
+  ASSERT_TRUE(WriteFile(dir + "/bundle.pem", *leaf + *chain).ok());
+  auto certtool = testing::RunCommand({"/usr/bin/certtool", "--verify", "--load-ca-certificate", ca_->root_pem,
+                                       "--infile", dir + "/bundle.pem"});
+  EXPECT_EQ(certtool.exit_code, 0) << certtool.output;
+  EXPECT_THAT(certtool.output, HasSubstr("Chain verification output: Verified"));
+
+  auto err = testing::RunCommand({testing::ClientBinary(), "sign", "--server", server_->address(), "--csr",
+                                  dir + "/device.key", "--out", dir + "/x.crt"});
+  EXPECT_EQ(err.exit_code, 1);
+  EXPECT_THAT(err.output, HasSubstr("linesign: sign failed: INVALID_ARGUMENT: PEM label is 'PRIVATE KEY'"));
+}
+
+// ---- Bad input: each refused with its own message, nothing recorded, and the server keeps serving. ----
+
+struct BadCase {
+  std::string name;
+  std::function<v1::SignCsrRequest()> request;
+  grpc::StatusCode code;
+  std::string message;
+};
+
+std::string Corrupt(std::string der, size_t from_end) {
+  der[der.size() - from_end] ^= 0x01;
+  return der;
+}
+
+std::vector<BadCase> BadCases() {
+  auto req = [](std::string der, std::string profile = "") {
+    v1::SignCsrRequest r;
+    r.set_csr_der(std::move(der));
+    r.set_request_id("bad-input");
+    r.set_profile(std::move(profile));
+    return r;
+  };
+  return {
+      {"Empty", [] { return v1::SignCsrRequest(); }, grpc::StatusCode::INVALID_ARGUMENT, "no CSR"},
+      {"RandomBytes",
+       [&] {
+         std::string junk(300, '\0');
+         for (auto& c : junk) c = static_cast<char>(rand());
+         junk[0] = 0x42;
+         return req(junk);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "not a DER PKCS#10"},
+      {"TruncatedDer",
+       [&] {
+         std::string der = testing::Csr("ec-p256", "/CN=TRUNC");
+         return req(der.substr(0, der.size() - 10));
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "not a DER PKCS#10"},
+      {"TrailingBytes", [&] { return req(testing::Csr("ec-p256", "/CN=TRAIL") + "xx"); },
+       grpc::StatusCode::INVALID_ARGUMENT, "2 trailing bytes"},
+      {"SignatureMismatch", [&] { return req(Corrupt(testing::Csr("ec-p256", "/CN=BADSIG"), 3)); },
+       grpc::StatusCode::INVALID_ARGUMENT, "signature does not verify"},
+      {"Rsa1024", [&] { return req(testing::CsrWithKeySpec("RSA", "1024", "/CN=WEAK")); },
+       grpc::StatusCode::INVALID_ARGUMENT, "RSA key of 1024 bits is outside the 2048..4096"},
+      {"Secp256k1", [&] { return req(testing::CsrWithKeySpec("EC", "secp256k1", "/CN=K1")); },
+       grpc::StatusCode::INVALID_ARGUMENT, "unsupported EC curve secp256k1"},
+      {"Oversized",
+       [&] {
+         v1::SignCsrRequest r;
+         r.set_csr_der(std::string(64 * 1024 + 1, '\x30'));
+         r.set_request_id("bad-input");
+         return r;
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "exceeds the limit of 65536 bytes"},
+      {"UnknownProfile", [&] { return req(testing::Csr("ec-p256", "/CN=PROF"), "no-such-profile"); },
+       grpc::StatusCode::INVALID_ARGUMENT, "unknown profile 'no-such-profile'"},
+      {"MissingRequestId",
+       [&] {
+         v1::SignCsrRequest r = req(testing::Csr("ec-p256", "/CN=NOID"));
+         r.clear_request_id();
+         return r;
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "request_id is required"},
+      {"WrongPemLabel",
+       [&] {
+         v1::SignCsrRequest r;
+         r.set_csr_pem(PemEncode("CERTIFICATE", testing::Csr("ec-p256", "/CN=PEM")));
+         r.set_request_id("bad-input");
+         return r;
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "PEM label is 'CERTIFICATE'"},
+      {"SanTypeNotAllowed", [&] { return req(testing::Csr("ec-p256", "/CN=SAN", {"URI:urn:x"})); },
+       grpc::StatusCode::INVALID_ARGUMENT, "subjectAltName type uri is not allowed by profile 'device'"},
+      {"SubjectAttributeNotAllowed", [&] { return req(testing::Csr("ec-p256", "/CN=ATTR/L=Berlin")); },
+       grpc::StatusCode::INVALID_ARGUMENT, "subject attribute localityName is not allowed by profile 'device'"},
+      {"MissingCommonName", [&] { return req(testing::Csr("ec-p256", "/O=Acme")); },
+       grpc::StatusCode::INVALID_ARGUMENT, "subject attribute CN is required"},
+  };
+}
+
+class BadInputTest : public EndToEndTest, public ::testing::WithParamInterface<BadCase> {};
+
+TEST_P(BadInputTest, IsRefusedWithItsOwnMessageAndRecordsNothing) {
+  int64_t before = RecordCount();
+  v1::SignCsrResponse resp;
+  grpc::Status st = Sign(GetParam().request(), &resp);
+  EXPECT_EQ(st.error_code(), GetParam().code) << st.error_message();
+  EXPECT_THAT(st.error_message(), HasSubstr(GetParam().message));
+  EXPECT_TRUE(resp.certificate_der().empty());
+  EXPECT_EQ(RecordCount(), before);
+  // The server keeps serving.
+  v1::SignCsrResponse ok;
+  EXPECT_TRUE(Sign(Request(testing::Csr("ec-p256", "/CN=STILLSERVING"), "after-" + GetParam().name), &ok).ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(Matrix, BadInputTest, ::testing::ValuesIn(BadCases()),
+                         [](const auto& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace linesign

@@ -1,0 +1,44 @@
+// TestCa: a real CA for tests, made by the real ceremony script (deploy/ceremony.sh) in a temporary directory:
+// a SoftHSM2 token holding the intermediate key, an offline root, the chain.
+#ifndef LINESIGN_TESTS_TESTING_TEST_CA_H_
+#define LINESIGN_TESTS_TESTING_TEST_CA_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "linesign/v1/config.pb.h"
+
+namespace linesign::testing {
+
+// TempDir creates a fresh directory under $TMPDIR (or /tmp) and returns its path.
+std::string TempDir(const std::string& prefix);
+
+struct TestCa {
+  std::string dir;
+  std::string algorithm;     // ec-p256, ec-p384, rsa-2048, ...
+  std::string module;        // the SoftHSM2 module
+  std::string key_uri;
+  std::string softhsm2_conf;
+  std::string pin_file;
+  std::string root_pem;      // path
+  std::string chain_pem;     // path
+
+  // Create runs the ceremony for `algorithm` into a new temporary directory.
+  static absl::StatusOr<TestCa> Create(const std::string& algorithm = "ec-p256");
+
+  // Config returns a complete, defaulted configuration using this CA, listening on 127.0.0.1:0, with the store
+  // at `db_path` and one profile "device" (P-256, P-384, Ed25519 and RSA keys; DNS and IP SANs) plus a
+  // profile "server" (serverAuth, 30 days).
+  v1::ServerConfig Config(const std::string& db_path) const;
+};
+
+// SourceDir returns the repository's root.
+std::string SourceDir();
+// ServerBinary returns the path of the built linesign-server.
+std::string ServerBinary();
+// ClientBinary returns the path of the built linesign command.
+std::string ClientBinary();
+
+}  // namespace linesign::testing
+
+#endif  // LINESIGN_TESTS_TESTING_TEST_CA_H_
