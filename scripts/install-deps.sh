@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs every build, test and runtime dependency of linesign from Debian 12's packages. Idempotent.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ccache pkg-config git     # toolchain
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler   # gRPC 1.51, Protobuf 3.21
+  libssl-dev openssl                              # OpenSSL 3.0
+  libengine-pkcs11-openssl                        # libp11's pkcs11 engine (the CA ceremony's CSR step)
+  libp11-kit-dev                                  # the standard pkcs11.h header
+  softhsm2 opensc                                 # SoftHSM2 token, pkcs11-tool
+  libabsl-dev                                     # absl::Status and friends
+  libgtest-dev libgmock-dev libbenchmark-dev      # tests and micro-benchmarks
+  libsqlite3-dev sqlite3                          # the embedded store
+  libyaml-cpp-dev libcli11-dev                    # configuration file, command lines
+  gnutls-bin                                      # certtool: an independent verifier used by the tests
+)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -q
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
