@@ -4,7 +4,9 @@
 #include <openssl/x509v3.h>
 #include <sys/stat.h>
 
+#include <map>
 #include <set>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/openssl_util.h"
@@ -277,6 +279,63 @@ TEST_F(EndToEndTest, OpensslReqThroughTheClientVerifiesWithOpensslAndGnutls) {
                                   dir + "/device.key", "--out", dir + "/x.crt"});
   EXPECT_EQ(err.exit_code, 1);
   EXPECT_THAT(err.output, HasSubstr("linesign: sign failed: INVALID_ARGUMENT: PEM label is 'PRIVATE KEY'"));
+}
+
+TEST_F(EndToEndTest, StreamAnswersEveryRequestByIdWithErrorsInline) {
+  int64_t before = RecordCount();
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+  auto stream = stub_->SignCsrStream(&ctx);
+  constexpr int kRequests = 400;  // more than the per-stream window of 128
+  std::vector<std::string> csrs;
+  for (int i = 0; i < 8; ++i) csrs.push_back(testing::Csr("ec-p256", absl::StrCat("/CN=STREAM", i)));
+  std::thread writer([&] {
+    for (int i = 0; i < kRequests; ++i) {
+      v1::SignCsrRequest req;
+      req.set_request_id(absl::StrCat("stream-", i));
+      if (i % 50 == 7) {
+        req.set_csr_der("garbage");  // refused inline, the stream goes on
+      } else {
+        req.set_csr_der(csrs[i % csrs.size()]);
+      }
+      ASSERT_TRUE(stream->Write(req));
+    }
+    stream->WritesDone();
+  });
+  std::map<std::string, v1::SignCsrStreamResponse> answers;
+  v1::SignCsrStreamResponse resp;
+  while (stream->Read(&resp)) {
+    EXPECT_TRUE(answers.emplace(resp.request_id(), resp).second) << "answered twice: " << resp.request_id();
+  }
+  writer.join();
+  grpc::Status st = stream->Finish();
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_EQ(answers.size(), static_cast<size_t>(kRequests));
+  std::set<std::string> serials;
+  int refused = 0;
+  for (int i = 0; i < kRequests; ++i) {
+    const auto& a = answers[absl::StrCat("stream-", i)];
+    if (i % 50 == 7) {
+      ASSERT_TRUE(a.has_error());
+      EXPECT_EQ(a.error().code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+      EXPECT_THAT(a.error().message(), HasSubstr("not a DER PKCS#10"));
+      ++refused;
+      continue;
+    }
+    ASSERT_TRUE(a.has_certificate()) << a.error().message();
+    EXPECT_EQ(a.certificate().request_id(), a.request_id());
+    auto cert = testing::ParseDer(a.certificate().certificate_der());
+    ASSERT_NE(cert, nullptr);
+    // The answer is for this request: the certificate carries this request's public key.
+    auto csr_der = csrs[i % csrs.size()];
+    const unsigned char* p = reinterpret_cast<const unsigned char*>(csr_der.data());
+    OsslPtr<X509_REQ> req(d2i_X509_REQ(nullptr, &p, csr_der.size()));
+    EXPECT_EQ(EVP_PKEY_eq(X509_get0_pubkey(cert.get()), X509_REQ_get0_pubkey(req.get())), 1);
+    if (i < 60) EXPECT_EQ(testing::VerifyChain(cert.get(), ca_->root_pem, ca_->chain_pem), "");
+    serials.insert(a.certificate().serial_hex());
+  }
+  EXPECT_EQ(serials.size(), static_cast<size_t>(kRequests - refused));
+  EXPECT_EQ(RecordCount(), before + kRequests - refused);
 }
 
 // ---- Bad input: each refused with its own message, nothing recorded, and the server keeps serving. ----

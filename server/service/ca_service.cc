@@ -1,5 +1,8 @@
 #include "server/service/ca_service.h"
 
+#include <deque>
+#include <mutex>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
@@ -105,6 +108,149 @@ grpc::ServerUnaryReactor* CaService::GetCaChain(grpc::CallbackServerContext* con
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;
+}
+
+}  // namespace linesign::service
+
+namespace linesign::service {
+
+// SignStreamReactor serves one SignCsrStream. Reads one request at a time; each checked request goes to the batch
+// signer, whose worker queues the answer here. Answers are written one at a time in completion order. At most
+// kWindow requests are in flight: beyond that no further read is started, which is HTTP/2 flow control for the
+// station. gRPC operations are started outside mu_, because gRPC may run a reaction inline.
+class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrRequest, v1::SignCsrStreamResponse> {
+ public:
+  static constexpr int kWindow = 128;
+
+  SignStreamReactor(CaService* service, std::string peer) : service_(service), peer_(std::move(peer)) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        reads_done_ = true;
+      }
+      Drive();
+      return;
+    }
+    v1::SignCsrRequest request = std::move(request_);
+    const std::string station = "anonymous";
+    auto job = service_->Check(request, station);
+    if (!job.ok()) {
+      LogInfo("refused SignCsrStream request from ", peer_, " request_id=", request.request_id().substr(0, 128), ": ",
+              job.status().message());
+      Answer(request.request_id(), job.status(), nullptr, false, /*was_in_flight=*/false);
+    } else {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++in_flight_;
+      }
+      std::string id = request.request_id();
+      job->done = [this, id](absl::StatusOr<store::CertificateRecord> record, bool replayed) {
+        if (record.ok()) {
+          Answer(id, absl::OkStatus(), &*record, replayed, true);
+        } else {
+          LogWarning("SignCsrStream request ", id, " from ", peer_, " failed: ", record.status().ToString());
+          Answer(id, record.status(), nullptr, false, true);
+        }
+      };
+      if (absl::Status st = service_->signer_->Submit(*std::move(job)); !st.ok()) {
+        Answer(id, st, nullptr, false, true);
+      }
+    }
+    bool read_next;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      read_next = in_flight_ < kWindow;
+      read_paused_ = !read_next;
+    }
+    if (read_next) StartRead(&request_);
+    Drive();
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      writing_ = false;
+      if (!ok) {
+        broken_ = true;  // the station went away: drop what is left to write
+        writes_.clear();
+      } else {
+        writes_.pop_front();
+      }
+    }
+    Drive();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  // Answer queues the response for `id`; `was_in_flight` releases a window slot.
+  void Answer(const std::string& id, const absl::Status& status, const store::CertificateRecord* record,
+              bool replayed, bool was_in_flight) {
+    v1::SignCsrStreamResponse response;
+    response.set_request_id(id);
+    grpc::Status g = status.ok() ? grpc::Status::OK : ToGrpcStatus(status);
+    if (record != nullptr) {
+      FillResponse(*record, service_->ca_->chain_pem, replayed, response.mutable_certificate());
+      LogInfo(replayed ? "replayed" : "issued", " serial=", record->serial_hex, " subject=\"", record->subject,
+              "\" profile=", record->profile, " request_id=", id, " peer=", peer_, " (stream)");
+    } else {
+      response.mutable_error()->set_code(static_cast<int>(g.error_code()));
+      response.mutable_error()->set_message(g.error_message());
+    }
+    service_->Count(g);
+    bool resume_read = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (was_in_flight) --in_flight_;
+      if (!broken_) writes_.push_back(std::move(response));
+      if (read_paused_ && in_flight_ < kWindow && !reads_done_) {
+        read_paused_ = false;
+        resume_read = true;
+      }
+    }
+    if (resume_read) StartRead(&request_);
+    Drive();
+  }
+
+  // Drive starts the next write, or finishes the stream once everything is read, signed and written.
+  void Drive() {
+    const v1::SignCsrStreamResponse* next = nullptr;
+    bool finish = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!writing_ && !writes_.empty()) {
+        writing_ = true;
+        next = &writes_.front();  // stays put until OnWriteDone pops it
+      } else if (!writing_ && writes_.empty() && reads_done_ && in_flight_ == 0 && !finished_) {
+        finished_ = true;
+        finish = true;
+      }
+    }
+    if (next != nullptr) StartWrite(next);
+    if (finish) Finish(grpc::Status::OK);
+  }
+
+  CaService* service_;  // borrowed
+  const std::string peer_;
+  v1::SignCsrRequest request_;  // the one outstanding read's buffer
+
+  std::mutex mu_;
+  std::deque<v1::SignCsrStreamResponse> writes_;  // guarded by mu_; front is being written when writing_
+  int in_flight_ = 0;                             // guarded by mu_
+  bool writing_ = false;                          // guarded by mu_
+  bool reads_done_ = false;                       // guarded by mu_
+  bool read_paused_ = false;                      // guarded by mu_
+  bool broken_ = false;                           // guarded by mu_
+  bool finished_ = false;                         // guarded by mu_
+};
+
+grpc::ServerBidiReactor<v1::SignCsrRequest, v1::SignCsrStreamResponse>* CaService::SignCsrStream(
+    grpc::CallbackServerContext* context) {
+  return new SignStreamReactor(this, context->peer());
 }
 
 }  // namespace linesign::service

@@ -21,6 +21,8 @@ class CaService final : public v1::CertificateAuthority::CallbackService {
 
   grpc::ServerUnaryReactor* SignCsr(grpc::CallbackServerContext* context, const v1::SignCsrRequest* request,
                                     v1::SignCsrResponse* response) override;
+  grpc::ServerBidiReactor<v1::SignCsrRequest, v1::SignCsrStreamResponse>* SignCsrStream(
+      grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* GetCaChain(grpc::CallbackServerContext* context, const v1::GetCaChainRequest* request,
                                        v1::GetCaChainResponse* response) override;
 
@@ -28,6 +30,7 @@ class CaService final : public v1::CertificateAuthority::CallbackService {
   uint64_t answered(int code) const { return answered_[code & 15].load(std::memory_order_relaxed); }
 
  private:
+  friend class SignStreamReactor;
   // Check validates `request` into a job; the error says what is wrong.
   absl::StatusOr<issuance::SignJob> Check(const v1::SignCsrRequest& request, const std::string& station) const;
   void Count(const grpc::Status& status) {
