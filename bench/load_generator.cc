@@ -1,0 +1,253 @@
+// linesign-bench: an end-to-end load generator against a running linesign server.
+//
+// Pre-generates a pool of CSRs, then drives SignCsrStream (default) or unary SignCsr from several connections
+// until --count certificates or --duration seconds, printing a progress line each second and a summary:
+// certificates/s, latency percentiles, errors by status code (--json: one JSON object). Every --verify-every-th
+// certificate is checked against the issuing CA's key from GetCaChain.
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include <openssl/rand.h>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "client/keygen.h"
+#include "common/openssl_util.h"
+#include "linesign/v1/ca.grpc.pb.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using linesign::v1::CertificateAuthority;
+
+struct Shared {
+  std::vector<std::string> csrs;
+  int64_t count = 0;              // stop after this many answers (0: use the deadline)
+  Clock::time_point deadline;
+  std::atomic<int64_t> sent{0};
+  std::atomic<int64_t> done{0};
+  std::atomic<int64_t> verified{0};
+  std::atomic<int64_t> verify_failed{0};
+  int verify_every = 1000;
+  EVP_PKEY* issuer_key = nullptr;  // borrowed from main
+  std::mutex mu;
+  std::vector<double> latencies_ms;       // guarded by mu
+  std::map<std::string, int64_t> errors;  // guarded by mu
+  std::string run_id;
+
+  // Take claims the next request number, or -1 when the run is over.
+  int64_t Take() {
+    if (count > 0) {
+      int64_t n = sent.fetch_add(1);
+      return n < count ? n : -1;
+    }
+    return Clock::now() < deadline ? sent.fetch_add(1) : -1;
+  }
+  void Record(double ms, const std::string& error, const std::string& der) {
+    int64_t n = done.fetch_add(1);
+    if (error.empty() && verify_every > 0 && n % verify_every == 0) {
+      const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+      linesign::OsslPtr<X509> cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+      bool ok = cert != nullptr && X509_verify(cert.get(), issuer_key) == 1;
+      (ok ? verified : verify_failed).fetch_add(1);
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    if (error.empty()) {
+      latencies_ms.push_back(ms);
+    } else {
+      errors[error]++;
+    }
+  }
+};
+
+const char* CodeName(int code) {
+  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+                                 "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+                                 "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
+                                 "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  return code >= 0 && code <= 16 ? kNames[code] : "?";
+}
+
+void UnaryWorker(CertificateAuthority::Stub* stub, Shared* s) {
+  for (int64_t n; (n = s->Take()) >= 0;) {
+    linesign::v1::SignCsrRequest req;
+    req.set_csr_der(s->csrs[n % s->csrs.size()]);
+    req.set_request_id(absl::StrCat(s->run_id, "-", n));
+    linesign::v1::SignCsrResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    auto t0 = Clock::now();
+    grpc::Status st = stub->SignCsr(&ctx, req, &resp);
+    double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    s->Record(ms, st.ok() ? "" : CodeName(st.error_code()), resp.certificate_der());
+  }
+}
+
+void StreamWorker(CertificateAuthority::Stub* stub, Shared* s, int window) {
+  grpc::ClientContext ctx;
+  auto stream = stub->SignCsrStream(&ctx);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<int64_t, Clock::time_point> outstanding;  // guarded by mu
+  std::thread reader([&] {
+    linesign::v1::SignCsrStreamResponse resp;
+    while (stream->Read(&resp)) {
+      int64_t n = std::stoll(resp.request_id().substr(resp.request_id().rfind('-') + 1));
+      Clock::time_point t0;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        t0 = outstanding[n];
+        outstanding.erase(n);
+      }
+      cv.notify_one();
+      double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+      s->Record(ms, resp.has_error() ? CodeName(resp.error().code()) : "", resp.certificate().certificate_der());
+    }
+  });
+  for (int64_t n; (n = s->Take()) >= 0;) {
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return static_cast<int>(outstanding.size()) < window; });
+      outstanding[n] = Clock::now();
+    }
+    linesign::v1::SignCsrRequest req;
+    req.set_csr_der(s->csrs[n % s->csrs.size()]);
+    req.set_request_id(absl::StrCat(s->run_id, "-", n));
+    if (!stream->Write(req)) break;
+  }
+  stream->WritesDone();
+  reader.join();
+  grpc::Status st = stream->Finish();
+  if (!st.ok()) s->Record(0, absl::StrCat("stream ", CodeName(st.error_code())), "");
+}
+
+double Percentile(const std::vector<double>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  size_t i = static_cast<size_t>(p * (sorted.size() - 1));
+  return sorted[i];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"linesign-bench: end-to-end load against a linesign server"};
+  std::string server = "127.0.0.1:7443", mode = "stream", key = "ec-p256";
+  int concurrency = 4, window = 64, pool = 64;
+  int64_t count = 0;
+  double duration = 10;
+  bool json = false;
+  Shared s;
+  app.add_option("--server", server, "host:port")->capture_default_str();
+  app.add_option("--mode", mode, "stream (SignCsrStream) or unary (SignCsr)")
+      ->check(CLI::IsMember({"stream", "unary"}))->capture_default_str();
+  app.add_option("--concurrency", concurrency, "streams (stream mode) or calling threads (unary mode)")
+      ->capture_default_str();
+  app.add_option("--window", window, "requests in flight per stream")->capture_default_str();
+  app.add_option("--count", count, "stop after this many certificates (overrides --duration)");
+  app.add_option("--duration", duration, "seconds to run")->capture_default_str();
+  app.add_option("--key", key, "device key type: ec-p256, ec-p384, ed25519, rsa-2048")->capture_default_str();
+  app.add_option("--pool", pool, "distinct CSRs pre-generated")->capture_default_str();
+  app.add_option("--verify-every", s.verify_every, "verify every Nth certificate's signature (0: none)")
+      ->capture_default_str();
+  app.add_flag("--json", json, "print the summary as one JSON object");
+  CLI11_PARSE(app, argc, argv);
+
+  for (int i = 0; i < pool; ++i) {
+    auto k = linesign::client::GenerateKey(key);
+    if (!k.ok()) {
+      std::cerr << "linesign-bench: " << k.status().message() << "\n";
+      return 2;
+    }
+    auto csr = linesign::client::MakeCsr(k->get(), absl::StrCat("/CN=BENCH", i), {});
+    if (!csr.ok()) return 2;
+    s.csrs.push_back(*csr);
+  }
+  grpc::ChannelArguments args;
+  std::vector<std::unique_ptr<CertificateAuthority::Stub>> stubs;
+  for (int i = 0; i < concurrency; ++i) {
+    args.SetInt("linesign.bench.channel", i);  // a distinct argument gives each worker its own connection
+    stubs.push_back(CertificateAuthority::NewStub(
+        grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args)));
+  }
+  linesign::v1::GetCaChainResponse chain;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status st = stubs[0]->GetCaChain(&ctx, {}, &chain);
+    if (!st.ok()) {
+      std::cerr << "linesign-bench: GetCaChain failed: " << st.error_message() << "\n";
+      return 1;
+    }
+  }
+  auto ca = linesign::ParseCertificatesPem(chain.chain_pem(), "chain");
+  if (!ca.ok()) return 1;
+  s.issuer_key = X509_get0_pubkey((*ca)[0].get());
+  unsigned char rnd[8];
+  RAND_bytes(rnd, sizeof(rnd));
+  s.run_id = "bench-" + linesign::Hex(std::string(reinterpret_cast<char*>(rnd), sizeof(rnd)));
+  s.count = count;
+  auto start = Clock::now();
+  s.deadline = start + std::chrono::milliseconds(static_cast<int64_t>(duration * 1000));
+
+  std::vector<std::thread> workers;
+  for (int i = 0; i < concurrency; ++i) {
+    workers.emplace_back([&, i] {
+      if (mode == "unary") {
+        UnaryWorker(stubs[i].get(), &s);
+      } else {
+        StreamWorker(stubs[i].get(), &s, window);
+      }
+    });
+  }
+  std::atomic<bool> finished{false};
+  std::thread progress([&] {
+    int64_t last = 0;
+    while (!finished) {
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      int64_t d = s.done.load();
+      std::cerr << absl::StrFormat("\r%6.1fs  %9d certs  %8d/s   ",
+                                   std::chrono::duration<double>(Clock::now() - start).count(), d, d - last);
+      last = d;
+    }
+    std::cerr << "\n";
+  });
+  for (auto& w : workers) w.join();
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  finished = true;
+  progress.join();
+
+  std::sort(s.latencies_ms.begin(), s.latencies_ms.end());
+  int64_t errors = 0;
+  for (const auto& [k, v] : s.errors) errors += v;
+  double rate = s.latencies_ms.size() / elapsed;
+  if (json) {
+    std::string errs;
+    for (const auto& [k, v] : s.errors) absl::StrAppend(&errs, errs.empty() ? "" : ",", "\"", k, "\":", v);
+    std::cout << absl::StrFormat(
+        "{\"mode\":\"%s\",\"key\":\"%s\",\"concurrency\":%d,\"certificates\":%d,\"seconds\":%.3f,"
+        "\"certs_per_second\":%.1f,\"p50_ms\":%.3f,\"p95_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
+        "\"errors\":%d,\"errors_by_code\":{%s},\"verified\":%d,\"verify_failed\":%d}\n",
+        mode, key, concurrency, s.latencies_ms.size(), elapsed, rate, Percentile(s.latencies_ms, 0.50),
+        Percentile(s.latencies_ms, 0.95), Percentile(s.latencies_ms, 0.99),
+        s.latencies_ms.empty() ? 0 : s.latencies_ms.back(), errors, errs, s.verified.load(),
+        s.verify_failed.load());
+  } else {
+    std::cout << absl::StrFormat(
+        "%s, %s keys, concurrency %d: %d certificates in %.2f s = %.0f certs/s\n"
+        "latency ms: p50 %.3f  p95 %.3f  p99 %.3f  max %.3f\n"
+        "errors: %d%s   sample verified: %d ok, %d failed\n",
+        mode, key, concurrency, s.latencies_ms.size(), elapsed, rate, Percentile(s.latencies_ms, 0.50),
+        Percentile(s.latencies_ms, 0.95), Percentile(s.latencies_ms, 0.99),
+        s.latencies_ms.empty() ? 0 : s.latencies_ms.back(), errors, errors ? " (see errors_by_code with --json)" : "",
+        s.verified.load(), s.verify_failed.load());
+  }
+  return s.verify_failed.load() == 0 ? 0 : 1;
+}
