@@ -69,14 +69,6 @@ struct Shared {
   }
 };
 
-const char* CodeName(int code) {
-  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-                                 "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-                                 "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
-                                 "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
-  return code >= 0 && code <= 16 ? kNames[code] : "?";
-}
-
 void UnaryWorker(CertificateAuthority::Stub* stub, Shared* s) {
   for (int64_t n; (n = s->Take()) >= 0;) {
     linesign::v1::SignCsrRequest req;
@@ -88,7 +80,7 @@ void UnaryWorker(CertificateAuthority::Stub* stub, Shared* s) {
     auto t0 = Clock::now();
     grpc::Status st = stub->SignCsr(&ctx, req, &resp);
     double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-    s->Record(ms, st.ok() ? "" : CodeName(st.error_code()), resp.certificate_der());
+    s->Record(ms, st.ok() ? "" : linesign::StatusCodeName(st.error_code()), resp.certificate_der());
   }
 }
 
@@ -110,7 +102,7 @@ void StreamWorker(CertificateAuthority::Stub* stub, Shared* s, int window) {
       }
       cv.notify_one();
       double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-      s->Record(ms, resp.has_error() ? CodeName(resp.error().code()) : "", resp.certificate().certificate_der());
+      s->Record(ms, resp.has_error() ? linesign::StatusCodeName(resp.error().code()) : "", resp.certificate().certificate_der());
     }
   });
   for (int64_t n; (n = s->Take()) >= 0;) {
@@ -127,7 +119,7 @@ void StreamWorker(CertificateAuthority::Stub* stub, Shared* s, int window) {
   stream->WritesDone();
   reader.join();
   grpc::Status st = stream->Finish();
-  if (!st.ok()) s->Record(0, absl::StrCat("stream ", CodeName(st.error_code())), "");
+  if (!st.ok()) s->Record(0, absl::StrCat("stream ", linesign::StatusCodeName(st.error_code())), "");
 }
 
 double Percentile(const std::vector<double>& sorted, double p) {

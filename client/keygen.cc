@@ -65,11 +65,8 @@ absl::StatusOr<std::string> MakeCsr(EVP_PKEY* key, const std::string& subject,
   if (X509_REQ_sign(req.get(), key, md) <= 0) {
     return absl::InternalError(absl::StrCat("CSR signature failed: ", OpenSslErrors()));
   }
-  unsigned char* buf = nullptr;
-  int n = i2d_X509_REQ(req.get(), &buf);
-  if (n <= 0) return absl::InternalError("cannot encode CSR");
-  std::string der(reinterpret_cast<char*>(buf), n);
-  OPENSSL_free(buf);
+  std::string der = ToDer(i2d_X509_REQ, static_cast<const X509_REQ*>(req.get()));
+  if (der.empty()) return absl::InternalError("cannot encode CSR");
   return der;
 }
 

@@ -17,12 +17,7 @@ int Fail(const std::string& what) {
 }
 
 int FailRpc(const std::string& rpc, const grpc::Status& st) {
-  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-                                 "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-                                 "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
-                                 "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
-  int code = static_cast<int>(st.error_code());
-  return Fail(rpc + " failed: " + (code >= 0 && code <= 16 ? kNames[code] : "?") + ": " + st.error_message());
+  return Fail(rpc + " failed: " + linesign::StatusCodeName(st.error_code()) + ": " + st.error_message());
 }
 
 std::string RandomRequestId() {

@@ -120,22 +120,16 @@ absl::StatusOr<std::vector<OsslPtr<X509>>> ParseCertificatesPem(absl::string_vie
   return out;
 }
 
-std::string CertificateDer(const X509* cert) {
-  unsigned char* buf = nullptr;
-  int n = i2d_X509(cert, &buf);
-  if (n <= 0) return "";
-  std::string out(reinterpret_cast<char*>(buf), n);
-  OPENSSL_free(buf);
-  return out;
-}
+std::string CertificateDer(const X509* cert) { return ToDer(i2d_X509, cert); }
 
-std::string PublicKeyDer(const EVP_PKEY* key) {
-  unsigned char* buf = nullptr;
-  int n = i2d_PUBKEY(key, &buf);
-  if (n <= 0) return "";
-  std::string out(reinterpret_cast<char*>(buf), n);
-  OPENSSL_free(buf);
-  return out;
+std::string PublicKeyDer(const EVP_PKEY* key) { return ToDer(i2d_PUBKEY, key); }
+
+const char* StatusCodeName(int code) {
+  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+                                 "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+                                 "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
+                                 "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  return code >= 0 && code <= 16 ? kNames[code] : "?";
 }
 
 }  // namespace linesign

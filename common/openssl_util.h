@@ -54,6 +54,20 @@ absl::Status WriteFile(const std::string& path, absl::string_view data, int mode
 // malformed PEM. `what` names the source in messages.
 absl::StatusOr<std::vector<OsslPtr<X509>>> ParseCertificatesPem(absl::string_view pem, absl::string_view what);
 
+// ToDer returns `i2d(obj)` as bytes ("" when encoding fails), for any OpenSSL i2d_* function.
+template <typename T>
+std::string ToDer(int (*i2d)(T*, unsigned char**), T* obj) {
+  unsigned char* buf = nullptr;
+  int n = i2d(obj, &buf);
+  if (n <= 0) return "";
+  std::string out(reinterpret_cast<char*>(buf), n);
+  OPENSSL_free(buf);
+  return out;
+}
+
+// StatusCodeName returns the canonical name of a gRPC / absl status code ("INVALID_ARGUMENT"), "?" if unknown.
+const char* StatusCodeName(int code);
+
 // CertificateDer returns the DER encoding of `cert`.
 std::string CertificateDer(const X509* cert);
 

@@ -57,15 +57,6 @@ KeyInfo DescribeKey(const EVP_PKEY* key) {
   return k;
 }
 
-std::string NameDer(const X509_NAME* name) {
-  unsigned char* buf = nullptr;
-  int n = i2d_X509_NAME(name, &buf);
-  if (n <= 0) return "";
-  std::string out(reinterpret_cast<char*>(buf), n);
-  OPENSSL_free(buf);
-  return out;
-}
-
 std::string NameText(const X509_NAME* name) {
   OsslPtr<BIO> bio(BIO_new(BIO_s_mem()));
   X509_NAME_print_ex(bio.get(), name, 0, XN_FLAG_RFC2253);
@@ -224,11 +215,9 @@ absl::StatusOr<CheckedCsr> CheckCsr(const std::string& der, const v1::Profile& p
                                " trailing bytes after the DER"));
   }
   // Re-encoding must give back the same bytes: anything else means non-DER (BER) input.
-  unsigned char* re = nullptr;
-  int re_len = i2d_X509_REQ(req.get(), &re);
-  bool same = re_len == static_cast<int>(der.size()) && memcmp(re, der.data(), der.size()) == 0;
-  OPENSSL_free(re);
-  if (!same) return Refuse("CSR is not in canonical DER (BER constructs or non-minimal lengths)");
+  if (ToDer(i2d_X509_REQ, static_cast<const X509_REQ*>(req.get())) != der) {
+    return Refuse("CSR is not in canonical DER (BER constructs or non-minimal lengths)");
+  }
 
   CheckedCsr out;
   out.der = der;
@@ -245,7 +234,7 @@ absl::StatusOr<CheckedCsr> CheckCsr(const std::string& der, const v1::Profile& p
   }
   const X509_NAME* subject = X509_REQ_get_subject_name(req.get());
   if (auto st = CheckSubject(subject, profile, profile_name); !st.ok()) return st;
-  out.subject_der = NameDer(subject);
+  out.subject_der = ToDer(i2d_X509_NAME, subject);
   out.subject_text = NameText(subject);
   if (auto st = CheckExtensions(req.get(), profile, profile_name, &out); !st.ok()) return st;
   out.spki_der = PublicKeyDer(key);

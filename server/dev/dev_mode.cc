@@ -26,7 +26,9 @@ bool Exists(const std::string& path) {
   return stat(path.c_str(), &st) == 0;
 }
 
-absl::StatusOr<std::map<std::string, std::string>> ReadEnvFile(const std::string& path) {
+}  // namespace
+
+absl::StatusOr<std::map<std::string, std::string>> ReadCeremonyEnv(const std::string& path) {
   LINESIGN_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   std::map<std::string, std::string> out;
   for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
@@ -40,6 +42,8 @@ absl::StatusOr<std::map<std::string, std::string>> ReadEnvFile(const std::string
   }
   return out;
 }
+
+namespace {
 
 std::string Absolute(const std::string& path) {
   if (!path.empty() && path[0] == '/') return path;
@@ -85,7 +89,7 @@ absl::StatusOr<std::string> PrepareDevDirectory(const std::string& dir_in, const
                                                         "; see its messages above"));
     }
   }
-  auto env = ReadEnvFile(absl::StrCat(dir, "/ceremony.env"));
+  auto env = ReadCeremonyEnv(absl::StrCat(dir, "/ceremony.env"));
   if (!env.ok()) {
     return absl::FailedPreconditionError(
         absl::StrCat("development mode: ", dir, " holds an incomplete CA (", env.status().message(),

@@ -2,6 +2,7 @@
 #ifndef LINESIGN_SERVER_DEV_DEV_MODE_H_
 #define LINESIGN_SERVER_DEV_DEV_MODE_H_
 
+#include <map>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -17,6 +18,9 @@ bool IsLoopback(const std::string& listen);
 // a loopback address.
 absl::StatusOr<std::string> PrepareDevDirectory(const std::string& dir, const std::string& listen,
                                                 const std::string& ceremony_script);
+
+// ReadCeremonyEnv reads the KEY='value' lines of a ceremony result file (DIR/ceremony.env).
+absl::StatusOr<std::map<std::string, std::string>> ReadCeremonyEnv(const std::string& path);
 
 // FindCeremonyScript returns the first of the installed and source-tree ceremony scripts that exists.
 std::string FindCeremonyScript();

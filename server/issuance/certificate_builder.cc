@@ -85,11 +85,8 @@ absl::StatusOr<std::unique_ptr<CertificateBuilder>> CertificateBuilder::Create(c
                                                                                 const v1::ServerConfig& config) {
   std::unique_ptr<CertificateBuilder> b(new CertificateBuilder(ca, signer));
   X509* cert = ca->certificate.get();
-  unsigned char* buf = nullptr;
-  int n = i2d_X509_NAME(X509_get_subject_name(cert), &buf);
-  if (n <= 0) return absl::InternalError("cannot encode the CA subject");
-  b->issuer_der_.assign(reinterpret_cast<char*>(buf), n);
-  OPENSSL_free(buf);
+  b->issuer_der_ = ToDer(i2d_X509_NAME, static_cast<const X509_NAME*>(X509_get_subject_name(cert)));
+  if (b->issuer_der_.empty()) return absl::InternalError("cannot encode the CA subject");
 
   std::string ca_key_id;
   if (const ASN1_OCTET_STRING* ski = X509_get0_subject_key_id(cert); ski != nullptr) {

@@ -6,9 +6,9 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "common/openssl_util.h"
 #include "server/config/config.h"
+#include "server/dev/dev_mode.h"
 
 namespace linesign::testing {
 
@@ -34,16 +34,9 @@ absl::StatusOr<TestCa> TestCa::Create(const std::string& algorithm) {
     auto out = ReadFile(ca.dir + ".out");
     return absl::InternalError(absl::StrCat("ceremony failed (", WEXITSTATUS(rc), "): ", out.ok() ? *out : ""));
   }
-  auto env_text = ReadFile(ca.dir + "/ceremony.env");
-  if (!env_text.ok()) return env_text.status();
-  std::map<std::string, std::string> env;
-  for (absl::string_view line : absl::StrSplit(*env_text, '\n', absl::SkipEmpty())) {
-    auto eq = line.find('=');
-    if (eq == absl::string_view::npos) continue;
-    std::string v(line.substr(eq + 1));
-    if (v.size() >= 2 && (v.front() == '\'' || v.front() == '"')) v = v.substr(1, v.size() - 2);
-    env[std::string(line.substr(0, eq))] = v;
-  }
+  auto parsed = dev::ReadCeremonyEnv(ca.dir + "/ceremony.env");
+  if (!parsed.ok()) return parsed.status();
+  std::map<std::string, std::string>& env = *parsed;
   ca.module = env["LINESIGN_MODULE"];
   ca.key_uri = env["LINESIGN_KEY_URI"];
   ca.softhsm2_conf = env["SOFTHSM2_CONF"];
