@@ -219,7 +219,10 @@ int main(int argc, char** argv) {
   std::sort(s.latencies_ms.begin(), s.latencies_ms.end());
   int64_t errors = 0;
   for (const auto& [k, v] : s.errors) errors += v;
-  double rate = s.latencies_ms.size() / elapsed;
+  const auto& lat = s.latencies_ms;
+  const double rate = lat.size() / elapsed, p50 = Percentile(lat, 0.50), p95 = Percentile(lat, 0.95),
+               p99 = Percentile(lat, 0.99), max = lat.empty() ? 0 : lat.back();
+  const int64_t verified = s.verified.load(), verify_failed = s.verify_failed.load();
   if (json) {
     std::string errs;
     for (const auto& [k, v] : s.errors) absl::StrAppend(&errs, errs.empty() ? "" : ",", "\"", k, "\":", v);
@@ -227,19 +230,14 @@ int main(int argc, char** argv) {
         "{\"mode\":\"%s\",\"key\":\"%s\",\"concurrency\":%d,\"certificates\":%d,\"seconds\":%.3f,"
         "\"certs_per_second\":%.1f,\"p50_ms\":%.3f,\"p95_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
         "\"errors\":%d,\"errors_by_code\":{%s},\"verified\":%d,\"verify_failed\":%d}\n",
-        mode, key, concurrency, s.latencies_ms.size(), elapsed, rate, Percentile(s.latencies_ms, 0.50),
-        Percentile(s.latencies_ms, 0.95), Percentile(s.latencies_ms, 0.99),
-        s.latencies_ms.empty() ? 0 : s.latencies_ms.back(), errors, errs, s.verified.load(),
-        s.verify_failed.load());
+        mode, key, concurrency, lat.size(), elapsed, rate, p50, p95, p99, max, errors, errs, verified, verify_failed);
   } else {
     std::cout << absl::StrFormat(
         "%s, %s keys, concurrency %d: %d certificates in %.2f s = %.0f certs/s\n"
         "latency ms: p50 %.3f  p95 %.3f  p99 %.3f  max %.3f\n"
         "errors: %d%s   sample verified: %d ok, %d failed\n",
-        mode, key, concurrency, s.latencies_ms.size(), elapsed, rate, Percentile(s.latencies_ms, 0.50),
-        Percentile(s.latencies_ms, 0.95), Percentile(s.latencies_ms, 0.99),
-        s.latencies_ms.empty() ? 0 : s.latencies_ms.back(), errors, errors ? " (see errors_by_code with --json)" : "",
-        s.verified.load(), s.verify_failed.load());
+        mode, key, concurrency, lat.size(), elapsed, rate, p50, p95, p99, max, errors,
+        errors ? " (see errors_by_code with --json)" : "", verified, verify_failed);
   }
   return s.verify_failed.load() == 0 ? 0 : 1;
 }
