@@ -38,7 +38,7 @@ class EndToEndTest : public ::testing::Test {
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = server->release();
     stub_ = v1::CertificateAuthority::NewStub(
-                grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()))
+                ca_->Channel(server_->address()))
                 .release();
   }
   static void TearDownTestSuite() {

@@ -71,4 +71,8 @@ v1::ServerConfig TestCa::Config(const std::string& db_path) const {
   return c;
 }
 
+std::shared_ptr<grpc::Channel> TestCa::Channel(const std::string& address, const std::string& identity) const {
+  return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+}
+
 }  // namespace linesign::testing

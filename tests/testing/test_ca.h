@@ -5,6 +5,10 @@
 
 #include <string>
 
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+
 #include "absl/status/statusor.h"
 #include "linesign/v1/config.pb.h"
 
@@ -30,6 +34,11 @@ struct TestCa {
   // at `db_path` and one profile "device" (P-256, P-384, Ed25519 and RSA keys; DNS and IP SANs) plus a
   // profile "server" (serverAuth, 30 days).
   v1::ServerConfig Config(const std::string& db_path) const;
+
+  // Channel opens a gRPC channel to a server started with Config(), as the station `identity`. Every test
+  // reaches the server through this, so the transport's security is decided in one place.
+  std::shared_ptr<grpc::Channel> Channel(const std::string& address,
+                                         const std::string& identity = "station-1") const;
 };
 
 // SourceDir returns the repository's root.
