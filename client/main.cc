@@ -3,8 +3,12 @@
 #include <openssl/rand.h>
 
 #include <iostream>
+#include <map>
+
+#include "absl/time/time.h"
 
 #include "CLI/CLI.hpp"
+#include "client/connect.h"
 #include "client/keygen.h"
 #include "common/openssl_util.h"
 #include "linesign/v1/ca.grpc.pb.h"
@@ -26,9 +30,14 @@ std::string RandomRequestId() {
   return linesign::Hex(std::string(reinterpret_cast<char*>(b), sizeof(b)));
 }
 
-std::unique_ptr<linesign::v1::CertificateAuthority::Stub> Connect(const std::string& server) {
-  return linesign::v1::CertificateAuthority::NewStub(
-      grpc::CreateChannel(server, grpc::InsecureChannelCredentials()));
+// AddConnectionOptions adds --server and the TLS options to a subcommand that talks to the server.
+void AddConnectionOptions(CLI::App* cmd, std::string* server, linesign::client::TlsFiles* tls) {
+  cmd->add_option("--server", *server, "host:port of the linesign server")->required();
+  cmd->add_option("--tls-dir", tls->tls_dir, "Directory with ca.pem, cert.pem and key.pem (e.g. DEV_DIR/station)");
+  cmd->add_option("--cacert", tls->ca_file, "PEM CA bundle that issued the server's certificate");
+  cmd->add_option("--cert", tls->cert_file, "This station's client certificate (PEM)");
+  cmd->add_option("--key", tls->key_file, "Its private key (PEM)");
+  cmd->add_flag("--insecure", tls->insecure, "Plaintext, for a loopback server with tls.insecure");
 }
 
 }  // namespace
@@ -38,9 +47,10 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::string server, csr_path, profile, out, chain_out, request_id;
   int timeout_s = 30;
+  linesign::client::TlsFiles tls;
 
   auto* sign = app.add_subcommand("sign", "Send a CSR (PEM or DER) and write the certificate");
-  sign->add_option("--server", server, "host:port of the linesign server")->required();
+  AddConnectionOptions(sign, &server, &tls);
   sign->add_option("--csr", csr_path, "CSR file, PEM or DER")->required();
   sign->add_option("--profile", profile, "Profile name (default: the server's default profile)");
   sign->add_option("--request-id", request_id, "Idempotency key; a retry with the same id returns the same "
@@ -60,8 +70,17 @@ int main(int argc, char** argv) {
   keygen->add_option("--san", sans, "subjectAltName entries, e.g. DNS:dev1.example, IP:10.0.0.1 (repeatable)");
 
   auto* chain = app.add_subcommand("ca-chain", "Print (or write) the CA chain the server issues under");
-  chain->add_option("--server", server, "host:port of the linesign server")->required();
+  AddConnectionOptions(chain, &server, &tls);
   chain->add_option("--out", out, "Write the chain to this file instead of stdout");
+
+  std::string serial;
+  auto* show = app.add_subcommand("show", "Administrators: print the record of an issued certificate");
+  AddConnectionOptions(show, &server, &tls);
+  show->add_option("--serial", serial, "Serial, hexadecimal")->required();
+  show->add_option("--out", out, "Also write the certificate (PEM) to this file");
+
+  auto* stats = app.add_subcommand("stats", "Administrators: print the server's counters");
+  AddConnectionOptions(stats, &server, &tls);
 
   CLI11_PARSE(app, argc, argv);
 
@@ -79,7 +98,9 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  auto stub = Connect(server);
+  auto credentials = linesign::client::Credentials(tls);
+  if (!credentials.ok()) return Fail(std::string(credentials.status().message()));
+  auto stub = linesign::v1::CertificateAuthority::NewStub(linesign::client::Connect(server, *credentials));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(timeout_s));
   if (*chain) {
@@ -91,6 +112,34 @@ int main(int argc, char** argv) {
     } else if (auto ws = linesign::WriteFile(out, resp.chain_pem()); !ws.ok()) {
       return Fail(std::string(ws.message()));
     }
+    return 0;
+  }
+
+  if (*show) {
+    linesign::v1::GetCertificateRequest req;
+    req.set_serial_hex(serial);
+    linesign::v1::GetCertificateResponse resp;
+    grpc::Status st = stub->GetCertificate(&ctx, req, &resp);
+    if (!st.ok()) return FailRpc("show", st);
+    std::cout << "serial:     " << resp.serial_hex() << "\nsubject:    " << resp.subject()
+              << "\nsans:       " << resp.sans() << "\nprofile:    " << resp.profile()
+              << "\nstation:    " << resp.station() << "\nrequest_id: " << resp.request_id()
+              << "\nnot_before: " << absl::FormatTime(absl::FromUnixSeconds(resp.not_before().seconds()))
+              << "\nnot_after:  " << absl::FormatTime(absl::FromUnixSeconds(resp.not_after().seconds()))
+              << "\nissued_at:  " << absl::FormatTime(absl::FromUnixSeconds(resp.issued_at().seconds())) << "\n";
+    if (!out.empty()) {
+      auto ws = linesign::WriteFile(out, linesign::PemEncode("CERTIFICATE", resp.certificate_der()));
+      if (!ws.ok()) return Fail(std::string(ws.message()));
+    }
+    return 0;
+  }
+  if (*stats) {
+    linesign::v1::GetStatsResponse resp;
+    grpc::Status st = stub->GetStats(&ctx, {}, &resp);
+    if (!st.ok()) return FailRpc("stats", st);
+    std::map<std::string, uint64_t> sorted(resp.answers().begin(), resp.answers().end());
+    for (const auto& [key, n] : sorted) std::cout << key << " " << n << "\n";
+    std::cout << "queued " << resp.queued() << "\ncertificates_recorded " << resp.certificates_recorded() << "\n";
     return 0;
   }
 

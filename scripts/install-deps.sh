@@ -13,6 +13,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev      # tests and micro-benchmarks
   libsqlite3-dev sqlite3                          # the embedded store
   libyaml-cpp-dev libcli11-dev                    # configuration file, command lines
+  libre2-dev                                      # linear-time patterns: access rules, profile value rules
+  nlohmann-json3-dev                              # the JSON-lines audit log
   gnutls-bin                                      # certtool: an independent verifier used by the tests
 )
 

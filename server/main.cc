@@ -48,10 +48,6 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (!dev_dir.empty()) config->set_listen(listen);  // --listen wins over the generated file
-  if (!linesign::dev::IsLoopback(config->listen())) {
-    linesign::LogWarning("listening on ", config->listen(),
-                         " WITHOUT TLS: stations are not authenticated. Use a loopback address until mTLS is set up.");
-  }
   auto server = linesign::LinesignServer::Start(*std::move(config));
   if (!server.ok()) {
     std::cerr << "linesign-server: " << server.status().message() << "\n";
@@ -59,7 +55,8 @@ int main(int argc, char** argv) {
   }
   if (!dev_dir.empty()) {
     linesign::LogInfo("development mode: configuration ", config_path, "; CA chain ", dev_dir, "/chain.pem; root ",
-                      dev_dir, "/root.pem");
+                      dev_dir, "/root.pem; station credentials ", dev_dir, "/station (linesign --tls-dir ", dev_dir,
+                      "/station), administrator ", dev_dir, "/admin");
   }
   std::cout << "linesign-server listening on " << (*server)->address() << std::endl;
   linesign::LogInfo("listening on ", (*server)->address());

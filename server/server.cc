@@ -10,6 +10,35 @@
 
 namespace linesign {
 
+namespace {
+
+// ServerCredentials: TLS that asks every client for a certificate. The handshake proves the client holds the
+// certificate's key; the chain, validity and revocation are checked per call by auth::Authenticator, so that a
+// refused station gets an UNAUTHENTICATED status with the reason instead of a bare handshake failure.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const v1::TlsConfig& tls,
+                                                                          const std::string& listen) {
+  if (tls.insecure()) {
+    LogWarning("tls.insecure: PLAINTEXT on ", listen, "; every caller is the unauthenticated identity '",
+               auth::kInsecureIdentity, "'. For development and tests only.");
+    return grpc::InsecureServerCredentials();
+  }
+  grpc::SslServerCredentialsOptions options(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_BUT_DONT_VERIFY);
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  auto cert = ReadFile(tls.certificate_file());
+  if (!cert.ok()) return absl::InvalidArgumentError(absl::StrCat("tls.certificate_file: ", cert.status().message()));
+  auto key = ReadFile(tls.key_file());
+  if (!key.ok()) return absl::InvalidArgumentError(absl::StrCat("tls.key_file: ", key.status().message()));
+  auto cas = ReadFile(tls.client_ca_file());
+  if (!cas.ok()) return absl::InvalidArgumentError(absl::StrCat("tls.client_ca_file: ", cas.status().message()));
+  pair.cert_chain = *std::move(cert);
+  pair.private_key = *std::move(key);
+  options.pem_key_cert_pairs.push_back(std::move(pair));
+  options.pem_root_certs = *std::move(cas);  // named to clients in the CertificateRequest
+  return grpc::SslServerCredentials(options);
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::ServerConfig config) {
   std::unique_ptr<LinesignServer> s(new LinesignServer());
   s->config_ = std::move(config);
@@ -30,13 +59,19 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
   opts.max_linger = absl::Microseconds(c.signer().max_linger_us());
   opts.queue_size = c.signer().queue_size();
   s->batch_signer_ = issuance::BatchSigner::Create(s->builder_.get(), s->store_.get(), opts);
-  s->service_ = std::make_unique<service::CaService>(&s->config_, &s->ca_, s->batch_signer_.get());
+  LINESIGN_ASSIGN_OR_RETURN(s->authenticator_, auth::Authenticator::Create(c.tls()));
+  LINESIGN_ASSIGN_OR_RETURN(s->access_, auth::AccessPolicy::Create(c.access()));
+  LINESIGN_ASSIGN_OR_RETURN(s->audit_, audit::AuditLog::Open(c.audit().file()));
+  LINESIGN_ASSIGN_OR_RETURN(auto credentials, ServerCredentials(c.tls(), c.listen()));
+  s->service_ = std::make_unique<service::CaService>(service::CaService::Parts{
+      &s->config_, &s->ca_, s->batch_signer_.get(), s->store_.get(), s->authenticator_.get(), s->access_.get(),
+      s->audit_.get()});
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(c.listen(), grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(c.listen(), credentials, &port);
   builder.RegisterService(s->service_.get());
   builder.SetMaxReceiveMessageSize(1 << 20);
   s->grpc_server_ = builder.BuildAndStart();

@@ -40,6 +40,9 @@ class LinesignServer {
   std::unique_ptr<store::SqliteStore> store_;
   std::unique_ptr<issuance::CertificateBuilder> builder_;
   std::unique_ptr<issuance::BatchSigner> batch_signer_;
+  std::unique_ptr<auth::Authenticator> authenticator_;
+  std::unique_ptr<auth::AccessPolicy> access_;
+  std::unique_ptr<audit::AuditLog> audit_;
   std::unique_ptr<service::CaService> service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::string address_;

@@ -257,9 +257,11 @@ TEST_F(EndToEndTest, OpensslReqThroughTheClientVerifiesWithOpensslAndGnutls) {
                                   "ec_paramgen_curve:P-256", "-nodes", "-keyout", dir + "/device.key", "-subj",
                                   "/CN=STATION0001", "-out", dir + "/device.csr"});
   ASSERT_EQ(gen.exit_code, 0) << gen.output;
-  auto sign = testing::RunCommand({testing::ClientBinary(), "sign", "--server", server_->address(), "--csr",
-                                   dir + "/device.csr", "--out", dir + "/device.crt", "--chain-out",
-                                   dir + "/chain.pem"});
+  const tls::KeyAndCertificate station = ca_->StationCredentials("station-1");
+  ASSERT_TRUE(tls::WriteCredentials(dir + "/station", ca_->station_ca.certificate_pem, station).ok());
+  auto sign = testing::RunCommand({testing::ClientBinary(), "sign", "--server", server_->address(), "--tls-dir",
+                                   dir + "/station", "--csr", dir + "/device.csr", "--out", dir + "/device.crt",
+                                   "--chain-out", dir + "/chain.pem"});
   ASSERT_EQ(sign.exit_code, 0) << sign.output;
   EXPECT_THAT(sign.output, HasSubstr("issued serial"));
   auto verify = testing::RunCommand({"/usr/bin/openssl", "verify", "-CAfile", ca_->root_pem, "-untrusted",
@@ -275,8 +277,8 @@ TEST_F(EndToEndTest, OpensslReqThroughTheClientVerifiesWithOpensslAndGnutls) {
   EXPECT_EQ(certtool.exit_code, 0) << certtool.output;
   EXPECT_THAT(certtool.output, HasSubstr("Chain verification output: Verified"));
 
-  auto err = testing::RunCommand({testing::ClientBinary(), "sign", "--server", server_->address(), "--csr",
-                                  dir + "/device.key", "--out", dir + "/x.crt"});
+  auto err = testing::RunCommand({testing::ClientBinary(), "sign", "--server", server_->address(), "--tls-dir",
+                                  dir + "/station", "--csr", dir + "/device.key", "--out", dir + "/x.crt"});
   EXPECT_EQ(err.exit_code, 1);
   EXPECT_THAT(err.output, HasSubstr("linesign: sign failed: INVALID_ARGUMENT: PEM label is 'PRIVATE KEY'"));
 }
@@ -361,7 +363,7 @@ std::vector<BadCase> BadCases() {
     return r;
   };
   return {
-      {"Empty", [] { return v1::SignCsrRequest(); }, grpc::StatusCode::INVALID_ARGUMENT, "no CSR"},
+      {"Empty", [] { v1::SignCsrRequest r; r.set_request_id("empty"); return r; }, grpc::StatusCode::INVALID_ARGUMENT, "no CSR"},
       {"RandomBytes",
        [&] {
          std::string junk(300, '\0');

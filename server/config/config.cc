@@ -19,6 +19,7 @@
 #include "common/openssl_util.h"
 #include "common/status_macros.h"
 #include "hsm/pkcs11_uri.h"
+#include "re2/re2.h"
 
 namespace linesign::config {
 namespace {
@@ -98,11 +99,170 @@ const std::set<std::string>& SanTypes() {
   return *k;
 }
 
+const std::set<std::string>& KeyUsages() {
+  static const auto* k = new std::set<std::string>{"digitalSignature", "nonRepudiation", "keyEncipherment",
+                                                   "dataEncipherment", "keyAgreement"};
+  return *k;
+}
+
+absl::Status CheckPattern(absl::string_view field, const std::string& pattern) {
+  RE2 re(pattern, RE2::Quiet);
+  if (!re.ok()) return FieldError(field, absl::StrCat("bad RE2 pattern '", pattern, "': ", re.error()));
+  return absl::OkStatus();
+}
+
+// CheckPrivate refuses a secret file others may read (mode o+r), like the PIN file.
+absl::Status CheckPrivate(absl::string_view field, const std::string& path) {
+  LINESIGN_RETURN_IF_ERROR(CheckReadable(field, path));
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0 && (st.st_mode & S_IROTH) != 0) {
+    return FieldError(field, absl::StrCat(path, " is readable by others; chmod o-r it"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateProfile(const std::string& f, const v1::Profile& p) {
+  if (p.max_validity_days() < 1 || p.max_validity_days() > 3650) {
+    return FieldError(f + ".max_validity_days", "must be 1 to 3650");
+  }
+  if (p.validity_days() < 1 || p.validity_days() > p.max_validity_days()) {
+    return FieldError(f + ".validity_days", absl::StrCat("must be 1 to max_validity_days (", p.max_validity_days(),
+                                                         ")"));
+  }
+  if (p.backdate_seconds() > 86400) return FieldError(f + ".backdate_seconds", "must be 0 to 86400");
+  for (const auto& k : p.key_types()) {
+    if (!KeyTypes().contains(k)) {
+      return FieldError(f + ".key_types", absl::StrCat("unknown '", k, "' (ec-p256, ec-p384, ed25519, rsa)"));
+    }
+  }
+  if (p.rsa_min_bits() < 2048 || p.rsa_max_bits() > 4096 || p.rsa_min_bits() > p.rsa_max_bits()) {
+    return FieldError(f + ".rsa_min_bits", "RSA bounds must satisfy 2048 <= rsa_min_bits <= rsa_max_bits <= 4096");
+  }
+  for (const auto& e : p.extended_key_usages()) {
+    if (e == "none" && p.extended_key_usages_size() == 1) continue;
+    int nid = OBJ_sn2nid(e.c_str());
+    if (nid == NID_undef && der::Oid(e).empty()) {
+      return FieldError(f + ".extended_key_usages", absl::StrCat("unknown usage '", e, "'"));
+    }
+  }
+  for (const auto& u : p.key_usages()) {
+    if (!KeyUsages().contains(u)) {
+      return FieldError(f + ".key_usages", absl::StrCat("unknown '", u, "' (digitalSignature, nonRepudiation, "
+                                                        "keyEncipherment, dataEncipherment, keyAgreement)"));
+    }
+  }
+  std::set<std::string> allowed;
+  for (const auto& a : p.subject_attributes()) {
+    if (OBJ_sn2nid(a.c_str()) == NID_undef) {
+      return FieldError(f + ".subject_attributes", absl::StrCat("unknown attribute '", a, "'"));
+    }
+    allowed.insert(a);
+  }
+  for (const auto& a : p.required_subject_attributes()) {
+    if (!allowed.contains(a)) {
+      return FieldError(f + ".required_subject_attributes",
+                        absl::StrCat("'", a, "' is required but not in subject_attributes"));
+    }
+  }
+  for (const auto& [attr, pattern] : p.subject_patterns()) {
+    if (!allowed.contains(attr)) {
+      return FieldError(f + ".subject_patterns." + attr, "the attribute is not in subject_attributes");
+    }
+    LINESIGN_RETURN_IF_ERROR(CheckPattern(f + ".subject_patterns." + attr, pattern));
+  }
+  for (const auto& s : p.san_types()) {
+    if (!SanTypes().contains(s)) return FieldError(f + ".san_types", absl::StrCat("unknown '", s, "'"));
+  }
+  for (const auto& [type, pattern] : p.san_patterns()) {
+    if (std::find(p.san_types().begin(), p.san_types().end(), type) == p.san_types().end()) {
+      return FieldError(f + ".san_patterns." + type, "the type is not in san_types");
+    }
+    LINESIGN_RETURN_IF_ERROR(CheckPattern(f + ".san_patterns." + type, pattern));
+  }
+  if (!p.san_from_subject().empty()) {
+    if (p.san_from_subject() != "dns") return FieldError(f + ".san_from_subject", "must be \"dns\" or unset");
+    if (!p.san_types().empty()) {
+      return FieldError(f + ".san_from_subject", "cannot be combined with san_types (SANs come from the subject)");
+    }
+    if (!allowed.contains("CN")) return FieldError(f + ".san_from_subject", "needs CN in subject_attributes");
+  }
+  if (p.max_subject_value_bytes() < 1 || p.max_subject_value_bytes() > 1024) {
+    return FieldError(f + ".max_subject_value_bytes", "must be 1 to 1024");
+  }
+  if (p.max_san_value_bytes() < 1 || p.max_san_value_bytes() > 1024) {
+    return FieldError(f + ".max_san_value_bytes", "must be 1 to 1024");
+  }
+  const std::string& cdp = p.crl_distribution_point();
+  if (!cdp.empty() && (cdp.size() > 1024 || !(absl::StartsWith(cdp, "http://") || absl::StartsWith(cdp, "https://") ||
+                                              absl::StartsWith(cdp, "ldap://")))) {
+    return FieldError(f + ".crl_distribution_point", "must be an http://, https:// or ldap:// URL (at most 1024)");
+  }
+  for (const auto& oid : p.policy_oids()) {
+    if (der::Oid(oid).empty()) return FieldError(f + ".policy_oids", absl::StrCat("'", oid, "' is not a dotted OID"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateTls(const v1::ServerConfig& c) {
+  const auto& t = c.tls();
+  if (!c.has_tls()) {
+    return FieldError("tls", "required: certificate_file, key_file and client_ca_file (mTLS), or insecure: true "
+                             "on a loopback listen address");
+  }
+  if (t.insecure()) {
+    if (!IsLoopback(c.listen())) {
+      return FieldError("tls.insecure", absl::StrCat("plaintext is allowed only on a loopback address, not ",
+                                                     c.listen(), "; configure certificate_file, key_file and "
+                                                     "client_ca_file"));
+    }
+    return absl::OkStatus();
+  }
+  LINESIGN_RETURN_IF_ERROR(CheckReadable("tls.certificate_file", t.certificate_file()));
+  LINESIGN_RETURN_IF_ERROR(CheckPrivate("tls.key_file", t.key_file()));
+  LINESIGN_RETURN_IF_ERROR(CheckReadable("tls.client_ca_file", t.client_ca_file()));
+  for (const auto& crl : t.crl_files()) LINESIGN_RETURN_IF_ERROR(CheckReadable("tls.crl_files", crl));
+  if (t.identity() != "subject_cn" && t.identity() != "uri_san" && t.identity() != "dns_san") {
+    return FieldError("tls.identity", absl::StrCat("unknown '", t.identity(), "' (subject_cn, uri_san, dns_san)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateAccess(const v1::ServerConfig& c) {
+  if (c.access().empty()) {
+    return FieldError("access", "at least one rule is required: without one no station may do anything");
+  }
+  for (int i = 0; i < c.access_size(); ++i) {
+    const auto& r = c.access(i);
+    std::string f = absl::StrCat("access[", i, "]");
+    if (r.identity().empty() == r.identity_pattern().empty()) {
+      return FieldError(f, "exactly one of identity and identity_pattern is required");
+    }
+    if (!r.identity_pattern().empty()) LINESIGN_RETURN_IF_ERROR(CheckPattern(f + ".identity_pattern",
+                                                                              r.identity_pattern()));
+    for (const auto& p : r.profiles()) {
+      if (!c.profiles().contains(p)) return FieldError(f + ".profiles", absl::StrCat("unknown profile '", p, "'"));
+    }
+    if (!(r.rate_per_second() >= 0 && r.rate_per_second() <= 1e6)) {
+      return FieldError(f + ".rate_per_second", "must be 0 (unlimited) to 1000000");
+    }
+    if (r.burst() > 1000000) return FieldError(f + ".burst", "must be at most 1000000");
+  }
+  return absl::OkStatus();
+}
+
 void Resolve(const std::string& base, std::string* path) {
   if (!path->empty() && (*path)[0] != '/') *path = absl::StrCat(base, "/", *path);
 }
 
 }  // namespace
+
+bool IsLoopback(const std::string& listen) {
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos) return false;
+  std::string host = listen.substr(0, colon);
+  if (host == "localhost" || host == "[::1]") return true;
+  return absl::StartsWith(host, "127.");
+}
 
 absl::StatusOr<v1::ServerConfig> ParseConfigYaml(const std::string& yaml) {
   YAML::Node root;
@@ -144,6 +304,13 @@ void ApplyDefaults(v1::ServerConfig* config) {
       for (const char* a : {"CN", "O", "OU", "C", "serialNumber"}) p.add_subject_attributes(a);
     }
     if (p.required_subject_attributes().empty()) p.add_required_subject_attributes("CN");
+    if (p.key_usages().empty()) p.add_key_usages("digitalSignature");
+    if (p.max_subject_value_bytes() == 0) p.set_max_subject_value_bytes(64);
+    if (p.max_san_value_bytes() == 0) p.set_max_san_value_bytes(255);
+    if (p.max_validity_days() == 0) p.set_max_validity_days(3650);
+  }
+  if (config->has_tls() && !config->tls().insecure() && config->tls().identity().empty()) {
+    config->mutable_tls()->set_identity("subject_cn");
   }
   if (config->default_profile().empty() && config->profiles_size() == 1) {
     config->set_default_profile(config->profiles().begin()->first);
@@ -187,41 +354,7 @@ absl::Status Validate(const v1::ServerConfig& c) {
   for (const auto& [name, p] : c.profiles()) {
     std::string f = absl::StrCat("profiles.", name);
     if (!std::regex_match(name, kName)) return FieldError(f, "name must be 1-64 of [A-Za-z0-9_-]");
-    if (p.validity_days() < 1 || p.validity_days() > 3650) {
-      return FieldError(f + ".validity_days", "must be 1 to 3650");
-    }
-    if (p.backdate_seconds() > 86400) return FieldError(f + ".backdate_seconds", "must be 0 to 86400");
-    for (const auto& k : p.key_types()) {
-      if (!KeyTypes().contains(k)) {
-        return FieldError(f + ".key_types", absl::StrCat("unknown '", k, "' (ec-p256, ec-p384, ed25519, rsa)"));
-      }
-    }
-    if (p.rsa_min_bits() < 2048 || p.rsa_max_bits() > 4096 || p.rsa_min_bits() > p.rsa_max_bits()) {
-      return FieldError(f + ".rsa_min_bits", "RSA bounds must satisfy 2048 <= rsa_min_bits <= rsa_max_bits <= 4096");
-    }
-    for (const auto& e : p.extended_key_usages()) {
-      if (e == "none" && p.extended_key_usages_size() == 1) continue;
-      int nid = OBJ_sn2nid(e.c_str());
-      if (nid == NID_undef && der::Oid(e).empty()) {
-        return FieldError(f + ".extended_key_usages", absl::StrCat("unknown usage '", e, "'"));
-      }
-    }
-    std::set<std::string> allowed;
-    for (const auto& a : p.subject_attributes()) {
-      if (OBJ_sn2nid(a.c_str()) == NID_undef) {
-        return FieldError(f + ".subject_attributes", absl::StrCat("unknown attribute '", a, "'"));
-      }
-      allowed.insert(a);
-    }
-    for (const auto& a : p.required_subject_attributes()) {
-      if (!allowed.contains(a)) {
-        return FieldError(f + ".required_subject_attributes",
-                          absl::StrCat("'", a, "' is required but not in subject_attributes"));
-      }
-    }
-    for (const auto& s : p.san_types()) {
-      if (!SanTypes().contains(s)) return FieldError(f + ".san_types", absl::StrCat("unknown '", s, "'"));
-    }
+    LINESIGN_RETURN_IF_ERROR(ValidateProfile(f, p));
   }
   if (c.default_profile().empty()) {
     return FieldError("default_profile", "required when there is more than one profile");
@@ -234,6 +367,8 @@ absl::Status Validate(const v1::ServerConfig& c) {
   if (s.max_batch() < 1 || s.max_batch() > 4096) return FieldError("signer.max_batch", "must be 1 to 4096");
   if (s.max_linger_us() > 100000) return FieldError("signer.max_linger_us", "must be 0 to 100000");
   if (s.queue_size() < 1 || s.queue_size() > 1000000) return FieldError("signer.queue_size", "must be 1 to 1000000");
+  LINESIGN_RETURN_IF_ERROR(ValidateTls(c));
+  LINESIGN_RETURN_IF_ERROR(ValidateAccess(c));
   return absl::OkStatus();
 }
 
@@ -251,6 +386,14 @@ absl::StatusOr<v1::ServerConfig> LoadConfigFile(const std::string& path) {
   if (config.has_store() && config.store().has_sqlite()) {
     Resolve(base, config.mutable_store()->mutable_sqlite()->mutable_path());
   }
+  if (config.has_tls()) {
+    auto* t = config.mutable_tls();
+    Resolve(base, t->mutable_certificate_file());
+    Resolve(base, t->mutable_key_file());
+    Resolve(base, t->mutable_client_ca_file());
+    for (auto& crl : *t->mutable_crl_files()) Resolve(base, &crl);
+  }
+  if (config.has_audit()) Resolve(base, config.mutable_audit()->mutable_file());
   ApplyDefaults(&config);
   LINESIGN_RETURN_IF_ERROR(Validate(config));
   return config;

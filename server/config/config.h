@@ -9,6 +9,9 @@
 
 namespace linesign::config {
 
+// IsLoopback says whether host:port `listen` names a loopback address (127.0.0.0/8, [::1], localhost).
+bool IsLoopback(const std::string& listen);
+
 // ParseConfigYaml converts YAML text to a ServerConfig. Unknown keys and values of the wrong type are
 // InvalidArgument naming the field. Defaults are not applied and nothing is validated.
 absl::StatusOr<v1::ServerConfig> ParseConfigYaml(const std::string& yaml);

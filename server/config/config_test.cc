@@ -21,6 +21,11 @@ profiles:
   device:
     validity_days: 90
     san_types: [dns]
+tls:
+  insecure: true
+access:
+  - identity: station-1
+    profiles: [device]
 )yaml";
 
 TEST(ConfigTest, MinimalConfigGetsItsDefaults) {
@@ -36,6 +41,10 @@ TEST(ConfigTest, MinimalConfigGetsItsDefaults) {
   EXPECT_THAT(p.required_subject_attributes(), ::testing::ElementsAre("CN"));
   EXPECT_GE(c->signer().workers(), 1u);
   EXPECT_EQ(c->signer().max_batch(), 64u);
+  EXPECT_THAT(p.key_usages(), ::testing::ElementsAre("digitalSignature"));
+  EXPECT_EQ(p.max_subject_value_bytes(), 64u);
+  EXPECT_EQ(p.max_san_value_bytes(), 255u);
+  EXPECT_EQ(p.max_validity_days(), 3650u);
 }
 
 TEST(ConfigTest, RoundTripsThroughYaml) {
@@ -60,7 +69,7 @@ TEST(ConfigTest, ValidationErrorsNameTheField) {
     std::string edit;
     std::string message;
   } cases[] = {
-      {"profiles:\n  device:\n    validity_days: 4000\n", "profiles.device.validity_days: must be 1 to 3650"},
+      {"profiles:\n  device:\n    validity_days: 4000\n", "profiles.device.validity_days: must be 1 to max_validity_days"},
       {"profiles:\n  device:\n    key_types: [dsa]\n", "profiles.device.key_types: unknown 'dsa'"},
       {"profiles:\n  device:\n    rsa_min_bits: 1024\n", "profiles.device.rsa_min_bits"},
       {"profiles:\n  device:\n    extended_key_usages: [flying]\n", "unknown usage 'flying'"},
@@ -72,20 +81,68 @@ TEST(ConfigTest, ValidationErrorsNameTheField) {
       {"profiles:\n  a: {}\n  b: {}\n", "default_profile: required"},
       {"default_profile: other\nprofiles:\n  a: {}\n", "'other' is not a key of profiles"},
       {"signer:\n  workers: 100\n", "signer.workers: must be 1 to 64"},
+      {"profiles:\n  device:\n    validity_days: 400\n    max_validity_days: 365\n",
+       "profiles.device.validity_days: must be 1 to max_validity_days (365)"},
+      {"profiles:\n  device:\n    key_usages: [certSign]\n", "profiles.device.key_usages: unknown 'certSign'"},
+      {"profiles:\n  device:\n    subject_patterns: {O: 'x'}\n    subject_attributes: [CN]\n",
+       "profiles.device.subject_patterns.O: the attribute is not in subject_attributes"},
+      {"profiles:\n  device:\n    subject_patterns: {CN: '^[A-Z'}\n", "profiles.device.subject_patterns.CN: bad RE2"},
+      {"profiles:\n  device:\n    san_patterns: {dns: 'x'}\n", "profiles.device.san_patterns.dns: the type is not"},
+      {"profiles:\n  device:\n    san_from_subject: dns\n    san_types: [dns]\n",
+       "profiles.device.san_from_subject: cannot be combined with san_types"},
+      {"profiles:\n  device:\n    san_from_subject: uri\n", "profiles.device.san_from_subject: must be"},
+      {"profiles:\n  device:\n    max_san_value_bytes: 5000\n", "profiles.device.max_san_value_bytes: must be"},
+      {"profiles:\n  device:\n    crl_distribution_point: 'file:///crl'\n",
+       "profiles.device.crl_distribution_point: must be an http://"},
+      {"profiles:\n  device:\n    policy_oids: ['1.2.x']\n", "profiles.device.policy_oids: '1.2.x' is not"},
+      {"tls: {}\n", "tls.certificate_file: required"},
+      {"tls: {insecure: true}\nlisten: 0.0.0.0:7443\n", "tls.insecure: plaintext is allowed only on a loopback"},
+      {"tls: {certificate_file: /etc/hostname, key_file: /etc/hostname, client_ca_file: /etc/hostname}\n",
+       "tls.key_file: /etc/hostname is readable by others"},
+      {"tls: {certificate_file: /nonexistent.pem}\n", "tls.certificate_file: cannot read /nonexistent.pem"},
+      {"tls: {insecure: false, identity: serial}\n", "tls.certificate_file: required"},
+      {"access: []\n", "access: at least one rule is required"},
+      {"access: [{profiles: [device]}]\n", "access[0]: exactly one of identity and identity_pattern"},
+      {"access: [{identity: a, identity_pattern: b}]\n", "access[0]: exactly one of"},
+      {"access: [{identity: a}, {identity_pattern: 'line('}]\n", "access[1].identity_pattern: bad RE2"},
+      {"access: [{identity: a, profiles: [nope]}]\n", "access[0].profiles: unknown profile 'nope'"},
+      {"access: [{identity: a, rate_per_second: -1}]\n", "access[0].rate_per_second: must be 0"},
   };
   for (const auto& c : cases) {
     std::string yaml = R"yaml(
-listen: 127.0.0.1:7443
 hsm: {development_key_file: /etc/hostname}
 ca: {chain_file: /etc/hostname}
 store: {sqlite: {path: /tmp/x.db}}
 )yaml" + c.edit;
-    if (c.edit.find("profiles") == std::string::npos) yaml += "profiles:\n  device: {}\n";
+    if (c.edit.find("listen:") == std::string::npos) yaml += "listen: 127.0.0.1:7443\n";
+    if (c.edit.find("profiles:\n") == std::string::npos) yaml += "profiles:\n  device: {}\n";
+    if (c.edit.find("tls:") == std::string::npos) yaml += "tls: {insecure: true}\n";
+    if (c.edit.find("access:") == std::string::npos) yaml += "access: [{identity: s, profiles: [device]}]\n";
     auto parsed = ParseConfigYaml(yaml);
     ASSERT_TRUE(parsed.ok()) << parsed.status() << "\n" << yaml;
     ApplyDefaults(&*parsed);
     EXPECT_THAT(std::string(Validate(*parsed).message()), HasSubstr(c.message)) << yaml;
   }
+}
+
+TEST(ConfigTest, MissingTlsSectionIsExplained) {
+  std::string yaml = kMinimal;
+  yaml.replace(yaml.find("tls:\n  insecure: true\n"), 21, "");
+  auto c = ParseConfigYaml(yaml);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ApplyDefaults(&*c);
+  EXPECT_THAT(std::string(Validate(*c).message()), HasSubstr("tls: required"));
+}
+
+TEST(ConfigTest, LoopbackAddresses) {
+  EXPECT_TRUE(IsLoopback("127.0.0.1:7443"));
+  EXPECT_TRUE(IsLoopback("127.1.2.3:1"));
+  EXPECT_TRUE(IsLoopback("[::1]:7443"));
+  EXPECT_TRUE(IsLoopback("localhost:7443"));
+  EXPECT_FALSE(IsLoopback("0.0.0.0:7443"));
+  EXPECT_FALSE(IsLoopback("[::]:7443"));
+  EXPECT_FALSE(IsLoopback("10.0.0.1:7443"));
+  EXPECT_FALSE(IsLoopback("127.0.0.1"));
 }
 
 TEST(ConfigTest, HsmRulesNameTheField) {

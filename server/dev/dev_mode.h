@@ -9,13 +9,12 @@
 
 namespace linesign::dev {
 
-// IsLoopback says whether host:port `listen` names a loopback address (127.0.0.0/8, ::1, localhost).
-bool IsLoopback(const std::string& listen);
-
 // PrepareDevDirectory returns the path of DIR/config.yaml. On the first start it runs the CA ceremony script
 // (`ceremony_script`, deploy/ceremony.sh) into `dir` — SoftHSM2 token, offline root, intermediate — and writes a
-// configuration that uses them with a SQLite store in `dir`; later starts reuse what is there. `listen` must be
-// a loopback address.
+// configuration that uses them with a SQLite store in `dir`; later starts reuse what is there. It also makes the
+// transport credentials (DIR/tls: a development station CA and the server's certificate; DIR/station and
+// DIR/admin: client credentials for `linesign --tls-dir`) and an access policy letting "station-1" use every
+// profile and "admin" administer. `listen` must be a loopback address.
 absl::StatusOr<std::string> PrepareDevDirectory(const std::string& dir, const std::string& listen,
                                                 const std::string& ceremony_script);
 

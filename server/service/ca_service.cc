@@ -2,8 +2,12 @@
 
 #include <deque>
 #include <mutex>
+#include <thread>
+
+#include <grpc/grpc_security_constants.h>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/openssl_util.h"
@@ -27,7 +31,29 @@ absl::Status CheckRequestId(const std::string& id) {
   return absl::OkStatus();
 }
 
+std::string RequestIdForLog(const std::string& id) { return id.substr(0, kMaxRequestIdBytes); }
+
+std::string SubjectOrEmpty(const absl::StatusOr<store::CertificateRecord>& r) { return r.ok() ? r->subject : ""; }
+
 }  // namespace
+
+const char* RpcName(Rpc rpc) {
+  switch (rpc) {
+    case Rpc::kSignCsr:
+      return "SignCsr";
+    case Rpc::kSignCsrStream:
+      return "SignCsrStream";
+    case Rpc::kGetCaChain:
+      return "GetCaChain";
+    case Rpc::kGetCertificate:
+      return "GetCertificate";
+    case Rpc::kGetStats:
+      return "GetStats";
+    case Rpc::kCount:
+      break;
+  }
+  return "?";
+}
 
 void FillResponse(const store::CertificateRecord& record, const std::string& chain_pem, bool replayed,
                   v1::SignCsrResponse* response) {
@@ -41,61 +67,112 @@ void FillResponse(const store::CertificateRecord& record, const std::string& cha
   response->set_replayed(replayed);
 }
 
-absl::StatusOr<issuance::SignJob> CaService::Check(const v1::SignCsrRequest& request,
-                                                   const std::string& station) const {
+absl::StatusOr<std::string> CaService::Authenticate(const grpc::CallbackServerContext* context) const {
+  std::string leaf, chain;
+  if (auto auth = context->auth_context(); auth != nullptr) {
+    if (auto v = auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME); !v.empty()) {
+      leaf.assign(v.front().data(), v.front().size());
+    }
+    if (auto v = auth->FindPropertyValues(GRPC_X509_PEM_CERT_CHAIN_PROPERTY_NAME); !v.empty()) {
+      chain.assign(v.front().data(), v.front().size());
+    }
+  }
+  return p_.authenticator->Authenticate(leaf, chain, absl::Now());
+}
+
+absl::StatusOr<issuance::SignJob> CaService::Check(const v1::SignCsrRequest& request, const std::string& identity,
+                                                   std::string* profile_name) {
+  if (auto st = CheckRequestId(request.request_id()); !st.ok()) return st;
+  *profile_name = request.profile().empty() ? p_.config->default_profile() : request.profile();
+  auto profile = p_.config->profiles().find(*profile_name);
+  if (profile == p_.config->profiles().end()) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown profile '", profile_name->substr(0, 64), "'"));
+  }
+  // Authorisation comes before the CSR is looked at: a station learns nothing about profiles it may not use.
+  if (auto st = p_.access->AllowSign(identity, *profile_name, absl::Now()); !st.ok()) return st;
   absl::string_view input = request.csr_case() == v1::SignCsrRequest::kCsrDer ? request.csr_der()
                                                                               : request.csr_pem();
   auto der = csr::DecodeCsr(input);
   if (!der.ok()) return der.status();
-  if (auto st = CheckRequestId(request.request_id()); !st.ok()) return st;
-  const std::string& profile_name = request.profile().empty() ? config_->default_profile() : request.profile();
-  auto profile = config_->profiles().find(profile_name);
-  if (profile == config_->profiles().end()) {
-    return absl::InvalidArgumentError(absl::StrCat("unknown profile '", profile_name, "'"));
-  }
-  auto checked = csr::CheckCsr(*der, profile->second, profile_name);
+  auto checked = csr::CheckCsr(*der, profile->second, *profile_name);
   if (!checked.ok()) return checked.status();
   issuance::SignJob job;
   job.csr = *std::move(checked);
-  job.profile = profile_name;
-  job.station = station;
+  job.profile = *profile_name;
+  job.station = identity;
   job.request_id = request.request_id();
   return job;
+}
+
+grpc::Status CaService::Refused(Rpc rpc, const std::string& identity, const std::string& peer,
+                                const std::string& profile, const std::string& request_id, const absl::Status& why) {
+  grpc::Status st = ToGrpcStatus(why);
+  Count(rpc, st.error_code());
+  audit::Entry e;
+  e.time = absl::Now();
+  e.rpc = RpcName(rpc);
+  e.identity = identity;
+  e.peer = peer;
+  e.profile = profile;
+  e.request_id = RequestIdForLog(request_id);
+  e.outcome = "refused";
+  e.code = StatusCodeName(st.error_code());
+  e.reason = std::string(why.message());
+  p_.audit->Record(e);
+  return st;
+}
+
+void CaService::Completed(Rpc rpc, const std::string& identity, const std::string& peer,
+                          const absl::StatusOr<store::CertificateRecord>& record, bool replayed,
+                          const std::string& profile, const std::string& request_id) {
+  grpc::StatusCode code = record.ok() ? grpc::StatusCode::OK : ToGrpcStatus(record.status()).error_code();
+  Count(rpc, code);
+  audit::Entry e;
+  e.time = absl::Now();
+  e.rpc = RpcName(rpc);
+  e.identity = identity;
+  e.peer = peer;
+  e.profile = profile;
+  e.request_id = RequestIdForLog(request_id);
+  e.code = StatusCodeName(code);
+  if (record.ok()) {
+    e.outcome = replayed ? "replayed" : "issued";
+    e.serial_hex = record->serial_hex;
+    e.subject = record->subject;
+  } else {
+    e.outcome = code == grpc::StatusCode::ALREADY_EXISTS ? "refused" : "failed";
+    e.reason = std::string(record.status().message());
+  }
+  p_.audit->Record(e);
 }
 
 grpc::ServerUnaryReactor* CaService::SignCsr(grpc::CallbackServerContext* context, const v1::SignCsrRequest* request,
                                              v1::SignCsrResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  // Station identity comes from mTLS once stations authenticate; until then every caller is one station.
-  std::string station = "anonymous";
-  auto job = Check(*request, station);
-  if (!job.ok()) {
-    grpc::Status st = ToGrpcStatus(job.status());
-    LogInfo("refused SignCsr from ", context->peer(), " request_id=", request->request_id().substr(0, 128), ": ",
-            job.status().message());
-    Count(st);
-    reactor->Finish(st);
+  std::string peer = context->peer();
+  auto identity = Authenticate(context);
+  if (!identity.ok()) {
+    reactor->Finish(Refused(Rpc::kSignCsr, "", peer, "", request->request_id(), identity.status()));
     return reactor;
   }
-  std::string peer = context->peer();
-  job->done = [this, reactor, response, peer](absl::StatusOr<store::CertificateRecord> record, bool replayed) {
+  std::string profile;
+  auto job = Check(*request, *identity, &profile);
+  if (!job.ok()) {
+    reactor->Finish(Refused(Rpc::kSignCsr, *identity, peer, profile, request->request_id(), job.status()));
+    return reactor;
+  }
+  job->done = [this, reactor, response, peer, id = *identity, profile, request_id = request->request_id()](
+                  absl::StatusOr<store::CertificateRecord> record, bool replayed) {
+    Completed(Rpc::kSignCsr, id, peer, record, replayed, profile, request_id);
     if (!record.ok()) {
-      LogWarning("SignCsr from ", peer, " failed: ", record.status().ToString());
-      grpc::Status st = ToGrpcStatus(record.status());
-      Count(st);
-      reactor->Finish(st);
+      reactor->Finish(ToGrpcStatus(record.status()));
       return;
     }
-    LogInfo(replayed ? "replayed" : "issued", " serial=", record->serial_hex, " subject=\"", record->subject,
-            "\" profile=", record->profile, " request_id=", record->request_id, " peer=", peer);
-    FillResponse(*record, ca_->chain_pem, replayed, response);
-    Count(grpc::Status::OK);
+    FillResponse(*record, p_.ca->chain_pem, replayed, response);
     reactor->Finish(grpc::Status::OK);
   };
-  if (absl::Status st = signer_->Submit(*std::move(job)); !st.ok()) {
-    grpc::Status g = ToGrpcStatus(st);
-    Count(g);
-    reactor->Finish(g);
+  if (absl::Status st = p_.signer->Submit(*std::move(job)); !st.ok()) {
+    reactor->Finish(Refused(Rpc::kSignCsr, *identity, peer, profile, request->request_id(), st));
   }
   return reactor;
 }
@@ -103,10 +180,87 @@ grpc::ServerUnaryReactor* CaService::SignCsr(grpc::CallbackServerContext* contex
 grpc::ServerUnaryReactor* CaService::GetCaChain(grpc::CallbackServerContext* context,
                                                 const v1::GetCaChainRequest* request,
                                                 v1::GetCaChainResponse* response) {
-  response->set_chain_pem(ca_->chain_pem);
-  response->set_issuer_certificate_der(ca_->certificate_der);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto identity = Authenticate(context);
+  absl::Status allowed = identity.ok() ? p_.access->AllowRead(*identity, "GetCaChain") : identity.status();
+  if (!allowed.ok()) {
+    reactor->Finish(Refused(Rpc::kGetCaChain, identity.value_or(""), context->peer(), "", "", allowed));
+    return reactor;
+  }
+  response->set_chain_pem(p_.ca->chain_pem);
+  response->set_issuer_certificate_der(p_.ca->certificate_der);
+  Count(Rpc::kGetCaChain, grpc::StatusCode::OK);
   reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* CaService::GetCertificate(grpc::CallbackServerContext* context,
+                                                    const v1::GetCertificateRequest* request,
+                                                    v1::GetCertificateResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  std::string peer = context->peer();
+  auto identity = Authenticate(context);
+  absl::Status allowed = identity.ok() ? p_.access->AllowAdmin(*identity, "GetCertificate") : identity.status();
+  std::string serial = absl::AsciiStrToUpper(request->serial_hex());
+  if (allowed.ok() && (serial.empty() || serial.size() > 42 ||
+                       !std::all_of(serial.begin(), serial.end(), [](char c) { return absl::ascii_isxdigit(c); }))) {
+    allowed = absl::InvalidArgumentError("serial_hex must be 1 to 42 hexadecimal digits");
+  }
+  if (!allowed.ok()) {
+    reactor->Finish(Refused(Rpc::kGetCertificate, identity.value_or(""), peer, "", "", allowed));
+    return reactor;
+  }
+  while (serial.size() > 1 && serial[0] == '0' && serial[1] == '0') serial.erase(0, 2);
+  // The store read is I/O: done off the callback thread. Administrative calls are rare.
+  std::thread([this, reactor, response, serial, peer, id = *identity] {
+    auto record = p_.reader->FindBySerial(p_.ca->issuer_id, serial);
+    absl::Status st = record.ok() ? absl::OkStatus() : record.status();
+    if (st.ok() && !record->has_value()) {
+      st = absl::NotFoundError(absl::StrCat("no certificate with serial ", serial, " from this CA"));
+    }
+    if (!st.ok()) {
+      reactor->Finish(Refused(Rpc::kGetCertificate, id, peer, "", "", st));
+      return;
+    }
+    const store::CertificateRecord& r = **record;
+    response->set_certificate_der(r.der);
+    response->set_serial_hex(r.serial_hex);
+    response->set_subject(r.subject);
+    response->set_sans(r.sans);
+    response->set_profile(r.profile);
+    response->set_station(r.station);
+    response->set_request_id(r.request_id);
+    response->mutable_not_before()->set_seconds(r.not_before);
+    response->mutable_not_after()->set_seconds(r.not_after);
+    response->mutable_issued_at()->set_seconds(r.issued_at);
+    Count(Rpc::kGetCertificate, grpc::StatusCode::OK);
+    reactor->Finish(grpc::Status::OK);
+  }).detach();
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* CaService::GetStats(grpc::CallbackServerContext* context, const v1::GetStatsRequest* request,
+                                              v1::GetStatsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto identity = Authenticate(context);
+  absl::Status allowed = identity.ok() ? p_.access->AllowAdmin(*identity, "GetStats") : identity.status();
+  if (!allowed.ok()) {
+    reactor->Finish(Refused(Rpc::kGetStats, identity.value_or(""), context->peer(), "", "", allowed));
+    return reactor;
+  }
+  Count(Rpc::kGetStats, grpc::StatusCode::OK);
+  for (int r = 0; r < static_cast<int>(Rpc::kCount); ++r) {
+    for (int c = 0; c < 32; ++c) {
+      uint64_t n = answered_[r][c].load(std::memory_order_relaxed);
+      if (n > 0) (*response->mutable_answers())[absl::StrCat(RpcName(static_cast<Rpc>(r)), " ", StatusCodeName(c))] = n;
+    }
+  }
+  response->set_queued(p_.signer->queued());
+  std::thread([this, reactor, response] {
+    auto count = p_.reader->Count();
+    if (count.ok()) response->set_certificates_recorded(*count);
+    reactor->Finish(count.ok() ? grpc::Status::OK : ToGrpcStatus(count.status()));
+  }).detach();
   return reactor;
 }
 
@@ -122,7 +276,15 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
  public:
   static constexpr int kWindow = 128;
 
-  SignStreamReactor(CaService* service, std::string peer) : service_(service), peer_(std::move(peer)) {
+  // The stream's identity is fixed by its connection's client certificate: authenticated once, here.
+  SignStreamReactor(CaService* service, grpc::CallbackServerContext* context)
+      : service_(service), peer_(context->peer()) {
+    auto identity = service_->Authenticate(context);
+    if (!identity.ok()) {
+      Finish(service_->Refused(Rpc::kSignCsrStream, "", peer_, "", "", identity.status()));
+      return;
+    }
+    identity_ = *std::move(identity);
     StartRead(&request_);
   }
 
@@ -136,11 +298,10 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
       return;
     }
     v1::SignCsrRequest request = std::move(request_);
-    const std::string station = "anonymous";
-    auto job = service_->Check(request, station);
+    std::string profile;
+    auto job = service_->Check(request, identity_, &profile);
     if (!job.ok()) {
-      LogInfo("refused SignCsrStream request from ", peer_, " request_id=", request.request_id().substr(0, 128), ": ",
-              job.status().message());
+      service_->Refused(Rpc::kSignCsrStream, identity_, peer_, profile, request.request_id(), job.status());
       Answer(request.request_id(), job.status(), nullptr, false, /*was_in_flight=*/false);
     } else {
       {
@@ -148,15 +309,13 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
         ++in_flight_;
       }
       std::string id = request.request_id();
-      job->done = [this, id](absl::StatusOr<store::CertificateRecord> record, bool replayed) {
-        if (record.ok()) {
-          Answer(id, absl::OkStatus(), &*record, replayed, true);
-        } else {
-          LogWarning("SignCsrStream request ", id, " from ", peer_, " failed: ", record.status().ToString());
-          Answer(id, record.status(), nullptr, false, true);
-        }
+      job->done = [this, id, profile](absl::StatusOr<store::CertificateRecord> record, bool replayed) {
+        service_->Completed(Rpc::kSignCsrStream, identity_, peer_, record, replayed, profile, id);
+        Answer(id, record.ok() ? absl::OkStatus() : record.status(), record.ok() ? &*record : nullptr, replayed,
+               true);
       };
-      if (absl::Status st = service_->signer_->Submit(*std::move(job)); !st.ok()) {
+      if (absl::Status st = service_->p_.signer->Submit(*std::move(job)); !st.ok()) {
+        service_->Refused(Rpc::kSignCsrStream, identity_, peer_, profile, id, st);
         Answer(id, st, nullptr, false, true);
       }
     }
@@ -194,14 +353,11 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
     response.set_request_id(id);
     grpc::Status g = status.ok() ? grpc::Status::OK : ToGrpcStatus(status);
     if (record != nullptr) {
-      FillResponse(*record, service_->ca_->chain_pem, replayed, response.mutable_certificate());
-      LogInfo(replayed ? "replayed" : "issued", " serial=", record->serial_hex, " subject=\"", record->subject,
-              "\" profile=", record->profile, " request_id=", id, " peer=", peer_, " (stream)");
+      FillResponse(*record, service_->p_.ca->chain_pem, replayed, response.mutable_certificate());
     } else {
       response.mutable_error()->set_code(static_cast<int>(g.error_code()));
       response.mutable_error()->set_message(g.error_message());
     }
-    service_->Count(g);
     bool resume_read = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -236,6 +392,7 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
 
   CaService* service_;  // borrowed
   const std::string peer_;
+  std::string identity_;
   v1::SignCsrRequest request_;  // the one outstanding read's buffer
 
   std::mutex mu_;
@@ -250,7 +407,7 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
 
 grpc::ServerBidiReactor<v1::SignCsrRequest, v1::SignCsrStreamResponse>* CaService::SignCsrStream(
     grpc::CallbackServerContext* context) {
-  return new SignStreamReactor(this, context->peer());
+  return new SignStreamReactor(this, context);
 }
 
 }  // namespace linesign::service

@@ -1,6 +1,8 @@
-// CaService: the CertificateAuthority gRPC service, on gRPC's callback API. A handler checks the request on the
-// callback thread (decode, verify, profile: CPU only, no I/O), hands it to the batch signer and returns; the
-// signer's worker finishes the reactor once the certificate is durable. No thread waits per RPC.
+// CaService: the CertificateAuthority gRPC service, on gRPC's callback API. Every RPC first learns who is
+// calling (the verified client certificate, auth::Authenticator) and whether that identity may do this
+// (auth::AccessPolicy); a signing request is then checked on the callback thread (decode, verify, profile: CPU
+// only, no I/O) and handed to the batch signer, whose worker finishes the reactor once the certificate is
+// durable. No thread waits per RPC. Every decision is counted and written to the audit log.
 #ifndef LINESIGN_SERVER_SERVICE_CA_SERVICE_H_
 #define LINESIGN_SERVER_SERVICE_CA_SERVICE_H_
 
@@ -9,15 +11,30 @@
 
 #include "linesign/v1/ca.grpc.pb.h"
 #include "linesign/v1/config.pb.h"
+#include "server/audit/audit_log.h"
+#include "server/auth/access_policy.h"
+#include "server/auth/authenticator.h"
 #include "server/issuance/batch_signer.h"
 
 namespace linesign::service {
 
+// The RPCs, for counting.
+enum class Rpc { kSignCsr, kSignCsrStream, kGetCaChain, kGetCertificate, kGetStats, kCount };
+const char* RpcName(Rpc rpc);
+
 class CaService final : public v1::CertificateAuthority::CallbackService {
  public:
-  // `config`, `ca` and `signer` are borrowed and must outlive the service.
-  CaService(const v1::ServerConfig* config, const issuance::IssuingCa* ca, issuance::BatchSigner* signer)
-      : config_(config), ca_(ca), signer_(signer) {}
+  // Everything is borrowed and must outlive the service.
+  struct Parts {
+    const v1::ServerConfig* config;
+    const issuance::IssuingCa* ca;
+    issuance::BatchSigner* signer;
+    store::CertificateReader* reader;
+    const auth::Authenticator* authenticator;
+    auth::AccessPolicy* access;
+    audit::AuditLog* audit;
+  };
+  explicit CaService(Parts parts) : p_(parts) {}
 
   grpc::ServerUnaryReactor* SignCsr(grpc::CallbackServerContext* context, const v1::SignCsrRequest* request,
                                     v1::SignCsrResponse* response) override;
@@ -25,22 +42,38 @@ class CaService final : public v1::CertificateAuthority::CallbackService {
       grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* GetCaChain(grpc::CallbackServerContext* context, const v1::GetCaChainRequest* request,
                                        v1::GetCaChainResponse* response) override;
+  grpc::ServerUnaryReactor* GetCertificate(grpc::CallbackServerContext* context,
+                                           const v1::GetCertificateRequest* request,
+                                           v1::GetCertificateResponse* response) override;
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context, const v1::GetStatsRequest* request,
+                                     v1::GetStatsResponse* response) override;
 
-  // answered returns how many SignCsr calls ended with `code` (a grpc::StatusCode).
-  uint64_t answered(int code) const { return answered_[code & 15].load(std::memory_order_relaxed); }
+  // answered returns how many answers `rpc` gave with `code` (a grpc::StatusCode); a stream counts each request.
+  uint64_t answered(Rpc rpc, int code) const {
+    return answered_[static_cast<int>(rpc)][code & 31].load(std::memory_order_relaxed);
+  }
 
  private:
   friend class SignStreamReactor;
-  // Check validates `request` into a job; the error says what is wrong.
-  absl::StatusOr<issuance::SignJob> Check(const v1::SignCsrRequest& request, const std::string& station) const;
-  void Count(const grpc::Status& status) {
-    answered_[static_cast<int>(status.error_code()) & 15].fetch_add(1, std::memory_order_relaxed);
+  // Authenticate returns the caller's identity from its verified client certificate.
+  absl::StatusOr<std::string> Authenticate(const grpc::CallbackServerContext* context) const;
+  // Check validates `request` from `identity` into a job: request id, profile, authorisation and rate limit,
+  // then the CSR against the profile. `profile` receives the profile name (for the audit) once known.
+  absl::StatusOr<issuance::SignJob> Check(const v1::SignCsrRequest& request, const std::string& identity,
+                                          std::string* profile);
+  // Refused counts and audits a refusal and returns its gRPC status.
+  grpc::Status Refused(Rpc rpc, const std::string& identity, const std::string& peer, const std::string& profile,
+                       const std::string& request_id, const absl::Status& why);
+  // Issued counts and audits a certificate handed out (or a failure after acceptance).
+  void Completed(Rpc rpc, const std::string& identity, const std::string& peer,
+                 const absl::StatusOr<store::CertificateRecord>& record, bool replayed, const std::string& profile,
+                 const std::string& request_id);
+  void Count(Rpc rpc, grpc::StatusCode code) {
+    answered_[static_cast<int>(rpc)][static_cast<int>(code) & 31].fetch_add(1, std::memory_order_relaxed);
   }
 
-  const v1::ServerConfig* config_;    // borrowed
-  const issuance::IssuingCa* ca_;     // borrowed
-  issuance::BatchSigner* signer_;     // borrowed
-  std::array<std::atomic<uint64_t>, 16> answered_{};
+  const Parts p_;
+  std::array<std::array<std::atomic<uint64_t>, 32>, static_cast<int>(Rpc::kCount)> answered_{};
 };
 
 // FillResponse copies a certificate record into a SignCsrResponse.

@@ -1,6 +1,7 @@
 #include "tests/testing/test_ca.h"
 
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <map>
@@ -43,6 +44,22 @@ absl::StatusOr<TestCa> TestCa::Create(const std::string& algorithm) {
   ca.pin_file = ca.dir + "/pin";
   ca.root_pem = ca.dir + "/root.pem";
   ca.chain_pem = ca.dir + "/chain.pem";
+  absl::Time now = absl::Now();
+  auto station_ca = tls::MakeTlsCa("linesign test station CA", now - absl::Hours(1), now + absl::Hours(24 * 30));
+  if (!station_ca.ok()) return station_ca.status();
+  ca.station_ca = *station_ca;
+  auto server = tls::IssueLeaf(ca.station_ca, {.common_name = "localhost", .dns_names = {"localhost"},
+                                               .ip_addresses = {"127.0.0.1", "::1"}, .server = true,
+                                               .not_before = now - absl::Hours(1),
+                                               .not_after = now + absl::Hours(24 * 30)});
+  if (!server.ok()) return server.status();
+  std::string tls_dir = ca.dir + "/tls";
+  mkdir(tls_dir.c_str(), 0700);
+  for (auto st : {WriteFile(tls_dir + "/ca.pem", ca.station_ca.certificate_pem),
+                  WriteFile(tls_dir + "/server.pem", server->certificate_pem),
+                  WriteFile(tls_dir + "/server.key", server->key_pem, 0600)}) {
+    if (!st.ok()) return st;
+  }
   return ca;
 }
 
@@ -67,12 +84,47 @@ v1::ServerConfig TestCa::Config(const std::string& db_path) const {
   server.add_san_types("dns");
   c.set_default_profile("device");
   c.mutable_signer()->set_workers(2);
+  auto* t = c.mutable_tls();
+  t->set_certificate_file(dir + "/tls/server.pem");
+  t->set_key_file(dir + "/tls/server.key");
+  t->set_client_ca_file(dir + "/tls/ca.pem");
+  v1::AccessRule* station = c.add_access();
+  station->set_identity("station-1");
+  station->add_profiles("device");
+  station->add_profiles("server");
+  v1::AccessRule* line = c.add_access();
+  line->set_identity_pattern("line[0-9]+-st[0-9]+");
+  line->add_profiles("device");
+  v1::AccessRule* admin = c.add_access();
+  admin->set_identity("admin");
+  admin->set_admin(true);
   config::ApplyDefaults(&c);
   return c;
 }
 
+tls::KeyAndCertificate TestCa::StationCredentials(const std::string& identity, tls::LeafSpec spec) const {
+  absl::Time now = absl::Now();
+  spec.common_name = identity;
+  if (spec.not_before == absl::Time()) spec.not_before = now - absl::Minutes(5);
+  if (spec.not_after == absl::Time()) spec.not_after = now + absl::Hours(24);
+  auto leaf = tls::IssueLeaf(station_ca, spec);
+  if (!leaf.ok()) abort();
+  return *leaf;
+}
+
+std::shared_ptr<grpc::Channel> TestCa::ChannelWith(const std::string& address,
+                                                   const tls::KeyAndCertificate& client) const {
+  grpc::SslCredentialsOptions options;
+  options.pem_root_certs = station_ca.certificate_pem;
+  options.pem_private_key = client.key_pem;
+  options.pem_cert_chain = client.certificate_pem;
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // one connection per channel: per-test credentials
+  return grpc::CreateCustomChannel(address, grpc::SslCredentials(options), args);
+}
+
 std::shared_ptr<grpc::Channel> TestCa::Channel(const std::string& address, const std::string& identity) const {
-  return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  return ChannelWith(address, StationCredentials(identity));
 }
 
 }  // namespace linesign::testing

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "linesign/v1/config.pb.h"
+#include "server/tls/tls_pki.h"
 
 namespace linesign::testing {
 
@@ -26,19 +27,30 @@ struct TestCa {
   std::string pin_file;
   std::string root_pem;      // path
   std::string chain_pem;     // path
+  // Transport: a station CA (software key) that issued the server's TLS certificate (dir/tls) and issues
+  // station certificates on demand.
+  tls::KeyAndCertificate station_ca;
 
   // Create runs the ceremony for `algorithm` into a new temporary directory.
   static absl::StatusOr<TestCa> Create(const std::string& algorithm = "ec-p256");
 
-  // Config returns a complete, defaulted configuration using this CA, listening on 127.0.0.1:0, with the store
-  // at `db_path` and one profile "device" (P-256, P-384, Ed25519 and RSA keys; DNS and IP SANs) plus a
-  // profile "server" (serverAuth, 30 days).
+  // Config returns a complete, defaulted configuration using this CA, listening on 127.0.0.1:0 with mTLS, with
+  // the store at `db_path` and one profile "device" (P-256, P-384, Ed25519 and RSA keys; DNS and IP SANs) plus a
+  // profile "server" (serverAuth, 30 days). Access: "station-1" may use both profiles, identities matching
+  // "line[0-9]+-st[0-9]+" only "device", "admin" administers.
   v1::ServerConfig Config(const std::string& db_path) const;
 
   // Channel opens a gRPC channel to a server started with Config(), as the station `identity`. Every test
   // reaches the server through this, so the transport's security is decided in one place.
   std::shared_ptr<grpc::Channel> Channel(const std::string& address,
                                          const std::string& identity = "station-1") const;
+
+  // StationCredentials issues a client certificate for `identity` from the station CA (valid now for a day
+  // unless `spec` says otherwise; spec.common_name is set to `identity`).
+  tls::KeyAndCertificate StationCredentials(const std::string& identity, tls::LeafSpec spec = {}) const;
+  // ChannelWith opens a channel trusting the station CA (which issued the server certificate) and presenting
+  // `client` (none when its certificate is empty).
+  std::shared_ptr<grpc::Channel> ChannelWith(const std::string& address, const tls::KeyAndCertificate& client) const;
 };
 
 // SourceDir returns the repository's root.

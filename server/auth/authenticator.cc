@@ -1,0 +1,208 @@
+#include "server/auth/authenticator.h"
+
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include <ctime>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace linesign::auth {
+namespace {
+
+constexpr size_t kMaxCachedCertificates = 10000;
+constexpr size_t kMaxIdentityBytes = 128;
+// A refusal is re-checked after this long (a station CA or CRL file fixed meanwhile is picked up on restart, but
+// a certificate that was not yet valid becomes usable).
+constexpr absl::Duration kRefusalCacheTime = absl::Seconds(30);
+
+absl::Time ToTime(const ASN1_TIME* t) {
+  struct tm tm = {};
+  if (ASN1_TIME_to_tm(t, &tm) != 1) return absl::InfinitePast();
+  return absl::FromTimeT(timegm(&tm));
+}
+
+std::string SubjectText(X509* cert) {
+  OsslPtr<BIO> bio(BIO_new(BIO_s_mem()));
+  X509_NAME_print_ex(bio.get(), X509_get_subject_name(cert), 0, XN_FLAG_RFC2253);
+  char* data = nullptr;
+  long n = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, std::min<long>(n, 200));
+}
+
+std::string SerialText(X509* cert) {
+  OsslPtr<BIGNUM> bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr));
+  char* hex = BN_bn2hex(bn.get());
+  std::string out = hex != nullptr ? hex : "?";
+  OPENSSL_free(hex);
+  return out;
+}
+
+absl::Status Refuse(absl::string_view why) { return absl::UnauthenticatedError(why); }
+
+absl::Status CheckIdentity(absl::string_view id, absl::string_view source) {
+  if (id.empty()) return Refuse(absl::StrCat("client certificate has an empty ", source));
+  if (id.size() > kMaxIdentityBytes) {
+    return Refuse(absl::StrCat("client certificate ", source, " of ", id.size(), " bytes exceeds 128"));
+  }
+  for (unsigned char c : id) {
+    if (c < 0x20 || c == 0x7f) return Refuse(absl::StrCat("client certificate ", source, " has control characters"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<OsslPtr<X509_CRL>>> LoadCrls(const std::string& path) {
+  LINESIGN_ASSIGN_OR_RETURN(std::string data, ReadFile(path));
+  std::vector<OsslPtr<X509_CRL>> out;
+  OsslPtr<BIO> bio(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
+  while (X509_CRL* crl = PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr)) out.emplace_back(crl);
+  OpenSslErrors();
+  if (out.empty()) {
+    const auto* p = reinterpret_cast<const unsigned char*>(data.data());
+    if (X509_CRL* crl = d2i_X509_CRL(nullptr, &p, static_cast<long>(data.size()))) out.emplace_back(crl);
+    OpenSslErrors();
+  }
+  if (out.empty()) return absl::InvalidArgumentError(absl::StrCat(path, " holds no PEM or DER CRL"));
+  return out;
+}
+
+}  // namespace
+
+Authenticator::~Authenticator() = default;
+
+absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Create(const v1::TlsConfig& tls) {
+  std::unique_ptr<Authenticator> a(new Authenticator());
+  if (tls.insecure()) {
+    a->insecure_ = true;
+    return a;
+  }
+  a->identity_source_ = tls.identity().empty() ? "subject_cn" : tls.identity();
+  a->trust_.reset(X509_STORE_new());
+  auto bundle = ReadFile(tls.client_ca_file());
+  if (!bundle.ok()) return absl::InvalidArgumentError(absl::StrCat("tls.client_ca_file: ", bundle.status().message()));
+  auto cas = ParseCertificatesPem(*bundle, tls.client_ca_file());
+  if (!cas.ok()) return absl::InvalidArgumentError(absl::StrCat("tls.client_ca_file: ", cas.status().message()));
+  for (auto& ca : *cas) X509_STORE_add_cert(a->trust_.get(), ca.get());
+  for (const auto& path : tls.crl_files()) {
+    auto crls = LoadCrls(path);
+    if (!crls.ok()) return absl::InvalidArgumentError(absl::StrCat("tls.crl_files: ", crls.status().message()));
+    for (auto& crl : *crls) X509_STORE_add_crl(a->trust_.get(), crl.get());
+    a->check_crls_ = true;
+  }
+  return a;
+}
+
+absl::StatusOr<std::string> Authenticator::Authenticate(absl::string_view leaf_pem, absl::string_view chain_pem,
+                                                        absl::Time now) const {
+  if (insecure_) return std::string(kInsecureIdentity);
+  if (leaf_pem.empty()) {
+    return Refuse("no client certificate: every RPC needs a station certificate (mTLS) from a trusted station CA");
+  }
+  std::string key = Sha256(leaf_pem);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = cache_.find(key);
+    if (it != cache_.end() && now < it->second.valid_until) return it->second.identity;
+  }
+  Cached result = Verify(leaf_pem, chain_pem, now);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (cache_.size() >= kMaxCachedCertificates) cache_.clear();
+  cache_[key] = result;
+  return result.identity;
+}
+
+Authenticator::Cached Authenticator::Verify(absl::string_view leaf_pem, absl::string_view chain_pem,
+                                            absl::Time now) const {
+  Cached refused{absl::UnknownError(""), now + kRefusalCacheTime};
+  OsslPtr<BIO> bio(BIO_new_mem_buf(leaf_pem.data(), static_cast<int>(leaf_pem.size())));
+  OsslPtr<X509> leaf(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  if (leaf == nullptr) {
+    OpenSslErrors();
+    refused.identity = Refuse("client certificate cannot be parsed");
+    return refused;
+  }
+  OsslPtr<STACK_OF(X509)> untrusted(sk_X509_new_null());
+  OsslPtr<BIO> chain_bio(BIO_new_mem_buf(chain_pem.data(), static_cast<int>(chain_pem.size())));
+  while (X509* c = PEM_read_bio_X509(chain_bio.get(), nullptr, nullptr, nullptr)) sk_X509_push(untrusted.get(), c);
+  OpenSslErrors();
+
+  OsslPtr<X509_STORE_CTX> ctx(X509_STORE_CTX_new());
+  X509_STORE_CTX_init(ctx.get(), trust_.get(), leaf.get(), untrusted.get());
+  X509_STORE_CTX_set_purpose(ctx.get(), X509_PURPOSE_SSL_CLIENT);
+  X509_STORE_CTX_set_time(ctx.get(), 0, absl::ToTimeT(now));
+  if (check_crls_) X509_STORE_CTX_set_flags(ctx.get(), X509_V_FLAG_CRL_CHECK);
+  if (X509_verify_cert(ctx.get()) != 1) {
+    int err = X509_STORE_CTX_get_error(ctx.get());
+    OpenSslErrors();
+    std::string who = absl::StrCat("client certificate '", SubjectText(leaf.get()), "'");
+    switch (err) {
+      case X509_V_ERR_CERT_HAS_EXPIRED:
+        refused.identity = Refuse(absl::StrCat(who, " expired at ",
+                                               absl::FormatTime(ToTime(X509_get0_notAfter(leaf.get())))));
+        break;
+      case X509_V_ERR_CERT_NOT_YET_VALID:
+        refused.identity = Refuse(absl::StrCat(who, " is not valid before ",
+                                               absl::FormatTime(ToTime(X509_get0_notBefore(leaf.get())))));
+        break;
+      case X509_V_ERR_CERT_REVOKED:
+        refused.identity = Refuse(absl::StrCat(who, " (serial ", SerialText(leaf.get()), ") is revoked"));
+        break;
+      case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+      case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+      case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+      case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+      case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+        refused.identity = Refuse(absl::StrCat(who, " is not issued by a trusted station CA (tls.client_ca_file)"));
+        break;
+      case X509_V_ERR_UNABLE_TO_GET_CRL:
+        refused.identity = Refuse(absl::StrCat("no CRL for the issuer of ", who, " (tls.crl_files)"));
+        break;
+      case X509_V_ERR_CRL_HAS_EXPIRED:
+        refused.identity = Refuse(absl::StrCat("the CRL for the issuer of ", who, " is out of date (tls.crl_files)"));
+        break;
+      case X509_V_ERR_INVALID_PURPOSE:
+        refused.identity = Refuse(absl::StrCat(who, " is not for client authentication (extendedKeyUsage)"));
+        break;
+      default:
+        refused.identity = Refuse(absl::StrCat(who, " does not verify: ", X509_verify_cert_error_string(err)));
+    }
+    return refused;
+  }
+  auto identity = IdentityOf(leaf.get());
+  if (!identity.ok()) {
+    refused.identity = identity.status();
+    return refused;
+  }
+  return Cached{*std::move(identity), ToTime(X509_get0_notAfter(leaf.get()))};
+}
+
+absl::StatusOr<std::string> Authenticator::IdentityOf(X509* leaf) const {
+  if (identity_source_ == "subject_cn") {
+    X509_NAME* name = X509_get_subject_name(leaf);
+    int i = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+    if (i < 0) return Refuse("client certificate has no subject CN (tls.identity is subject_cn)");
+    unsigned char* utf8 = nullptr;
+    int n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i)));
+    if (n < 0) return Refuse("client certificate subject CN cannot be read");
+    std::string cn(reinterpret_cast<char*>(utf8), n);
+    OPENSSL_free(utf8);
+    LINESIGN_RETURN_IF_ERROR(CheckIdentity(cn, "subject CN"));
+    return cn;
+  }
+  const int want = identity_source_ == "uri_san" ? GEN_URI : GEN_DNS;
+  const char* what = identity_source_ == "uri_san" ? "URI SAN" : "DNS SAN";
+  OsslPtr<GENERAL_NAMES> names(
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(leaf, NID_subject_alt_name, nullptr, nullptr)));
+  for (int i = 0; names != nullptr && i < sk_GENERAL_NAME_num(names.get()); ++i) {
+    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names.get(), i);
+    if (gn->type != want) continue;
+    const ASN1_IA5STRING* s = want == GEN_URI ? gn->d.uniformResourceIdentifier : gn->d.dNSName;
+    std::string id(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)), ASN1_STRING_length(s));
+    LINESIGN_RETURN_IF_ERROR(CheckIdentity(id, what));
+    return id;
+  }
+  return Refuse(absl::StrCat("client certificate has no ", what, " (tls.identity is ", identity_source_, ")"));
+}
+
+}  // namespace linesign::auth

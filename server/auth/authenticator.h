@@ -1,0 +1,63 @@
+// Authenticator: who is calling. Turns the client certificate a TLS handshake proved possession of into a
+// verified station identity, or a precise UNAUTHENTICATED reason (no certificate, unknown CA, expired, revoked,
+// not for client authentication, no identity field).
+//
+// The TLS layer only proves that the peer holds the key of the certificate it sent; the chain is verified here
+// (against tls.client_ca_file and tls.crl_files), so a refusal reaches the station as a gRPC status with its
+// reason, is counted and audited, instead of an anonymous handshake failure. Results are cached per certificate,
+// so the cost per call is one hash lookup.
+#ifndef LINESIGN_SERVER_AUTH_AUTHENTICATOR_H_
+#define LINESIGN_SERVER_AUTH_AUTHENTICATOR_H_
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "common/openssl_util.h"
+#include "linesign/v1/config.pb.h"
+
+namespace linesign::auth {
+
+// The identity of every caller when tls.insecure is set.
+inline constexpr absl::string_view kInsecureIdentity = "anonymous";
+
+class Authenticator {
+ public:
+  // Create loads the client CA bundle and CRLs named by `tls`. InvalidArgument naming the field when a file is
+  // missing or holds no certificate / CRL.
+  static absl::StatusOr<std::unique_ptr<Authenticator>> Create(const v1::TlsConfig& tls);
+  ~Authenticator();
+
+  // Authenticate verifies `leaf_pem` (the client certificate, "" when none was sent) with the untrusted
+  // intermediates in `chain_pem` (the peer's chain as sent, may include the leaf) at `now`, and returns the
+  // identity. Unauthenticated with the reason otherwise.
+  absl::StatusOr<std::string> Authenticate(absl::string_view leaf_pem, absl::string_view chain_pem,
+                                           absl::Time now) const;
+
+  bool insecure() const { return insecure_; }
+
+ private:
+  struct Cached {
+    absl::StatusOr<std::string> identity;
+    absl::Time valid_until;
+  };
+  Authenticator() = default;
+  Cached Verify(absl::string_view leaf_pem, absl::string_view chain_pem, absl::Time now) const;
+  absl::StatusOr<std::string> IdentityOf(X509* leaf) const;
+
+  bool insecure_ = false;
+  std::string identity_source_;  // subject_cn, uri_san, dns_san
+  OsslPtr<X509_STORE> trust_;
+  bool check_crls_ = false;
+
+  mutable std::mutex mu_;
+  mutable absl::flat_hash_map<std::string, Cached> cache_;  // by SHA-256 of the leaf PEM; guarded by mu_
+};
+
+}  // namespace linesign::auth
+
+#endif  // LINESIGN_SERVER_AUTH_AUTHENTICATOR_H_
