@@ -27,6 +27,10 @@ using testing::ServerProcess;
 using testing::TestCa;
 
 class EndToEndTest : public ::testing::Test {
+ public:
+  static const TestCa& Ca() { return *ca_; }
+  static const std::string& Address() { return server_->address(); }
+
  protected:
   static void SetUpTestSuite() {
     auto ca = TestCa::Create("ec-p256");
@@ -349,6 +353,20 @@ struct BadCase {
   std::string message;
 };
 
+void PrintTo(const BadCase& c, std::ostream* os) { *os << c.name; }
+
+// CsrWithRawCn makes a P-256 CSR whose CN holds exactly `cn` (which may contain a NUL byte) as a UTF8String.
+std::string CsrWithRawCn(const std::string& cn) {
+  OsslPtr<EVP_PKEY> key(EVP_EC_gen("P-256"));
+  OsslPtr<X509_REQ> req(X509_REQ_new());
+  X509_NAME* name = X509_REQ_get_subject_name(req.get());
+  X509_NAME_add_entry_by_txt(name, "CN", V_ASN1_UTF8STRING, reinterpret_cast<const unsigned char*>(cn.data()),
+                             static_cast<int>(cn.size()), -1, 0);
+  X509_REQ_set_pubkey(req.get(), key.get());
+  X509_REQ_sign(req.get(), key.get(), EVP_sha256());
+  return ToDer(i2d_X509_REQ, static_cast<const X509_REQ*>(req.get()));
+}
+
 std::string Corrupt(std::string der, size_t from_end) {
   der[der.size() - from_end] ^= 0x01;
   return der;
@@ -417,19 +435,60 @@ std::vector<BadCase> BadCases() {
        grpc::StatusCode::INVALID_ARGUMENT, "subject attribute localityName is not allowed by profile 'device'"},
       {"MissingCommonName", [&] { return req(testing::Csr("ec-p256", "/O=Acme")); },
        grpc::StatusCode::INVALID_ARGUMENT, "subject attribute CN is required"},
+      {"SubjectValueTooLong", [&] { return req(CsrWithRawCn(std::string(65, 'A'))); },
+       grpc::StatusCode::INVALID_ARGUMENT, "subject CN of 65 bytes exceeds the limit of 64 bytes"},
+      {"SubjectEmbeddedNul", [&] { return req(CsrWithRawCn(std::string("DEVICE\0evil", 11))); },
+       grpc::StatusCode::INVALID_ARGUMENT, "subject CN contains a NUL byte"},
+      {"SanValueTooLong",
+       [&] { return req(testing::Csr("ec-p256", "/CN=LONGSAN", {"DNS:" + std::string(256, 'a') + ".example"})); },
+       grpc::StatusCode::INVALID_ARGUMENT, "subjectAltName dns of 264 bytes exceeds the limit of 255 bytes"},
+      {"SubjectPatternMismatch", [&] { return req(testing::Csr("ec-p256", "/CN=device-7"), "serial"); },
+       grpc::StatusCode::INVALID_ARGUMENT, "subject CN 'device-7' does not match the pattern '^[A-Z0-9]{12}$'"},
+      {"SanPatternMismatch",
+       [&] { return req(testing::Csr("ec-p256", "/CN=AB12CD34EF56", {"DNS:x.other.example"}), "serial"); },
+       grpc::StatusCode::INVALID_ARGUMENT, "subjectAltName dns 'x.other.example' does not match"},
+      {"KeyTypeNotInProfile", [&] { return req(testing::Csr("ec-p384", "/CN=AB12CD34EF56"), "serial"); },
+       grpc::StatusCode::INVALID_ARGUMENT, "ec-p384 keys are not allowed by profile 'serial'"},
+      {"StationNotAllowedProfile",
+       [&] {
+         v1::SignCsrRequest r = req(testing::Csr("ec-p256", "/CN=AB12CD34EF56"), "serial");
+         r.set_request_id("as-line-station");  // sent as line1-st1 below
+         return r;
+       },
+       grpc::StatusCode::PERMISSION_DENIED, "station 'line1-st1' may not use profile 'serial' (allowed: device)"},
   };
 }
 
 class BadInputTest : public EndToEndTest, public ::testing::WithParamInterface<BadCase> {};
 
+uint64_t Answered(const std::string& key) {
+  v1::GetStatsResponse stats;
+  grpc::ClientContext ctx;
+  EXPECT_TRUE(v1::CertificateAuthority::NewStub(EndToEndTest::Ca().Channel(EndToEndTest::Address(), "admin"))
+                  ->GetStats(&ctx, {}, &stats)
+                  .ok());
+  auto it = stats.answers().find(key);
+  return it == stats.answers().end() ? 0 : it->second;
+}
+
 TEST_P(BadInputTest, IsRefusedWithItsOwnMessageAndRecordsNothing) {
   int64_t before = RecordCount();
+  const std::string counter = absl::StrCat("SignCsr ", StatusCodeName(GetParam().code));
+  uint64_t counted_before = Answered(counter);
   v1::SignCsrResponse resp;
-  grpc::Status st = Sign(GetParam().request(), &resp);
+  v1::SignCsrRequest request = GetParam().request();
+  grpc::Status st;
+  if (request.request_id() == "as-line-station") {
+    grpc::ClientContext ctx;
+    st = v1::CertificateAuthority::NewStub(Ca().Channel(Address(), "line1-st1"))->SignCsr(&ctx, request, &resp);
+  } else {
+    st = Sign(request, &resp);
+  }
   EXPECT_EQ(st.error_code(), GetParam().code) << st.error_message();
   EXPECT_THAT(st.error_message(), HasSubstr(GetParam().message));
   EXPECT_TRUE(resp.certificate_der().empty());
   EXPECT_EQ(RecordCount(), before);
+  EXPECT_EQ(Answered(counter), counted_before + 1) << counter;
   // The server keeps serving.
   v1::SignCsrResponse ok;
   EXPECT_TRUE(Sign(Request(testing::Csr("ec-p256", "/CN=STILLSERVING"), "after-" + GetParam().name), &ok).ok());

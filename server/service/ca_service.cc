@@ -96,6 +96,7 @@ absl::StatusOr<issuance::SignJob> CaService::Check(const v1::SignCsrRequest& req
   if (!der.ok()) return der.status();
   auto checked = csr::CheckCsr(*der, profile->second, *profile_name);
   if (!checked.ok()) return checked.status();
+  if (auto st = p_.policies->Find(*profile_name)->Apply(&*checked); !st.ok()) return st;
   issuance::SignJob job;
   job.csr = *std::move(checked);
   job.profile = *profile_name;

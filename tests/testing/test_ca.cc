@@ -82,6 +82,17 @@ v1::ServerConfig TestCa::Config(const std::string& db_path) const {
   server.set_validity_days(30);
   server.add_extended_key_usages("serverAuth");
   server.add_san_types("dns");
+  v1::Profile& serial = (*c.mutable_profiles())["serial"];
+  serial.add_key_types("ec-p256");
+  serial.add_subject_attributes("CN");
+  serial.add_subject_attributes("O");
+  (*serial.mutable_subject_patterns())["CN"] = "^[A-Z0-9]{12}$";
+  serial.add_san_types("dns");
+  (*serial.mutable_san_patterns())["dns"] = "[a-z0-9-]+\\.devices\\.example";
+  serial.set_crl_distribution_point("http://crl.example.com/linesign.crl");
+  serial.add_policy_oids("1.3.6.1.4.1.55555.1.1");
+  serial.add_key_usages("digitalSignature");
+  serial.add_key_usages("keyAgreement");
   c.set_default_profile("device");
   c.mutable_signer()->set_workers(2);
   auto* t = c.mutable_tls();
@@ -92,6 +103,7 @@ v1::ServerConfig TestCa::Config(const std::string& db_path) const {
   station->set_identity("station-1");
   station->add_profiles("device");
   station->add_profiles("server");
+  station->add_profiles("serial");
   v1::AccessRule* line = c.add_access();
   line->set_identity_pattern("line[0-9]+-st[0-9]+");
   line->add_profiles("device");

@@ -36,7 +36,8 @@ struct TestCa {
 
   // Config returns a complete, defaulted configuration using this CA, listening on 127.0.0.1:0 with mTLS, with
   // the store at `db_path` and one profile "device" (P-256, P-384, Ed25519 and RSA keys; DNS and IP SANs) plus a
-  // profile "server" (serverAuth, 30 days). Access: "station-1" may use both profiles, identities matching
+  // profile "server" (serverAuth, 30 days) and a profile "serial" (CN must match ^[A-Z0-9]{12}$, DNS SANs
+  // under .devices.example, CRL DP, a policy OID, keyAgreement). Access: "station-1" may use all three, identities matching
   // "line[0-9]+-st[0-9]+" only "device", "admin" administers.
   v1::ServerConfig Config(const std::string& db_path) const;
 

@@ -1,0 +1,146 @@
+#include "server/policy/profile_policy.h"
+
+#include <openssl/x509.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/der.h"
+#include "common/openssl_util.h"
+#include "common/status_macros.h"
+
+namespace linesign::policy {
+namespace {
+
+absl::Status Refuse(absl::string_view msg) { return absl::InvalidArgumentError(msg); }
+
+struct NameDeleter {
+  void operator()(X509_NAME* n) const { X509_NAME_free(n); }
+};
+
+// SanType maps a recorded SAN ("DNS:x", "IP Address:1.2.3.4", "URI:x", "email:x") to its profile type and value.
+bool SplitSan(absl::string_view san, std::string* type, absl::string_view* value) {
+  for (const auto& [prefix, t] : {std::pair<absl::string_view, absl::string_view>{"DNS:", "dns"},
+                                  {"IP Address:", "ip"}, {"IP:", "ip"}, {"URI:", "uri"}, {"email:", "email"}}) {
+    if (absl::StartsWith(san, prefix)) {
+      *type = std::string(t);
+      *value = san.substr(prefix.size());
+      return true;
+    }
+  }
+  return false;
+}
+
+// IsDnsName: letters, digits, '-' and '.', labels of 1..63, as a DNS SAN made from a CN must be.
+bool IsDnsName(absl::string_view s) {
+  if (s.empty() || s.size() > 253) return false;
+  size_t label = 0;
+  for (char c : s) {
+    if (c == '.') {
+      if (label == 0) return false;
+      label = 0;
+    } else if (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-') {
+      if (++label > 63) return false;
+    } else {
+      return false;
+    }
+  }
+  return label > 0;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ProfilePolicy>> ProfilePolicy::Create(const std::string& name,
+                                                                      const v1::Profile& profile) {
+  std::unique_ptr<ProfilePolicy> p(new ProfilePolicy());
+  p->name_ = name;
+  p->profile_ = profile;
+  for (const auto& [attr, pattern] : profile.subject_patterns()) {
+    auto re = std::make_unique<RE2>(pattern, RE2::Quiet);
+    if (!re->ok()) return Refuse(absl::StrCat("profiles.", name, ".subject_patterns.", attr, ": ", re->error()));
+    p->subject_patterns_[attr] = std::move(re);
+  }
+  for (const auto& [type, pattern] : profile.san_patterns()) {
+    auto re = std::make_unique<RE2>(pattern, RE2::Quiet);
+    if (!re->ok()) return Refuse(absl::StrCat("profiles.", name, ".san_patterns.", type, ": ", re->error()));
+    p->san_patterns_[type] = std::move(re);
+  }
+  return p;
+}
+
+absl::Status ProfilePolicy::Apply(csr::CheckedCsr* csr) const {
+  const auto* p = reinterpret_cast<const unsigned char*>(csr->subject_der.data());
+  std::unique_ptr<X509_NAME, NameDeleter> name(d2i_X509_NAME(nullptr, &p, static_cast<long>(csr->subject_der.size())));
+  if (name == nullptr) {
+    OpenSslErrors();
+    return Refuse("CSR subject cannot be decoded");
+  }
+  std::string cn;
+  for (int i = 0; i < X509_NAME_entry_count(name.get()); ++i) {
+    const X509_NAME_ENTRY* e = X509_NAME_get_entry(name.get(), i);
+    int nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(e));
+    std::string attr = nid == NID_undef ? "?" : OBJ_nid2sn(nid);
+    const ASN1_STRING* raw = X509_NAME_ENTRY_get_data(e);
+    unsigned char* utf8 = nullptr;
+    int n = ASN1_STRING_to_UTF8(&utf8, raw);
+    if (n < 0) {
+      OpenSslErrors();
+      return Refuse(absl::StrCat("subject ", attr, " is not valid text for its string type"));
+    }
+    std::string value(reinterpret_cast<char*>(utf8), n);
+    OPENSSL_free(utf8);
+    if (value.find('\0') != std::string::npos) return Refuse(absl::StrCat("subject ", attr, " contains a NUL byte"));
+    if (value.size() > profile_.max_subject_value_bytes()) {
+      return Refuse(absl::StrCat("subject ", attr, " of ", value.size(), " bytes exceeds the limit of ",
+                                 profile_.max_subject_value_bytes(), " bytes of profile '", name_, "'"));
+    }
+    if (auto it = subject_patterns_.find(attr); it != subject_patterns_.end() && !RE2::FullMatch(value, *it->second)) {
+      return Refuse(absl::StrCat("subject ", attr, " '", value, "' does not match the pattern '",
+                                 it->second->pattern(), "' of profile '", name_, "'"));
+    }
+    if (nid == NID_commonName) cn = value;
+  }
+  for (const std::string& san : csr->sans) {
+    std::string type;
+    absl::string_view value;
+    if (!SplitSan(san, &type, &value)) return Refuse(absl::StrCat("subjectAltName '", san, "' is not supported"));
+    if (value.size() > profile_.max_san_value_bytes()) {
+      return Refuse(absl::StrCat("subjectAltName ", type, " of ", value.size(), " bytes exceeds the limit of ",
+                                 profile_.max_san_value_bytes(), " bytes of profile '", name_, "'"));
+    }
+    if (auto it = san_patterns_.find(type);
+        it != san_patterns_.end() && !RE2::FullMatch(re2::StringPiece(value.data(), value.size()), *it->second)) {
+      return Refuse(absl::StrCat("subjectAltName ", type, " '", value, "' does not match the pattern '",
+                                 it->second->pattern(), "' of profile '", name_, "'"));
+    }
+  }
+  if (profile_.san_from_subject() == "dns") {
+    if (!csr->san_der.empty()) {
+      return Refuse(absl::StrCat("CSR carries subjectAltNames, but profile '", name_,
+                                 "' makes the SAN from the subject CN"));
+    }
+    if (!IsDnsName(cn)) {
+      return Refuse(absl::StrCat("subject CN '", cn, "' is not a DNS name, which profile '", name_,
+                                 "' needs to make the DNS SAN from it"));
+    }
+    csr->san_der = der::Tlv(der::kSequence, der::Tlv(0x82, cn));  // GeneralNames { dNSName [2] IA5String }
+    csr->sans = {absl::StrCat("DNS:", cn)};
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ProfilePolicies> ProfilePolicies::Create(const v1::ServerConfig& config) {
+  ProfilePolicies out;
+  for (const auto& [name, profile] : config.profiles()) {
+    LINESIGN_ASSIGN_OR_RETURN(std::unique_ptr<ProfilePolicy> p, ProfilePolicy::Create(name, profile));
+    out.by_name_[name] = std::move(p);
+  }
+  return out;
+}
+
+const ProfilePolicy* ProfilePolicies::Find(const std::string& profile) const {
+  auto it = by_name_.find(profile);
+  return it == by_name_.end() ? nullptr : it->second.get();
+}
+
+}  // namespace linesign::policy
