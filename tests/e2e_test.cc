@@ -135,6 +135,22 @@ TEST_F(EndToEndTest, IssuedCertificateVerifiesAndFollowsTheProfile) {
   EXPECT_FALSE(resp.replayed());
 }
 
+TEST_F(EndToEndTest, SerialProfileAddsKeyAgreementCrlDistributionPointAndPolicy) {
+  v1::SignCsrResponse resp;
+  grpc::Status st = Sign(Request(testing::Csr("ec-p256", "/CN=AB12CD34EF56/O=Acme", {"DNS:unit-1.devices.example"}),
+                                 "e2e-serial-1", "serial"),
+                         &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  auto cert = testing::ParseDer(resp.certificate_der());
+  ASSERT_NE(cert, nullptr);
+  EXPECT_EQ(testing::VerifyChain(cert.get(), ca_->root_pem, ca_->chain_pem), "");
+  EXPECT_EQ(ExtensionText(cert.get(), NID_key_usage), "critical Digital Signature, Key Agreement");
+  EXPECT_THAT(ExtensionText(cert.get(), NID_crl_distribution_points),
+              HasSubstr("URI:http://crl.example.com/linesign.crl"));
+  EXPECT_THAT(ExtensionText(cert.get(), NID_certificate_policies), HasSubstr("Policy: 1.3.6.1.4.1.55555.1.1"));
+  EXPECT_EQ(ExtensionText(cert.get(), NID_subject_alt_name), "DNS:unit-1.devices.example");
+}
+
 TEST_F(EndToEndTest, ServerProfileGivesServerAuthAndShortValidity) {
   v1::SignCsrResponse resp;
   ASSERT_TRUE(Sign(Request(testing::Csr("ec-p384", "/CN=gateway", {"DNS:gw.example"}), "e2e-server-1", "server"),

@@ -4,6 +4,9 @@
 #include <openssl/sha.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
+#include <map>
+
 #include "absl/strings/str_cat.h"
 #include "common/der.h"
 #include "common/status_macros.h"
@@ -43,6 +46,39 @@ std::string EkuOid(const std::string& name) {
   char buf[80];
   OBJ_obj2txt(buf, sizeof(buf), OBJ_nid2obj(nid), 1);
   return buf;
+}
+
+// KeyUsageDer encodes the named bits of `usages` (RFC 5280 §4.2.1.3) as a DER BIT STRING: trailing zero bits
+// dropped, the unused-bit count in the first octet. Empty means digitalSignature.
+std::string KeyUsageDer(const google::protobuf::RepeatedPtrField<std::string>& usages) {
+  static const std::map<std::string, int> kBits = {{"digitalSignature", 0}, {"nonRepudiation", 1},
+                                                   {"keyEncipherment", 2}, {"dataEncipherment", 3},
+                                                   {"keyAgreement", 4}};
+  uint8_t value = 0;
+  int highest = 0;
+  for (const auto& u : usages) {
+    auto it = kBits.find(u);
+    if (it == kBits.end()) continue;  // refused by config::Validate
+    value |= static_cast<uint8_t>(0x80 >> it->second);
+    highest = std::max(highest, it->second);
+  }
+  if (value == 0) value = 0x80;  // digitalSignature
+  return der::Tlv(der::kBitString, std::string{static_cast<char>(7 - highest), static_cast<char>(value)});
+}
+
+// CrlDistributionPointsDer: one DistributionPoint whose fullName is the URI `url`.
+std::string CrlDistributionPointsDer(const std::string& url) {
+  std::string uri = der::Tlv(0x86, url);                 // GeneralName uniformResourceIdentifier [6]
+  std::string full_name = der::Tlv(0xa0, uri);           // DistributionPointName fullName [0] IMPLICIT GeneralNames
+  std::string point_name = der::Tlv(0xa0, full_name);    // distributionPoint [0] (a CHOICE: explicit)
+  return der::Sequence({der::Sequence({point_name})});
+}
+
+// CertificatePoliciesDer: one PolicyInformation (no qualifiers) per OID.
+std::string CertificatePoliciesDer(const google::protobuf::RepeatedPtrField<std::string>& oids) {
+  std::string infos;
+  for (const auto& oid : oids) infos += der::Sequence({der::Oid(oid)});
+  return der::Tlv(der::kSequence, infos);
 }
 
 }  // namespace
@@ -102,12 +138,18 @@ absl::StatusOr<std::unique_ptr<CertificateBuilder>> CertificateBuilder::Create(c
     t.backdate = absl::Seconds(p.backdate_seconds());
     // basicConstraints CA:FALSE (an empty SEQUENCE), critical.
     t.fixed_extensions += Extension("2.5.29.19", true, der::Sequence({}));
-    // keyUsage digitalSignature (bit 0), critical: BIT STRING with 7 unused bits, value 0x80.
-    t.fixed_extensions += Extension("2.5.29.15", true, der::Tlv(der::kBitString, std::string("\x07\x80", 2)));
+    // keyUsage, critical.
+    t.fixed_extensions += Extension("2.5.29.15", true, KeyUsageDer(p.key_usages()));
     if (!(p.extended_key_usages_size() == 1 && p.extended_key_usages(0) == "none")) {
       std::string oids;
       for (const auto& e : p.extended_key_usages()) oids += der::Oid(EkuOid(e));
       t.fixed_extensions += Extension("2.5.29.37", false, der::Tlv(der::kSequence, oids));
+    }
+    if (!p.crl_distribution_point().empty()) {
+      t.fixed_extensions += Extension("2.5.29.31", false, CrlDistributionPointsDer(p.crl_distribution_point()));
+    }
+    if (!p.policy_oids().empty()) {
+      t.fixed_extensions += Extension("2.5.29.32", false, CertificatePoliciesDer(p.policy_oids()));
     }
     b->templates_.emplace(name, std::move(t));
   }
