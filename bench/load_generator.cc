@@ -20,6 +20,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "client/connect.h"
 #include "client/keygen.h"
 #include "common/openssl_util.h"
 #include "linesign/v1/ca.grpc.pb.h"
@@ -151,6 +152,12 @@ int main(int argc, char** argv) {
   app.add_option("--verify-every", s.verify_every, "verify every Nth certificate's signature (0: none)")
       ->capture_default_str();
   app.add_flag("--json", json, "print the summary as one JSON object");
+  linesign::client::TlsFiles tls;
+  app.add_option("--tls-dir", tls.tls_dir, "Directory with ca.pem, cert.pem and key.pem (e.g. DEV_DIR/station)");
+  app.add_option("--cacert", tls.ca_file, "PEM CA bundle that issued the server's certificate");
+  app.add_option("--cert", tls.cert_file, "Station client certificate (PEM)");
+  app.add_option("--key-file", tls.key_file, "Its private key (PEM)");
+  app.add_flag("--insecure", tls.insecure, "Plaintext, for a loopback server with tls.insecure");
   CLI11_PARSE(app, argc, argv);
 
   for (int i = 0; i < pool; ++i) {
@@ -163,12 +170,14 @@ int main(int argc, char** argv) {
     if (!csr.ok()) return 2;
     s.csrs.push_back(*csr);
   }
-  grpc::ChannelArguments args;
+  auto credentials = linesign::client::Credentials(tls);
+  if (!credentials.ok()) {
+    std::cerr << "linesign-bench: " << credentials.status().message() << "\n";
+    return 2;
+  }
   std::vector<std::unique_ptr<CertificateAuthority::Stub>> stubs;
-  for (int i = 0; i < concurrency; ++i) {
-    args.SetInt("linesign.bench.channel", i);  // a distinct argument gives each worker its own connection
-    stubs.push_back(CertificateAuthority::NewStub(
-        grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args)));
+  for (int i = 0; i < concurrency; ++i) {  // each worker its own connection
+    stubs.push_back(CertificateAuthority::NewStub(linesign::client::Connect(server, *credentials)));
   }
   linesign::v1::GetCaChainResponse chain;
   {
