@@ -16,6 +16,7 @@ PACKAGES=(
   libre2-dev                                      # linear-time patterns: access rules, profile value rules
   nlohmann-json3-dev                              # the JSON-lines audit log
   gnutls-bin                                      # certtool: an independent verifier used by the tests
+  clang libclang-rt-14-dev                        # libFuzzer + sanitizers for scripts/fuzz.sh
 )
 
 SUDO=""

@@ -26,7 +26,14 @@ namespace {
 
 using google::protobuf::Value;
 
-absl::Status YamlToValue(const YAML::Node& node, const std::string& path, Value* out) {
+// Configuration files are shallow; anything deeper is a mistake or an alias cycle ("a: &x [*x]").
+constexpr int kMaxYamlDepth = 16;
+
+absl::Status YamlToValue(const YAML::Node& node, const std::string& path, Value* out, int depth = 0) {
+  if (depth > kMaxYamlDepth) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": nested more than ", kMaxYamlDepth,
+                                                   " levels deep (or a recursive alias)"));
+  }
   switch (node.Type()) {
     case YAML::NodeType::Null:
     case YAML::NodeType::Undefined:
@@ -56,7 +63,8 @@ absl::Status YamlToValue(const YAML::Node& node, const std::string& path, Value*
     case YAML::NodeType::Sequence: {
       auto* list = out->mutable_list_value();
       for (size_t i = 0; i < node.size(); ++i) {
-        LINESIGN_RETURN_IF_ERROR(YamlToValue(node[i], absl::StrCat(path, "[", i, "]"), list->add_values()));
+        LINESIGN_RETURN_IF_ERROR(
+            YamlToValue(node[i], absl::StrCat(path, "[", i, "]"), list->add_values(), depth + 1));
       }
       return absl::OkStatus();
     }
@@ -70,7 +78,7 @@ absl::Status YamlToValue(const YAML::Node& node, const std::string& path, Value*
         const std::string key = kv.first.Scalar();
         std::string child = path.empty() ? key : absl::StrCat(path, ".", key);
         if (fields->contains(key)) return absl::InvalidArgumentError(absl::StrCat(child, ": given twice"));
-        LINESIGN_RETURN_IF_ERROR(YamlToValue(kv.second, child, &(*fields)[key]));
+        LINESIGN_RETURN_IF_ERROR(YamlToValue(kv.second, child, &(*fields)[key], depth + 1));
       }
       return absl::OkStatus();
     }
