@@ -1,5 +1,7 @@
 // linesign-server: parse flags, load the configuration, wire the parts, serve until SIGTERM — nothing else.
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 
 #include <iostream>
 #include <thread>
@@ -26,6 +28,12 @@ int main(int argc, char** argv) {
     std::cerr << "linesign-server: give --config FILE, or --dev DIR for development mode\n" << app.help();
     return 2;
   }
+
+  // The PIN and the TLS key are in this process's memory: no core dumps, no ptrace by other processes of the
+  // same user.
+  struct rlimit no_core = {0, 0};
+  setrlimit(RLIMIT_CORE, &no_core);
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 
   // SIGTERM and SIGINT are taken by a dedicated thread with sigwait: blocked here, before any thread exists.
   sigset_t signals;
