@@ -1,6 +1,8 @@
 // End to end: the real linesign-server binary, a SoftHSM2 token made by the real ceremony script, real gRPC
 // over loopback, a real SQLite file, and OpenSSL (and GnuTLS's certtool) verifying what comes back.
 #include <grpcpp/grpcpp.h>
+#include <openssl/core_names.h>
+#include <openssl/param_build.h>
 #include <openssl/x509v3.h>
 #include <sys/stat.h>
 
@@ -383,6 +385,69 @@ std::string CsrWithRawCn(const std::string& cn) {
   return ToDer(i2d_X509_REQ, static_cast<const X509_REQ*>(req.get()));
 }
 
+// CsrSignedWith makes an RSA-2048 CSR signed with digest `md` (MD5, SHA-1: refused as too weak).
+std::string CsrSignedWith(const EVP_MD* md) {
+  OsslPtr<EVP_PKEY> key(EVP_RSA_gen(2048));
+  OsslPtr<X509_REQ> req(X509_REQ_new());
+  X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req.get()), "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>("WEAKDIGEST"), -1, -1, 0);
+  X509_REQ_set_pubkey(req.get(), key.get());
+  X509_REQ_sign(req.get(), key.get(), md);
+  return ToDer(i2d_X509_REQ, static_cast<const X509_REQ*>(req.get()));
+}
+
+// CsrWithRsaExponent makes a CSR whose RSA-2048 public key has exponent `e` (signed by an unrelated key: the
+// exponent is refused before the signature is looked at).
+std::string CsrWithRsaExponent(unsigned long e) {
+  OsslPtr<EVP_PKEY> signer(EVP_EC_gen("P-256"));
+  OsslPtr<BIGNUM> n(BN_new()), exponent(BN_new());
+  BN_rand(n.get(), 2048, BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ODD);
+  BN_set_word(exponent.get(), e);
+  OSSL_PARAM_BLD* bld = OSSL_PARAM_BLD_new();
+  OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n.get());
+  OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, exponent.get());
+  OSSL_PARAM* params = OSSL_PARAM_BLD_to_param(bld);
+  OsslPtr<EVP_PKEY_CTX> ctx(EVP_PKEY_CTX_new_from_name(nullptr, "RSA", nullptr));
+  EVP_PKEY* raw = nullptr;
+  EVP_PKEY_fromdata_init(ctx.get());
+  EVP_PKEY_fromdata(ctx.get(), &raw, EVP_PKEY_PUBLIC_KEY, params);
+  OsslPtr<EVP_PKEY> key(raw);
+  OSSL_PARAM_free(params);
+  OSSL_PARAM_BLD_free(bld);
+  OsslPtr<X509_REQ> req(X509_REQ_new());
+  X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req.get()), "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>("BADEXPONENT"), -1, -1, 0);
+  X509_REQ_set_pubkey(req.get(), key.get());
+  X509_REQ_sign(req.get(), signer.get(), EVP_sha256());
+  return ToDer(i2d_X509_REQ, static_cast<const X509_REQ*>(req.get()));
+}
+
+// CsrWithPointOffCurve flips a bit of the y coordinate of a P-256 CSR's public key point.
+std::string CsrWithPointOffCurve() {
+  std::string der = testing::Csr("ec-p256", "/CN=OFFCURVE");
+  // The uncompressed point is the 65 bytes after "03 42 00" in the SubjectPublicKeyInfo.
+  size_t at = der.find(std::string("\x03\x42\x00\x04", 4));
+  der[at + 4 + 63] ^= 0x01;  // the last octet of y
+  return der;
+}
+
+// ToIndefiniteLength re-encodes the outer SEQUENCE with BER's indefinite length (30 80 ... 00 00).
+std::string ToIndefiniteLength(const std::string& der) {
+  size_t header = (static_cast<unsigned char>(der[1]) & 0x80) ? 2 + (der[1] & 0x7f) : 2;
+  return std::string("\x30\x80", 2) + der.substr(header) + std::string(2, '\0');
+}
+
+// ToLongFormLength re-encodes the outer SEQUENCE's length with one more length octet than needed.
+std::string ToLongFormLength(const std::string& der) {
+  size_t header = (static_cast<unsigned char>(der[1]) & 0x80) ? 2 + (der[1] & 0x7f) : 2;
+  size_t len = der.size() - header;
+  std::string out("\x30\x83", 2);
+  out += static_cast<char>(len >> 16);
+  out += static_cast<char>((len >> 8) & 0xff);
+  out += static_cast<char>(len & 0xff);
+  return out + der.substr(header);
+}
+
 std::string Corrupt(std::string der, size_t from_end) {
   der[der.size() - from_end] ^= 0x01;
   return der;
@@ -465,6 +530,20 @@ std::vector<BadCase> BadCases() {
        grpc::StatusCode::INVALID_ARGUMENT, "subjectAltName dns 'x.other.example' does not match"},
       {"KeyTypeNotInProfile", [&] { return req(testing::Csr("ec-p384", "/CN=AB12CD34EF56"), "serial"); },
        grpc::StatusCode::INVALID_ARGUMENT, "ec-p384 keys are not allowed by profile 'serial'"},
+      {"Sha1Signature", [&] { return req(CsrSignedWith(EVP_sha1())); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "CSR signature algorithm sha1WithRSAEncryption is too weak"},
+      {"Md5Signature", [&] { return req(CsrSignedWith(EVP_md5())); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "CSR signature algorithm md5WithRSAEncryption is too weak"},
+      {"RsaExponentOne", [&] { return req(CsrWithRsaExponent(1)); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "RSA public exponent 1 is not allowed"},
+      {"RsaExponentEven", [&] { return req(CsrWithRsaExponent(65538)); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "RSA public exponent 65538 is not allowed"},
+      {"EcPointNotOnCurve", [&] { return req(CsrWithPointOffCurve()); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "CSR public key cannot be decoded"},
+      {"IndefiniteLength", [&] { return req(ToIndefiniteLength(testing::Csr("ec-p256", "/CN=BER"))); },
+       grpc::StatusCode::INVALID_ARGUMENT, "not in canonical DER"},
+      {"NonMinimalLength", [&] { return req(ToLongFormLength(testing::Csr("ec-p256", "/CN=LONGFORM"))); },
+       grpc::StatusCode::INVALID_ARGUMENT, "not in canonical DER"},
       {"StationNotAllowedProfile",
        [&] {
          v1::SignCsrRequest r = req(testing::Csr("ec-p256", "/CN=AB12CD34EF56"), "serial");

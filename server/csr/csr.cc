@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/der.h"
 #include "common/openssl_util.h"
 
 namespace linesign::csr {
@@ -83,6 +84,47 @@ absl::Status CheckKey(const EVP_PKEY* key, const v1::Profile& profile, absl::str
   }
   if (!Contains(profile.key_types(), info->type)) {
     return Refuse(absl::StrCat(info->type, " keys are not allowed by profile '", profile_name, "'"));
+  }
+  return absl::OkStatus();
+}
+
+// CheckSignatureAlgorithm allows SHA-2 with ECDSA or RSA PKCS#1 v1.5, and Ed25519; MD5 and SHA-1 are refused as
+// too weak, anything else as unsupported.
+absl::Status CheckSignatureAlgorithm(const X509_REQ* req) {
+  int nid = X509_REQ_get_signature_nid(req);
+  switch (nid) {
+    case NID_ecdsa_with_SHA256:
+    case NID_ecdsa_with_SHA384:
+    case NID_ecdsa_with_SHA512:
+    case NID_sha256WithRSAEncryption:
+    case NID_sha384WithRSAEncryption:
+    case NID_sha512WithRSAEncryption:
+    case NID_ED25519:
+      return absl::OkStatus();
+    case NID_md5WithRSAEncryption:
+    case NID_md5WithRSA:
+    case NID_sha1WithRSAEncryption:
+    case NID_sha1WithRSA:
+    case NID_ecdsa_with_SHA1:
+    case NID_dsaWithSHA1:
+      return Refuse(absl::StrCat("CSR signature algorithm ", OBJ_nid2ln(nid),
+                                 " is too weak; sign the CSR with SHA-256 or stronger"));
+    default:
+      return Refuse(absl::StrCat("CSR signature algorithm ", nid == NID_undef ? "(unknown OID)" : OBJ_nid2ln(nid),
+                                 " is not supported (ECDSA or RSA with SHA-256/384/512, or Ed25519)"));
+  }
+}
+
+// CheckRsaExponent refuses public exponents that make RSA meaningless (1) or invalid (even).
+absl::Status CheckRsaExponent(const EVP_PKEY* key) {
+  BIGNUM* e = nullptr;
+  if (EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_RSA_E, &e) != 1) return Refuse("RSA public exponent is unreadable");
+  OsslPtr<BIGNUM> owned(e);
+  if (BN_is_one(e) || !BN_is_odd(e)) {
+    char* dec = BN_bn2dec(e);
+    std::string text = dec != nullptr ? dec : "?";
+    OPENSSL_free(dec);
+    return Refuse(absl::StrCat("RSA public exponent ", text, " is not allowed (it must be odd and at least 3)"));
   }
   return absl::OkStatus();
 }
@@ -174,6 +216,34 @@ absl::Status CheckExtensions(X509_REQ* req, const v1::Profile& profile, absl::st
   return absl::OkStatus();
 }
 
+// DiagnoseUndecodable says why OpenSSL could not decode `der` when the reason is the public key (an EC point not on
+// its curve, say), which OpenSSL reports only as a failed parse of the whole request.
+absl::Status DiagnoseUndecodable(const std::string& der) {
+  der::Reader outer(der);
+  absl::string_view request, info, version, name, spki_content, spki;
+  if (outer.Expect(der::kSequence, &request)) {
+    der::Reader r(request);
+    if (r.Expect(der::kSequence, &info)) {
+      der::Reader i(info);
+      if (i.Expect(der::kInteger, &version) && i.Expect(der::kSequence, &name) &&
+          i.Expect(der::kSequence, &spki_content, &spki)) {
+        const auto* p = reinterpret_cast<const unsigned char*>(spki.data());
+        OsslPtr<EVP_PKEY> key(d2i_PUBKEY(nullptr, &p, static_cast<long>(spki.size())));
+        bool valid = key != nullptr;
+        if (valid) {
+          OsslPtr<EVP_PKEY_CTX> ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, key.get(), nullptr));
+          valid = ctx != nullptr && EVP_PKEY_public_check(ctx.get()) == 1;
+        }
+        OpenSslErrors();
+        if (!valid) {
+          return Refuse("CSR public key cannot be decoded (unsupported algorithm, or an EC point not on its curve)");
+        }
+      }
+    }
+  }
+  return Refuse("CSR is not a DER PKCS#10 CertificationRequest (malformed or truncated)");
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> DecodeCsr(absl::string_view in) {
@@ -208,7 +278,7 @@ absl::StatusOr<CheckedCsr> CheckCsr(const std::string& der, const v1::Profile& p
   OsslPtr<X509_REQ> req(d2i_X509_REQ(nullptr, &p, static_cast<long>(der.size())));
   if (req == nullptr) {
     OpenSslErrors();
-    return Refuse("CSR is not a DER PKCS#10 CertificationRequest (malformed or truncated)");
+    return DiagnoseUndecodable(der);
   }
   if (p != reinterpret_cast<const unsigned char*>(der.data()) + der.size()) {
     return Refuse(absl::StrCat("CSR has ", reinterpret_cast<const unsigned char*>(der.data()) + der.size() - p,
@@ -227,6 +297,10 @@ absl::StatusOr<CheckedCsr> CheckCsr(const std::string& der, const v1::Profile& p
     return Refuse("CSR public key cannot be decoded (unsupported algorithm or invalid point)");
   }
   if (auto st = CheckKey(key, profile, profile_name, &out.key); !st.ok()) return st;
+  if (out.key.type == "rsa") {
+    if (auto st = CheckRsaExponent(key); !st.ok()) return st;
+  }
+  if (auto st = CheckSignatureAlgorithm(req.get()); !st.ok()) return st;
   int verified = X509_REQ_verify(req.get(), key);
   if (verified != 1) {
     OpenSslErrors();
