@@ -20,11 +20,11 @@ std::unique_ptr<BatchSigner> BatchSigner::Create(const CertificateBuilder* build
 
 BatchSigner::~BatchSigner() { Shutdown(); }
 
-absl::Status BatchSigner::Submit(SignJob job) {
+absl::Status BatchSigner::Submit(SignJob job, Admission admission) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return absl::UnavailableError("the server is shutting down; retry on another replica");
-    if (queue_.size() >= options_.queue_size) {
+    if (admission == Admission::kRefuseWhenFull && queue_.size() >= options_.queue_size) {
       return absl::ResourceExhaustedError(
           absl::StrCat("signing queue is full (", options_.queue_size, " requests); retry with backoff"));
     }
@@ -94,15 +94,13 @@ bool BatchSigner::AnswerFromStore(SignJob& job, const std::string& csr_sha256) {
 }
 
 void BatchSigner::ProcessBatch(std::vector<SignJob> batch) {
-  std::vector<SignJob> pending;
+  // Retries are rare: rather than a lookup per request before signing, the store's UNIQUE(station, request_id)
+  // reports a duplicate at commit, and only then is the earlier record read. A certificate signed for a duplicate
+  // is never recorded and never leaves this function.
+  std::vector<SignJob> pending = std::move(batch);
   std::vector<std::string> csr_hashes;
-  pending.reserve(batch.size());
-  for (auto& job : batch) {
-    std::string h = Hex(Sha256(job.csr.der));
-    if (AnswerFromStore(job, h)) continue;
-    pending.push_back(std::move(job));
-    csr_hashes.push_back(std::move(h));
-  }
+  csr_hashes.reserve(pending.size());
+  for (const auto& job : pending) csr_hashes.push_back(Hex(Sha256(job.csr.der)));
 
   for (int attempt = 0; attempt < kSerialAttempts && !pending.empty(); ++attempt) {
     absl::Time now = options_.clock();

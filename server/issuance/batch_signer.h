@@ -48,9 +48,16 @@ class BatchSigner {
   // The destructor drains (see Shutdown).
   ~BatchSigner();
 
-  // Submit queues `job`. ResourceExhausted when the queue is full and Unavailable after Shutdown; then `job.done`
-  // is not called and the caller answers itself.
-  absl::Status Submit(SignJob job);
+  // How Submit treats a full queue.
+  enum class Admission {
+    kRefuseWhenFull,  // ResourceExhausted (unary calls: the station retries with backoff)
+    kAlways,          // queue anyway: for a caller that bounds its own in-flight requests (a stream's window),
+                      // so the queue holds at most queue_size + streams x window jobs
+  };
+
+  // Submit queues `job`. ResourceExhausted when the queue is full (kRefuseWhenFull) and Unavailable after
+  // Shutdown; then `job.done` is not called and the caller answers itself.
+  absl::Status Submit(SignJob job, Admission admission = Admission::kRefuseWhenFull);
 
   // Shutdown refuses new jobs, lets the workers finish every queued one, and joins them. Idempotent.
   void Shutdown();
@@ -63,8 +70,8 @@ class BatchSigner {
       : builder_(builder), store_(store), options_(std::move(options)) {}
   void WorkerLoop();
   void ProcessBatch(std::vector<SignJob> batch);
-  // AnswerFromStore completes `job` from its earlier record: a replay when the CSR is the same, ALREADY_EXISTS
-  // otherwise. Returns false when there is no earlier record.
+  // AnswerFromStore completes `job`, whose (station, request_id) the store already holds, from that record: a
+  // replay when the CSR is the same, ALREADY_EXISTS otherwise. Returns false when there is no earlier record.
   bool AnswerFromStore(SignJob& job, const std::string& csr_sha256);
 
   const CertificateBuilder* builder_;  // borrowed

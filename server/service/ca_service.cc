@@ -315,7 +315,9 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
         Answer(id, record.ok() ? absl::OkStatus() : record.status(), record.ok() ? &*record : nullptr, replayed,
                true);
       };
-      if (absl::Status st = service_->p_.signer->Submit(*std::move(job)); !st.ok()) {
+      // A stream bounds itself (kWindow in flight), so it is never refused for a full queue: it slows down.
+      if (absl::Status st = service_->p_.signer->Submit(*std::move(job), issuance::BatchSigner::Admission::kAlways);
+          !st.ok()) {
         service_->Refused(Rpc::kSignCsrStream, identity_, peer_, profile, id, st);
         Answer(id, st, nullptr, false, true);
       }
