@@ -1,7 +1,7 @@
 // libFuzzer target: the whole front of a signing request — DecodeCsr (DER or PEM), CheckCsr against a profile
 // that allows every key type and SAN type, then the profile's value rules (patterns, lengths, SAN from CN).
-// Anything may be refused; nothing may crash, leak or trip a sanitizer, and an accepted CSR must carry
-// non-empty subject and key bytes.
+// Anything may be refused; nothing may crash, leak or trip a sanitizer. Differentially: the fast decoder never
+// accepts a CSR OpenSSL's reference path refuses, and when both accept they yield the same fields.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -45,6 +45,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string input(reinterpret_cast<const char*>(data), size);
   auto der = linesign::csr::DecodeCsr(input);
   if (!der.ok()) return 0;
+  {
+    auto fast = linesign::csr::CheckCsrFastOnly(*der, *permissive);
+    if (fast.has_value()) {
+      auto reference = linesign::csr::CheckCsrReference(*der, *permissive, "fuzz");
+      if (!reference.ok()) abort();  // the fast path accepted what the reference refuses
+      if (fast->subject_der != reference->subject_der || fast->spki_der != reference->spki_der ||
+          fast->san_der != reference->san_der || fast->sans != reference->sans ||
+          fast->subject_attributes != reference->subject_attributes || fast->key.type != reference->key.type ||
+          fast->subject_text != reference->subject_text) {
+        abort();
+      }
+    }
+  }
   for (auto [profile, rules] : {std::pair{permissive, policy}, std::pair{from_subject, policy_cn}}) {
     auto checked = linesign::csr::CheckCsr(*der, *profile, "fuzz");
     if (!checked.ok()) {

@@ -272,8 +272,8 @@ absl::StatusOr<std::string> DecodeCsr(absl::string_view in) {
   return der;
 }
 
-absl::StatusOr<CheckedCsr> CheckCsr(const std::string& der, const v1::Profile& profile,
-                                    absl::string_view profile_name) {
+absl::StatusOr<CheckedCsr> CheckCsrReference(const std::string& der, const v1::Profile& profile,
+                                             absl::string_view profile_name) {
   const auto* p = reinterpret_cast<const unsigned char*>(der.data());
   OsslPtr<X509_REQ> req(d2i_X509_REQ(nullptr, &p, static_cast<long>(der.size())));
   if (req == nullptr) {
@@ -309,6 +309,22 @@ absl::StatusOr<CheckedCsr> CheckCsr(const std::string& der, const v1::Profile& p
   const X509_NAME* subject = X509_REQ_get_subject_name(req.get());
   if (auto st = CheckSubject(subject, profile, profile_name); !st.ok()) return st;
   out.subject_der = ToDer(i2d_X509_NAME, subject);
+  for (int i = 0; i < X509_NAME_entry_count(subject); ++i) {
+    const X509_NAME_ENTRY* e = X509_NAME_get_entry(subject, i);
+    const ASN1_OBJECT* obj = X509_NAME_ENTRY_get_object(e);
+    int nid = OBJ_obj2nid(obj);
+    char oid[80];
+    OBJ_obj2txt(oid, sizeof(oid), obj, 1);
+    unsigned char* utf8 = nullptr;
+    int n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(e));
+    if (n < 0) {
+      OpenSslErrors();
+      return Refuse(absl::StrCat("subject attribute ", nid == NID_undef ? oid : OBJ_nid2sn(nid),
+                                 " is not valid text for its string type"));
+    }
+    out.subject_attributes.push_back({nid == NID_undef ? oid : OBJ_nid2sn(nid), std::string(reinterpret_cast<char*>(utf8), n)});
+    OPENSSL_free(utf8);
+  }
   out.subject_text = NameText(subject);
   if (auto st = CheckExtensions(req.get(), profile, profile_name, &out); !st.ok()) return st;
   out.spki_der = PublicKeyDer(key);

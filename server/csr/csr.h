@@ -3,6 +3,7 @@
 #ifndef LINESIGN_SERVER_CSR_CSR_H_
 #define LINESIGN_SERVER_CSR_CSR_H_
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,12 +22,20 @@ struct KeyInfo {
   int bits = 0;
 };
 
+// SubjectAttribute is one attribute of the subject, in order.
+struct SubjectAttribute {
+  std::string name;   // OpenSSL short name ("CN", "O", "serialNumber") or the dotted OID when unknown
+  std::string value;  // the value as UTF-8 text
+  bool operator==(const SubjectAttribute&) const = default;
+};
+
 // CheckedCsr is a CSR that decoded, verified and passed its profile. The byte fields are copied verbatim from
 // the CSR, so the certificate carries exactly what the device asked for and the profile allowed.
 struct CheckedCsr {
   std::string der;               // the whole CertificationRequest
   std::string subject_der;       // Name, DER
   std::string subject_text;      // RFC 2253 form, for records and logs
+  std::vector<SubjectAttribute> subject_attributes;
   std::string spki_der;          // SubjectPublicKeyInfo, DER
   std::string san_der;           // GeneralNames, DER; empty when the CSR asks for no SAN
   std::vector<std::string> sans; // "DNS:x", "IP:1.2.3.4", ... for records
@@ -39,8 +48,23 @@ absl::StatusOr<std::string> DecodeCsr(absl::string_view der_or_pem);
 
 // CheckCsr parses `der`, checks the key against `profile` (`profile_name` is for messages), verifies the CSR's
 // self-signature, and checks its subject and SANs against the profile.
+//
+// The hot path (csr/fast_csr.cc): a strict DER decoder that keeps the subject and SubjectPublicKeyInfo bytes as
+// they came, and OpenSSL's primitives (digest, ECDSA/RSA/Ed25519 verify) without its X509_REQ object layer. A
+// CSR it cannot take apart is handed to CheckCsrReference for the message; one the reference accepts but the
+// strict decoder does not (BER inside the request) is refused as non-canonical.
 absl::StatusOr<CheckedCsr> CheckCsr(const std::string& der, const v1::Profile& profile,
                                     absl::string_view profile_name);
+
+// CheckCsrReference does the same with OpenSSL's X509_REQ API. It is the reference the fast path is tested
+// against (identical CheckedCsr for every accepted CSR; never accepts less), and the source of its messages
+// for malformed input.
+absl::StatusOr<CheckedCsr> CheckCsrReference(const std::string& der, const v1::Profile& profile,
+                                             absl::string_view profile_name);
+
+// CheckCsrFastOnly is the fast path alone (differential tests, fuzzing, benchmarks): the checked CSR, or nullopt
+// when CheckCsr would hand the CSR to the reference (refused, not DER, or a shape it leaves to the reference).
+std::optional<CheckedCsr> CheckCsrFastOnly(const std::string& der, const v1::Profile& profile);
 
 }  // namespace linesign::csr
 

@@ -1,7 +1,5 @@
 #include "server/policy/profile_policy.h"
 
-#include <openssl/x509.h>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -13,10 +11,6 @@ namespace linesign::policy {
 namespace {
 
 absl::Status Refuse(absl::string_view msg) { return absl::InvalidArgumentError(msg); }
-
-struct NameDeleter {
-  void operator()(X509_NAME* n) const { X509_NAME_free(n); }
-};
 
 // SanType maps a recorded SAN ("DNS:x", "IP Address:1.2.3.4", "URI:x", "email:x") to its profile type and value.
 bool SplitSan(absl::string_view san, std::string* type, absl::string_view* value) {
@@ -69,26 +63,10 @@ absl::StatusOr<std::unique_ptr<ProfilePolicy>> ProfilePolicy::Create(const std::
 }
 
 absl::Status ProfilePolicy::Apply(csr::CheckedCsr* csr) const {
-  const auto* p = reinterpret_cast<const unsigned char*>(csr->subject_der.data());
-  std::unique_ptr<X509_NAME, NameDeleter> name(d2i_X509_NAME(nullptr, &p, static_cast<long>(csr->subject_der.size())));
-  if (name == nullptr) {
-    OpenSslErrors();
-    return Refuse("CSR subject cannot be decoded");
-  }
   std::string cn;
-  for (int i = 0; i < X509_NAME_entry_count(name.get()); ++i) {
-    const X509_NAME_ENTRY* e = X509_NAME_get_entry(name.get(), i);
-    int nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(e));
-    std::string attr = nid == NID_undef ? "?" : OBJ_nid2sn(nid);
-    const ASN1_STRING* raw = X509_NAME_ENTRY_get_data(e);
-    unsigned char* utf8 = nullptr;
-    int n = ASN1_STRING_to_UTF8(&utf8, raw);
-    if (n < 0) {
-      OpenSslErrors();
-      return Refuse(absl::StrCat("subject ", attr, " is not valid text for its string type"));
-    }
-    std::string value(reinterpret_cast<char*>(utf8), n);
-    OPENSSL_free(utf8);
+  for (const csr::SubjectAttribute& a : csr->subject_attributes) {
+    const std::string& attr = a.name;
+    const std::string& value = a.value;
     if (value.find('\0') != std::string::npos) return Refuse(absl::StrCat("subject ", attr, " contains a NUL byte"));
     if (value.size() > profile_.max_subject_value_bytes()) {
       return Refuse(absl::StrCat("subject ", attr, " of ", value.size(), " bytes exceeds the limit of ",
@@ -98,7 +76,7 @@ absl::Status ProfilePolicy::Apply(csr::CheckedCsr* csr) const {
       return Refuse(absl::StrCat("subject ", attr, " '", value, "' does not match the pattern '",
                                  it->second->pattern(), "' of profile '", name_, "'"));
     }
-    if (nid == NID_commonName) cn = value;
+    if (attr == "CN") cn = value;
   }
   for (const std::string& san : csr->sans) {
     std::string type;

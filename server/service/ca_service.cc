@@ -33,8 +33,6 @@ absl::Status CheckRequestId(const std::string& id) {
 
 std::string RequestIdForLog(const std::string& id) { return id.substr(0, kMaxRequestIdBytes); }
 
-std::string SubjectOrEmpty(const absl::StatusOr<store::CertificateRecord>& r) { return r.ok() ? r->subject : ""; }
-
 }  // namespace
 
 const char* RpcName(Rpc rpc) {
