@@ -62,6 +62,7 @@ TEST(ConfigTest, ParseErrorsNameTheField) {
   EXPECT_THAT(std::string(ParseConfigYaml("- a\n- b\n").status().message()), HasSubstr("must be a mapping"));
   EXPECT_THAT(std::string(ParseConfigYaml("signer:\n  workers: many\n").status().message()), HasSubstr("workers"));
   EXPECT_THAT(std::string(ParseConfigYaml("listen: a\nlisten: b\n").status().message()), HasSubstr("listen"));
+  EXPECT_THAT(std::string(ParseConfigYaml("listen: \"\xff\"\n").status().message()), HasSubstr("not valid UTF-8"));
   // Found by fuzz/config_fuzzer: a recursive alias used to recurse until the stack overflowed.
   EXPECT_THAT(std::string(ParseConfigYaml("a: &x [*x]\n").status().message()), HasSubstr("recursive alias"));
   EXPECT_THAT(std::string(ParseConfigYaml("a: " + std::string(40, '[') + std::string(40, ']') + "\n").status().message()),
