@@ -44,14 +44,25 @@ struct Shared {
   std::vector<double> latencies_ms;       // guarded by mu
   std::map<std::string, int64_t> errors;  // guarded by mu
   std::string run_id;
+  double rate = 0;  // requests per second over all workers; 0: as fast as the server answers
+  Clock::time_point start;
 
-  // Take claims the next request number, or -1 when the run is over.
+  // Take claims the next request number, or -1 when the run is over. With a rate, it waits for the request's
+  // slot in an even schedule (open loop: a slow answer does not delay the next request).
   int64_t Take() {
+    int64_t n;
     if (count > 0) {
-      int64_t n = sent.fetch_add(1);
-      return n < count ? n : -1;
+      n = sent.fetch_add(1);
+      if (n >= count) return -1;
+    } else {
+      if (Clock::now() >= deadline) return -1;
+      n = sent.fetch_add(1);
     }
-    return Clock::now() < deadline ? sent.fetch_add(1) : -1;
+    if (rate > 0) {
+      std::this_thread::sleep_until(start + std::chrono::duration_cast<Clock::duration>(
+                                                std::chrono::duration<double>(static_cast<double>(n) / rate)));
+    }
+    return n;
   }
   void Record(double ms, const std::string& error, const std::string& der) {
     int64_t n = done.fetch_add(1);
@@ -148,6 +159,8 @@ int main(int argc, char** argv) {
   app.add_option("--count", count, "stop after this many certificates (overrides --duration)");
   app.add_option("--duration", duration, "seconds to run")->capture_default_str();
   app.add_option("--key", key, "device key type: ec-p256, ec-p384, ed25519, rsa-2048")->capture_default_str();
+  app.add_option("--rate", s.rate, "total requests per second, evenly spaced (0: as fast as possible)")
+      ->capture_default_str();
   app.add_option("--pool", pool, "distinct CSRs pre-generated")->capture_default_str();
   app.add_option("--verify-every", s.verify_every, "verify every Nth certificate's signature (0: none)")
       ->capture_default_str();
@@ -197,6 +210,7 @@ int main(int argc, char** argv) {
   s.count = count;
   auto start = Clock::now();
   s.deadline = start + std::chrono::milliseconds(static_cast<int64_t>(duration * 1000));
+  s.start = start;
 
   std::vector<std::thread> workers;
   for (int i = 0; i < concurrency; ++i) {

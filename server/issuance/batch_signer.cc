@@ -52,13 +52,16 @@ size_t BatchSigner::queued() const {
 
 void BatchSigner::WorkerLoop() {
   const size_t max_batch = static_cast<size_t>(std::max(1, options_.max_batch));
+  // Lingering for a batch to fill only pays under load. A worker whose last batch held one request is serving a
+  // quiet line: it signs at once, so a lone station never waits max_linger.
+  size_t last_batch = max_batch;
   while (true) {
     std::vector<SignJob> batch;
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return !queue_.empty() || stopping_; });
       if (queue_.empty()) return;  // stopping and drained
-      if (queue_.size() < max_batch && options_.max_linger > absl::ZeroDuration() && !stopping_) {
+      if (last_batch > 1 && queue_.size() < max_batch && options_.max_linger > absl::ZeroDuration() && !stopping_) {
         auto deadline = std::chrono::steady_clock::now() + absl::ToChronoMicroseconds(options_.max_linger);
         cv_.wait_until(lock, deadline, [&] { return queue_.size() >= max_batch || stopping_; });
       }
@@ -70,6 +73,7 @@ void BatchSigner::WorkerLoop() {
       }
       if (!queue_.empty()) cv_.notify_one();
     }
+    last_batch = batch.size();
     if (!batch.empty()) ProcessBatch(std::move(batch));
   }
 }

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# bench/run.sh: every figure of bench/README.md in one go on one machine, with the ratios the line-rate issue
+# asks for. Each figure is the median of REPEAT runs (default 3).
+#
+#   bench/run.sh [--build DIR] [--seconds S] [--repeat N] [--long N]
+#
+# Runs: linesign end to end (development server: P-256 key in SoftHSM2, durable SQLite, mTLS) over SignCsrStream
+# at full speed with 2 and with 1 signing worker, at half the full rate (latency), and unary SignCsr one at a
+# time; the bare SoftHSM2 C_SignInit+C_Sign rate (linesign-micro-bench); `openssl speed ecdsap256`; and the
+# seeds' flow, one `openssl x509 -req -CAcreateserial` process per CSR. --long N adds a run of N certificates
+# sampling the server's resident memory. Needs python3 for the JSON.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=build seconds=10 repeat=3 long=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --build) build="$2"; shift 2 ;;
+    --seconds) seconds="$2"; shift 2 ;;
+    --repeat) repeat="$2"; shift 2 ;;
+    --long) long="$2"; shift 2 ;;
+    *) echo "usage: bench/run.sh [--build DIR] [--seconds S] [--repeat N] [--long N]" >&2; exit 2 ;;
+  esac
+done
+for b in server/linesign-server bench/linesign-bench bench/linesign-micro-bench; do
+  [ -x "$build/$b" ] || { echo "bench/run.sh: $build/$b is missing; run scripts/build.sh" >&2; exit 1; }
+done
+command -v python3 >/dev/null || { echo "bench/run.sh: needs python3" >&2; exit 1; }
+
+work="$(mktemp -d -t linesign-bench-XXXXXX)"
+server_pid=""
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+port=$((20000 + RANDOM % 20000))
+addr="127.0.0.1:$port"
+bench="$build/bench/linesign-bench"
+
+json_field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read().splitlines()[-1])['$1'])"; }
+median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+
+start_server() {  # workers
+  [ -n "$server_pid" ] && { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""; }
+  if [ ! -f "$work/dev/config.yaml" ]; then
+    "$build/server/linesign-server" --dev "$work/dev" --listen "$addr" >"$work/first.log" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 1 120); do grep -q "listening on" "$work/first.log" && break; sleep 0.5; done
+    kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
+  fi
+  cp "$work/dev/config.yaml" "$work/config-$1.yaml"
+  printf 'signer: {workers: %s}\n' "$1" >>"$work/config-$1.yaml"
+  sed -i "s|^listen: .*|listen: $addr|" "$work/config-$1.yaml"
+  rm -f "$work/dev/linesign.db" "$work/dev/linesign.db-wal" "$work/dev/linesign.db-shm"
+  "$build/server/linesign-server" --config "$work/config-$1.yaml" >"$work/server.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 1 120); do grep -q "listening on" "$work/server.log" && return 0; sleep 0.5; done
+  echo "bench/run.sh: the server did not start:" >&2; cat "$work/server.log" >&2; exit 1
+}
+
+run() { "$bench" --server "$addr" --tls-dir "$work/dev/station" --json "$@" 2>/dev/null | tail -1; }
+
+stream_rate() {  # workers -> median certs/s of REPEAT full-speed stream runs
+  start_server "$1"
+  local rates=()
+  for _ in $(seq 1 "$repeat"); do rates+=("$(run --mode stream --concurrency 4 --duration "$seconds" | json_field certs_per_second)"); done
+  median "${rates[@]}"
+}
+
+echo "== linesign end to end (P-256 in SoftHSM2, durable SQLite, mTLS; generator on the same machine)"
+max2=$(stream_rate 2); echo "stream, 2 workers: $max2 certs/s"
+max1=$(stream_rate 1); echo "stream, 1 worker:  $max1 certs/s"
+start_server 2
+half=$(python3 -c "print(int($max2 / 2))")
+p99s=() p50s=()
+for _ in $(seq 1 "$repeat"); do
+  out=$(run --mode stream --concurrency 4 --duration "$seconds" --rate "$half")
+  p99s+=("$(echo "$out" | json_field p99_ms)")
+done
+p99_half=$(median "${p99s[@]}"); echo "stream at $half certs/s (half of max): p99 $p99_half ms"
+for _ in $(seq 1 "$repeat"); do
+  p50s+=("$(run --mode unary --concurrency 1 --count 2000 | json_field p50_ms)")
+done
+unary_p50=$(median "${p50s[@]}"); echo "unary, one at a time: p50 $unary_p50 ms"
+
+rss_line="not measured (use --long N)"
+if [ "$long" -gt 0 ]; then
+  start_server 2
+  samples="$work/rss"
+  ( while kill -0 "$server_pid" 2>/dev/null; do awk '/VmRSS/ {print $2}' "/proc/$server_pid/status" >>"$samples"; sleep 5; done ) &
+  sampler=$!
+  run --mode stream --concurrency 4 --count "$long" >"$work/long.json"
+  kill "$sampler" 2>/dev/null || true
+  rss_line=$(python3 -c "
+import sys; v=[int(x) for x in open('$samples').read().split()]
+print(f'{len(v)} samples: start {v[0]/1024:.0f} MiB, peak {max(v)/1024:.0f} MiB, end {v[-1]/1024:.0f} MiB')")
+  echo "RSS over $long certificates: $rss_line ($(json_field certs_per_second <"$work/long.json") certs/s)"
+fi
+kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
+
+echo "== bare SoftHSM2 C_SignInit+C_Sign, P-256 (linesign-micro-bench)"
+TMPDIR="$work" "$build/bench/linesign-micro-bench" --benchmark_filter='BM_BareSoftHsmSign' \
+  --benchmark_repetitions="$repeat" --benchmark_format=json \
+  >"$work/bare.json" 2>/dev/null
+read -r bare1 bare2 < <(python3 -c "
+import json, statistics; b=json.load(open('$work/bare.json'))['benchmarks']
+def rate(t): return int(statistics.median(1e9 / x['real_time'] for x in b
+                        if x.get('run_type') == 'iteration' and x['run_name'].endswith('threads:' + t)))
+print(rate('1'), rate('2'))")
+echo "1 thread: $bare1 signatures/s, 2 threads: $bare2 signatures/s"
+
+echo "== openssl speed ecdsap256 (in memory, one core)"
+speed=$(openssl speed -seconds 3 ecdsap256 2>/dev/null | awk '/256 bits ecdsa \(nistp256\)/ {print $(NF-1)}')
+echo "$speed signatures/s"
+
+echo "== the seeds' flow: one openssl x509 -req -CAcreateserial process per CSR (200 CSRs)"
+seeds="$work/seeds"; mkdir -p "$seeds"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$seeds/ca.key" -out "$seeds/ca.pem" \
+  -subj "/CN=Seeds CA" -days 30 2>/dev/null
+for i in $(seq 1 200); do
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null -subj "/CN=SEED$i" \
+    -out "$seeds/$i.csr" 2>/dev/null
+done
+t0=$(date +%s.%N)
+for i in $(seq 1 200); do
+  openssl x509 -req -in "$seeds/$i.csr" -CA "$seeds/ca.pem" -CAkey "$seeds/ca.key" -CAcreateserial \
+    -CAserial "$seeds/ca.srl" -days 365 -out "$seeds/$i.pem" 2>/dev/null
+done
+t1=$(date +%s.%N)
+seeds_rate=$(python3 -c "print(round(200 / ($t1 - $t0), 1))")
+echo "$seeds_rate certs/s"
+
+echo
+echo "== summary ($(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), medians of $repeat)"
+python3 - "$max2" "$max1" "$p99_half" "$unary_p50" "$bare1" "$bare2" "$speed" "$seeds_rate" <<'EOF'
+import sys
+max2, max1, p99, p50, bare1, bare2, speed, seeds = map(float, sys.argv[1:])
+rows = [
+    ("stream certs/s (2 workers)", f"{max2:,.0f}", ">= 10,000", max2 >= 10000),
+    ("  vs bare SoftHSM2 C_Sign, 2 threads", f"{max2 / bare2:.0%} of {bare2:,.0f}/s", ">= 50%", max2 / bare2 >= 0.5),
+    ("  vs the seeds' openssl flow", f"{max2 / seeds:,.0f}x ({seeds:,.1f}/s)", ">= 300x", max2 / seeds >= 300),
+    ("  vs openssl speed ecdsap256 (1 core)", f"{max2 / speed:.0%} of {speed:,.0f}/s", "", None),
+    ("second worker", f"{max1:,.0f} -> {max2:,.0f} certs/s ({max2 / max1:.2f}x)", "raises throughput", max2 > max1),
+    ("p99 at half of max", f"{p99:.2f} ms", "<= 5 ms", p99 <= 5),
+    ("unary p50, one at a time", f"{p50:.2f} ms", "<= 1 ms", p50 <= 1),
+]
+for name, value, target, ok in rows:
+    mark = "" if ok is None else ("met" if ok else "NOT met")
+    print(f"{name:40} {value:36} {target:18} {mark}")
+EOF
