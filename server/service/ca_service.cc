@@ -103,10 +103,9 @@ absl::StatusOr<issuance::SignJob> CaService::Check(const v1::SignCsrRequest& req
   return job;
 }
 
-grpc::Status CaService::Refused(Rpc rpc, const std::string& identity, const std::string& peer,
-                                const std::string& profile, const std::string& request_id, const absl::Status& why) {
-  grpc::Status st = ToGrpcStatus(why);
-  Count(rpc, st.error_code());
+namespace {
+audit::Entry AuditEntry(Rpc rpc, const std::string& identity, const std::string& peer, const std::string& profile,
+                        const std::string& request_id, grpc::StatusCode code) {
   audit::Entry e;
   e.time = absl::Now();
   e.rpc = RpcName(rpc);
@@ -114,8 +113,17 @@ grpc::Status CaService::Refused(Rpc rpc, const std::string& identity, const std:
   e.peer = peer;
   e.profile = profile;
   e.request_id = RequestIdForLog(request_id);
+  e.code = StatusCodeName(code);
+  return e;
+}
+}  // namespace
+
+grpc::Status CaService::Refused(Rpc rpc, const std::string& identity, const std::string& peer,
+                                const std::string& profile, const std::string& request_id, const absl::Status& why) {
+  grpc::Status st = ToGrpcStatus(why);
+  Count(rpc, st.error_code());
+  audit::Entry e = AuditEntry(rpc, identity, peer, profile, request_id, st.error_code());
   e.outcome = "refused";
-  e.code = StatusCodeName(st.error_code());
   e.reason = std::string(why.message());
   p_.audit->Record(e);
   return st;
@@ -126,14 +134,7 @@ void CaService::Completed(Rpc rpc, const std::string& identity, const std::strin
                           const std::string& profile, const std::string& request_id) {
   grpc::StatusCode code = record.ok() ? grpc::StatusCode::OK : ToGrpcStatus(record.status()).error_code();
   Count(rpc, code);
-  audit::Entry e;
-  e.time = absl::Now();
-  e.rpc = RpcName(rpc);
-  e.identity = identity;
-  e.peer = peer;
-  e.profile = profile;
-  e.request_id = RequestIdForLog(request_id);
-  e.code = StatusCodeName(code);
+  audit::Entry e = AuditEntry(rpc, identity, peer, profile, request_id, code);
   if (record.ok()) {
     e.outcome = replayed ? "replayed" : "issued";
     e.serial_hex = record->serial_hex;
