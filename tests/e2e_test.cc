@@ -385,6 +385,28 @@ std::string CsrWithRawCn(const std::string& cn) {
   return ToDer(i2d_X509_REQ, static_cast<const X509_REQ*>(req.get()));
 }
 
+// CsrWithRawDnsSan makes a P-256 CSR whose one DNS SAN holds exactly `dns` (which may contain a NUL byte).
+std::string CsrWithRawDnsSan(const std::string& dns) {
+  OsslPtr<EVP_PKEY> key(EVP_EC_gen("P-256"));
+  OsslPtr<X509_REQ> req(X509_REQ_new());
+  X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req.get()), "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>("NULSAN"), -1, -1, 0);
+  GENERAL_NAMES* names = GENERAL_NAMES_new();
+  GENERAL_NAME* name = GENERAL_NAME_new();
+  ASN1_IA5STRING* value = ASN1_IA5STRING_new();
+  ASN1_STRING_set(value, dns.data(), static_cast<int>(dns.size()));
+  GENERAL_NAME_set0_value(name, GEN_DNS, value);
+  sk_GENERAL_NAME_push(names, name);
+  STACK_OF(X509_EXTENSION)* exts = sk_X509_EXTENSION_new_null();
+  sk_X509_EXTENSION_push(exts, X509V3_EXT_i2d(NID_subject_alt_name, 0, names));
+  X509_REQ_add_extensions(req.get(), exts);
+  sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+  GENERAL_NAMES_free(names);
+  X509_REQ_set_pubkey(req.get(), key.get());
+  X509_REQ_sign(req.get(), key.get(), EVP_sha256());
+  return ToDer(i2d_X509_REQ, static_cast<const X509_REQ*>(req.get()));
+}
+
 // CsrSignedWith makes an RSA-2048 CSR signed with digest `md` (MD5, SHA-1: refused as too weak).
 std::string CsrSignedWith(const EVP_MD* md) {
   OsslPtr<EVP_PKEY> key(EVP_RSA_gen(2048));
@@ -520,6 +542,8 @@ std::vector<BadCase> BadCases() {
        grpc::StatusCode::INVALID_ARGUMENT, "subject CN of 65 bytes exceeds the limit of 64 bytes"},
       {"SubjectEmbeddedNul", [&] { return req(CsrWithRawCn(std::string("DEVICE\0evil", 11))); },
        grpc::StatusCode::INVALID_ARGUMENT, "subject CN contains a NUL byte"},
+      {"SanEmbeddedNul", [&] { return req(CsrWithRawDnsSan(std::string("ok.example\0.evil.example", 23))); },
+       grpc::StatusCode::INVALID_ARGUMENT, "subjectAltName dns contains a NUL byte"},
       {"SanValueTooLong",
        [&] { return req(testing::Csr("ec-p256", "/CN=LONGSAN", {"DNS:" + std::string(256, 'a') + ".example"})); },
        grpc::StatusCode::INVALID_ARGUMENT, "subjectAltName dns of 264 bytes exceeds the limit of 255 bytes"},
