@@ -3,7 +3,10 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "hsm/open_signer.h"
@@ -11,6 +14,9 @@
 namespace linesign {
 
 namespace {
+
+// kSettle is how long a drained server keeps its connections open for the stations to read their last answers.
+constexpr absl::Duration kSettle = absl::Milliseconds(250);
 
 // ServerCredentials: TLS that asks every client for a certificate. The handshake proves the client holds the
 // certificate's key; the chain, validity and revocation are checked per call by auth::Authenticator, so that a
@@ -96,8 +102,19 @@ void LinesignServer::Shutdown(absl::Duration grace) {
   }
   if (grpc_server_ != nullptr) {
     grpc_server_->GetHealthCheckService()->SetServingStatus(false);
-    // Refuses new calls and waits for the in-flight ones, which the signer completes.
-    grpc_server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(grace));
+    // First our own drain, while every connection stays up: new signing calls are refused, open streams stop
+    // reading and finish once each request they read is answered. Only then gRPC's shutdown, which closes a
+    // connection as soon as its last call is done: closing it while the station's last answers are still on
+    // their way can reset the connection and lose them (the station would have to retry), so a short settle
+    // lets them arrive first. Whatever is still running at the deadline is cancelled by gRPC.
+    absl::Time deadline = absl::Now() + grace;
+    service_->BeginDrain();
+    if (service_->WaitUntilIdle(deadline)) {
+      absl::SleepFor(std::min(kSettle, std::max(absl::ZeroDuration(), deadline - absl::Now())));
+    } else {
+      LogWarning("shutdown: calls still in progress after ", absl::FormatDuration(grace), "; cancelling them");
+    }
+    grpc_server_->Shutdown(absl::ToChronoTime(std::max(absl::Now(), deadline)));
   }
   if (batch_signer_ != nullptr) batch_signer_->Shutdown();
   if (grpc_server_ != nullptr) grpc_server_->Wait();

@@ -26,7 +26,8 @@ class LinesignServer {
   // address is the bound host:port (with the real port when the configuration asked for port 0).
   const std::string& address() const { return address_; }
 
-  // Shutdown stops accepting calls, lets in-flight ones finish (up to `grace`), drains the signer. Idempotent.
+  // Shutdown refuses new signing calls, lets in-flight ones and open streams finish (up to `grace`; see
+  // CaService::BeginDrain), then stops gRPC and the signer. Idempotent.
   void Shutdown(absl::Duration grace = absl::Seconds(30));
   // Wait blocks until Shutdown has completed.
   void Wait();

@@ -137,5 +137,114 @@ TEST_F(BatchSignerTest, FullQueueIsResourceExhaustedAndShutdownDrains) {
   EXPECT_EQ(signer->Submit(std::move(late)).code(), absl::StatusCode::kUnavailable);
 }
 
+// A caller that bounds its own in-flight requests (a stream's window) is queued even when the queue is full; a
+// unary caller is refused at the same moment. The worker lingers for a full batch, so the queue stays full.
+TEST_F(BatchSignerTest, WaitAdmissionIsQueuedBeyondAFullQueue) {
+  constexpr int kBatch = 40;
+  auto signer = BatchSigner::Create(builder_.get(), store_.get(),
+                                    {.workers = 1, .max_batch = kBatch, .max_linger = absl::Seconds(60),
+                                     .queue_size = 1});
+  std::vector<std::future<std::pair<absl::StatusOr<store::CertificateRecord>, bool>>> accepted;
+  auto [first, f0] = Job("unary-0");
+  ASSERT_TRUE(signer->Submit(std::move(first)).ok());
+  accepted.push_back(std::move(f0));
+  auto [refused, fr] = Job("unary-1");
+  absl::Status st = signer->Submit(std::move(refused));
+  EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
+  EXPECT_THAT(std::string(st.message()), ::testing::HasSubstr("signing queue is full (1 requests)"));
+  for (int i = 1; i < kBatch; ++i) {
+    auto [job, f] = Job("stream-" + std::to_string(i));
+    ASSERT_TRUE(signer->Submit(std::move(job), BatchSigner::Admission::kAlways).ok()) << i;
+    accepted.push_back(std::move(f));
+  }
+  for (auto& f : accepted) {
+    auto [record, replayed] = f.get();
+    EXPECT_TRUE(record.ok()) << record.status();
+  }
+  EXPECT_EQ(*store_->Count(), kBatch);
+  signer->Shutdown();
+  auto [late, fl] = Job("late");
+  EXPECT_EQ(signer->Submit(std::move(late), BatchSigner::Admission::kAlways).code(), absl::StatusCode::kUnavailable);
+}
+
+class BatchSignerStoreFailureTest : public BatchSignerTest {
+ protected:
+  static constexpr int kBatch = 8;
+  // One worker that waits (up to a minute) until kBatch jobs are queued: every round below is exactly one batch.
+  void SetUp() override {
+    BatchSignerTest::SetUp();
+    signer_ = BatchSigner::Create(builder_.get(), store_.get(),
+                                  {.workers = 1, .max_batch = kBatch, .max_linger = absl::Seconds(60)});
+  }
+  std::vector<std::pair<absl::StatusOr<store::CertificateRecord>, bool>> Round(const std::string& prefix) {
+    std::vector<std::future<std::pair<absl::StatusOr<store::CertificateRecord>, bool>>> futures;
+    for (int i = 0; i < kBatch; ++i) {
+      auto [job, f] = Job(prefix + "-" + std::to_string(i));
+      EXPECT_TRUE(signer_->Submit(std::move(job)).ok());
+      futures.push_back(std::move(f));
+    }
+    std::vector<std::pair<absl::StatusOr<store::CertificateRecord>, bool>> out;
+    for (auto& f : futures) out.push_back(f.get());
+    return out;
+  }
+  // ExpectRecoveredAndIssues: with the failure removed, the same request ids are issued (the failed round left
+  // no trace that would make them replays) and recorded.
+  void ExpectRecoveredAndIssues(const std::string& prefix, int64_t rows_before) {
+    for (auto& [record, replayed] : Round(prefix)) {
+      ASSERT_TRUE(record.ok()) << record.status();
+      EXPECT_FALSE(replayed);
+      auto stored = store_->FindBySerial(ca_->ca.issuer_id, record->serial_hex);
+      ASSERT_TRUE(stored.ok() && stored->has_value()) << record->serial_hex;
+      EXPECT_EQ((*stored)->der, record->der);
+    }
+    EXPECT_EQ(*store_->Count(), rows_before + kBatch);
+  }
+  std::unique_ptr<BatchSigner> signer_;
+};
+
+// A real SQLite failure at COMMIT: an AFTER INSERT trigger (added by another connection, as an operator or a
+// broken migration would) writes a row that violates a deferred foreign key, which SQLite checks only at COMMIT.
+// Every request of the batch fails with UNAVAILABLE, none gets certificate bytes, nothing is recorded.
+TEST_F(BatchSignerStoreFailureTest, FailedCommitFailsEveryRequestOfTheBatchAndReleasesNothing) {
+  ASSERT_EQ(testing::SqliteExec(db_path_, R"sql(
+      CREATE TABLE t_parent (id INTEGER PRIMARY KEY);
+      CREATE TABLE t_child (parent INTEGER REFERENCES t_parent (id) DEFERRABLE INITIALLY DEFERRED);
+      CREATE TRIGGER t_fail_commit AFTER INSERT ON certificates BEGIN INSERT INTO t_child VALUES (42); END;)sql"),
+            "");
+  for (auto& [record, replayed] : Round("commit")) {
+    ASSERT_FALSE(record.ok()) << "certificate released although the commit failed: " << record->serial_hex;
+    EXPECT_EQ(record.status().code(), absl::StatusCode::kUnavailable) << record.status();
+    EXPECT_THAT(std::string(record.status().message()),
+                ::testing::HasSubstr("certificate not issued: store: commit: FOREIGN KEY constraint failed"));
+    EXPECT_FALSE(replayed);
+  }
+  EXPECT_EQ(*store_->Count(), 0);
+  EXPECT_EQ(testing::SqliteScalar(db_path_, "SELECT COUNT(*) FROM t_child"), "0");
+
+  ASSERT_EQ(testing::SqliteExec(db_path_, "DROP TRIGGER t_fail_commit"), "");
+  ExpectRecoveredAndIssues("commit", 0);
+}
+
+// A real SQLite failure in the middle of a batch: the fifth INSERT is aborted by a trigger after four rows of the
+// same transaction were written. Those four are rolled back with it; all eight requests fail.
+TEST_F(BatchSignerStoreFailureTest, InsertFailingMidBatchRollsBackTheWholeBatch) {
+  for (auto& [record, replayed] : Round("warm")) ASSERT_TRUE(record.ok()) << record.status();
+  ASSERT_EQ(testing::SqliteExec(db_path_, R"sql(
+      CREATE TRIGGER t_fail_insert BEFORE INSERT ON certificates WHEN NEW.request_id = 'mid-4'
+      BEGIN SELECT RAISE(ABORT, 'disk controller on fire'); END;)sql"),
+            "");
+  for (auto& [record, replayed] : Round("mid")) {
+    ASSERT_FALSE(record.ok()) << "certificate released although the batch failed: " << record->serial_hex;
+    EXPECT_EQ(record.status().code(), absl::StatusCode::kUnavailable) << record.status();
+    EXPECT_THAT(std::string(record.status().message()),
+                ::testing::HasSubstr("certificate not issued: store: insert: disk controller on fire"));
+  }
+  EXPECT_EQ(*store_->Count(), kBatch);  // only the warm-up batch
+  EXPECT_EQ(testing::SqliteScalar(db_path_, "SELECT COUNT(*) FROM certificates WHERE request_id LIKE 'mid-%'"), "0");
+
+  ASSERT_EQ(testing::SqliteExec(db_path_, "DROP TRIGGER t_fail_insert"), "");
+  ExpectRecoveredAndIssues("mid", kBatch);
+}
+
 }  // namespace
 }  // namespace linesign::issuance

@@ -161,18 +161,20 @@ grpc::ServerUnaryReactor* CaService::SignCsr(grpc::CallbackServerContext* contex
     reactor->Finish(Refused(Rpc::kSignCsr, *identity, peer, profile, request->request_id(), job.status()));
     return reactor;
   }
+  if (!Enter(/*even_when_draining=*/false)) {
+    reactor->Finish(Refused(Rpc::kSignCsr, *identity, peer, profile, request->request_id(), Draining()));
+    return reactor;
+  }
   job->done = [this, reactor, response, peer, id = *identity, profile, request_id = request->request_id()](
                   absl::StatusOr<store::CertificateRecord> record, bool replayed) {
     Completed(Rpc::kSignCsr, id, peer, record, replayed, profile, request_id);
-    if (!record.ok()) {
-      reactor->Finish(ToGrpcStatus(record.status()));
-      return;
-    }
-    FillResponse(*record, p_.ca->chain_pem, replayed, response);
-    reactor->Finish(grpc::Status::OK);
+    if (record.ok()) FillResponse(*record, p_.ca->chain_pem, replayed, response);
+    reactor->Finish(record.ok() ? grpc::Status::OK : ToGrpcStatus(record.status()));
+    Leave();
   };
   if (absl::Status st = p_.signer->Submit(*std::move(job)); !st.ok()) {
     reactor->Finish(Refused(Rpc::kSignCsr, *identity, peer, profile, request->request_id(), st));
+    Leave();
   }
   return reactor;
 }
@@ -212,7 +214,17 @@ grpc::ServerUnaryReactor* CaService::GetCertificate(grpc::CallbackServerContext*
   }
   while (serial.size() > 1 && serial[0] == '0' && serial[1] == '0') serial.erase(0, 2);
   // The store read is I/O: done off the callback thread. Administrative calls are rare.
+  Enter(/*even_when_draining=*/true);
   std::thread([this, reactor, response, serial, peer, id = *identity] {
+    GetCertificateOffThread(reactor, response, serial, peer, id);
+    Leave();
+  }).detach();
+  return reactor;
+}
+
+void CaService::GetCertificateOffThread(grpc::ServerUnaryReactor* reactor, v1::GetCertificateResponse* response,
+                                        const std::string& serial, const std::string& peer, const std::string& id) {
+  {
     auto record = p_.reader->FindBySerial(p_.ca->issuer_id, serial);
     absl::Status st = record.ok() ? absl::OkStatus() : record.status();
     if (st.ok() && !record->has_value()) {
@@ -235,8 +247,7 @@ grpc::ServerUnaryReactor* CaService::GetCertificate(grpc::CallbackServerContext*
     response->mutable_issued_at()->set_seconds(r.issued_at);
     Count(Rpc::kGetCertificate, grpc::StatusCode::OK);
     reactor->Finish(grpc::Status::OK);
-  }).detach();
-  return reactor;
+  }
 }
 
 grpc::ServerUnaryReactor* CaService::GetStats(grpc::CallbackServerContext* context, const v1::GetStatsRequest* request,
@@ -256,11 +267,10 @@ grpc::ServerUnaryReactor* CaService::GetStats(grpc::CallbackServerContext* conte
     }
   }
   response->set_queued(p_.signer->queued());
-  std::thread([this, reactor, response] {
-    auto count = p_.reader->Count();
-    if (count.ok()) response->set_certificates_recorded(*count);
-    reactor->Finish(count.ok() ? grpc::Status::OK : ToGrpcStatus(count.status()));
-  }).detach();
+  // A COUNT on the store's read connection, which does not wait for the writer (WAL): cheap enough to answer here.
+  auto count = p_.reader->Count();
+  if (count.ok()) response->set_certificates_recorded(*count);
+  reactor->Finish(count.ok() ? grpc::Status::OK : ToGrpcStatus(count.status()));
   return reactor;
 }
 
@@ -272,6 +282,11 @@ namespace linesign::service {
 // signer, whose worker queues the answer here. Answers are written one at a time in completion order. At most
 // kWindow requests are in flight: beyond that no further read is started, which is HTTP/2 flow control for the
 // station. gRPC operations are started outside mu_, because gRPC may run a reaction inline.
+//
+// Draining (SIGTERM): no further read is started; a request that was being read when the drain began is answered
+// UNAVAILABLE; once every request read is answered and written, the stream finishes, even with a read still
+// outstanding (gRPC then fails that read). The reactor deletes itself when gRPC is done with it and nobody holds a
+// reference (CaService::BeginDrain holds one while it tells the stream to drain).
 class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrRequest, v1::SignCsrStreamResponse> {
  public:
   static constexpr int kWindow = 128;
@@ -285,7 +300,13 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
       return;
     }
     identity_ = *std::move(identity);
-    StartRead(&request_);
+    issuing_read_ = true;  // before the service can see this stream: no drain may finish it before the read starts
+    if (!service_->AddStream(this)) {
+      Finish(service_->Refused(Rpc::kSignCsrStream, identity_, peer_, "", "", CaService::Draining()));
+      return;
+    }
+    registered_ = true;
+    IssueRead();
   }
 
   void OnReadDone(bool ok) override {
@@ -298,8 +319,14 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
       return;
     }
     v1::SignCsrRequest request = std::move(request_);
+    bool draining;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      draining = draining_;
+    }
     std::string profile;
-    auto job = service_->Check(request, identity_, &profile);
+    auto job = draining ? absl::StatusOr<issuance::SignJob>(CaService::Draining())
+                        : service_->Check(request, identity_, &profile);
     if (!job.ok()) {
       service_->Refused(Rpc::kSignCsrStream, identity_, peer_, profile, request.request_id(), job.status());
       Answer(request.request_id(), job.status(), nullptr, false, /*was_in_flight=*/false);
@@ -324,11 +351,15 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
     bool read_next;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      read_next = in_flight_ < kWindow;
+      read_next = in_flight_ < kWindow && !draining_ && !finished_;
       read_paused_ = !read_next;
+      issuing_read_ = read_next;
     }
-    if (read_next) StartRead(&request_);
-    Drive();
+    if (read_next) {
+      IssueRead();
+    } else {
+      Drive();
+    }
   }
 
   void OnWriteDone(bool ok) override {
@@ -345,9 +376,35 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
     Drive();
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    if (registered_) service_->RemoveStream(this);
+    Unref();
+  }
+
+  // Drain: see the class comment.
+  void Drain() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      draining_ = true;
+    }
+    Drive();
+  }
+  void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void Unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
 
  private:
+  // IssueRead starts the read that the caller decided on (issuing_read_ set under mu_).
+  void IssueRead() {
+    StartRead(&request_);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      issuing_read_ = false;
+    }
+    Drive();
+  }
+
   // Answer queues the response for `id`; `was_in_flight` releases a window slot.
   void Answer(const std::string& id, const absl::Status& status, const store::CertificateRecord* record,
               bool replayed, bool was_in_flight) {
@@ -364,45 +421,60 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (was_in_flight) --in_flight_;
-      if (!broken_) writes_.push_back(std::move(response));
-      if (read_paused_ && in_flight_ < kWindow && !reads_done_) {
+      if (!broken_ && !finished_) writes_.push_back(std::move(response));
+      if (read_paused_ && in_flight_ < kWindow && !reads_done_ && !draining_ && !finished_) {
         read_paused_ = false;
-        resume_read = true;
+        resume_read = issuing_read_ = true;
       }
     }
-    if (resume_read) StartRead(&request_);
-    Drive();
+    if (resume_read) {
+      IssueRead();
+    } else {
+      Drive();
+    }
   }
 
-  // Drive starts the next write, or finishes the stream once everything is read, signed and written.
+  // Drive starts the next write, or finishes the stream once everything read is signed and written and either
+  // the station has closed its side or the server is draining.
   void Drive() {
     const v1::SignCsrStreamResponse* next = nullptr;
     bool finish = false;
+    grpc::Status status;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      if (finished_) return;
       if (!writing_ && !writes_.empty()) {
         writing_ = true;
         next = &writes_.front();  // stays put until OnWriteDone pops it
-      } else if (!writing_ && writes_.empty() && reads_done_ && in_flight_ == 0 && !finished_) {
+      } else if (!writing_ && writes_.empty() && in_flight_ == 0 && !issuing_read_ && (reads_done_ || draining_)) {
         finished_ = true;
         finish = true;
+        if (!reads_done_) {
+          status = ToGrpcStatus(absl::UnavailableError(
+              "server is shutting down: every request it read on this stream has been answered; send the "
+              "requests that got no answer again, with the same request_id, after reconnecting"));
+        }
       }
     }
     if (next != nullptr) StartWrite(next);
-    if (finish) Finish(grpc::Status::OK);
+    if (finish) Finish(status);
   }
 
   CaService* service_;  // borrowed
   const std::string peer_;
   std::string identity_;
+  bool registered_ = false;       // with the service (set once, in the constructor)
+  std::atomic<int> refs_{1};      // gRPC's, until OnDone; plus BeginDrain's while it drains this stream
   v1::SignCsrRequest request_;  // the one outstanding read's buffer
 
   std::mutex mu_;
   std::deque<v1::SignCsrStreamResponse> writes_;  // guarded by mu_; front is being written when writing_
   int in_flight_ = 0;                             // guarded by mu_
   bool writing_ = false;                          // guarded by mu_
+  bool issuing_read_ = false;                     // guarded by mu_; a StartRead is about to be issued
   bool reads_done_ = false;                       // guarded by mu_
   bool read_paused_ = false;                      // guarded by mu_
+  bool draining_ = false;                         // guarded by mu_
   bool broken_ = false;                           // guarded by mu_
   bool finished_ = false;                         // guarded by mu_
 };
@@ -410,6 +482,63 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
 grpc::ServerBidiReactor<v1::SignCsrRequest, v1::SignCsrStreamResponse>* CaService::SignCsrStream(
     grpc::CallbackServerContext* context) {
   return new SignStreamReactor(this, context);
+}
+
+}  // namespace linesign::service
+
+namespace linesign::service {
+
+absl::Status CaService::Draining() {
+  return absl::UnavailableError(
+      "server is shutting down: no new signing requests are taken; retry with the same request_id on another "
+      "replica or after the restart");
+}
+
+bool CaService::Enter(bool even_when_draining) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (draining_ && !even_when_draining) return false;
+  ++active_;
+  return true;
+}
+
+void CaService::Leave() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (--active_ == 0) idle_.notify_all();
+}
+
+bool CaService::AddStream(SignStreamReactor* stream) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (draining_) return false;
+  streams_.insert(stream);
+  ++active_;
+  return true;
+}
+
+void CaService::RemoveStream(SignStreamReactor* stream) {
+  std::lock_guard<std::mutex> lock(mu_);
+  streams_.erase(stream);
+  if (--active_ == 0) idle_.notify_all();
+}
+
+void CaService::BeginDrain() {
+  std::vector<SignStreamReactor*> streams;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    draining_ = true;
+    for (SignStreamReactor* s : streams_) {
+      s->Ref();  // keeps it alive until Drain below has returned, even if gRPC is done with it meanwhile
+      streams.push_back(s);
+    }
+  }
+  for (SignStreamReactor* s : streams) {
+    s->Drain();
+    s->Unref();
+  }
+}
+
+bool CaService::WaitUntilIdle(absl::Time deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return idle_.wait_until(lock, absl::ToChronoTime(deadline), [this] { return active_ == 0; });
 }
 
 }  // namespace linesign::service

@@ -8,6 +8,9 @@
 
 #include <array>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <set>
 
 #include "linesign/v1/ca.grpc.pb.h"
 #include "linesign/v1/config.pb.h"
@@ -18,6 +21,8 @@
 #include "server/policy/profile_policy.h"
 
 namespace linesign::service {
+
+class SignStreamReactor;
 
 // The RPCs, for counting.
 enum class Rpc { kSignCsr, kSignCsrStream, kGetCaChain, kGetCertificate, kGetStats, kCount };
@@ -50,6 +55,13 @@ class CaService final : public v1::CertificateAuthority::CallbackService {
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context, const v1::GetStatsRequest* request,
                                      v1::GetStatsResponse* response) override;
 
+  // BeginDrain starts a graceful stop: new signing calls and streams are refused with UNAVAILABLE, and every open
+  // stream stops reading, answers each request it has read, and finishes (OK when the station had already closed
+  // its side, else UNAVAILABLE naming what to do with the requests it sent after that).
+  void BeginDrain();
+  // WaitUntilIdle waits until no signing call or stream is in progress, or until `deadline`; true when idle.
+  bool WaitUntilIdle(absl::Time deadline);
+
   // answered returns how many answers `rpc` gave with `code` (a grpc::StatusCode); a stream counts each request.
   uint64_t answered(Rpc rpc, int code) const {
     return answered_[static_cast<int>(rpc)][code & 31].load(std::memory_order_relaxed);
@@ -70,11 +82,30 @@ class CaService final : public v1::CertificateAuthority::CallbackService {
   void Completed(Rpc rpc, const std::string& identity, const std::string& peer,
                  const absl::StatusOr<store::CertificateRecord>& record, bool replayed, const std::string& profile,
                  const std::string& request_id);
+  // GetCertificateOffThread looks the certificate up and finishes `reactor` (on a thread of its own).
+  void GetCertificateOffThread(grpc::ServerUnaryReactor* reactor, v1::GetCertificateResponse* response,
+                               const std::string& serial, const std::string& peer, const std::string& id);
+  // Draining is the refusal for a call that arrives after BeginDrain.
+  static absl::Status Draining();
+  // Enter and Leave bracket work in progress (a unary signing call handed to the signer, an admin read). Enter
+  // returns false, and enters nothing, once draining has begun unless `even_when_draining`.
+  bool Enter(bool even_when_draining);
+  void Leave();
+  // AddStream registers an open stream (false when draining has begun: the stream must refuse); RemoveStream
+  // forgets it.
+  bool AddStream(SignStreamReactor* stream);
+  void RemoveStream(SignStreamReactor* stream);
+
   void Count(Rpc rpc, grpc::StatusCode code) {
     answered_[static_cast<int>(rpc)][static_cast<int>(code) & 31].fetch_add(1, std::memory_order_relaxed);
   }
 
   const Parts p_;
+  bool draining_ = false;                 // guarded by mu_
+  std::mutex mu_;
+  std::condition_variable idle_;
+  int active_ = 0;                       // guarded by mu_
+  std::set<SignStreamReactor*> streams_;  // guarded by mu_
   std::array<std::array<std::atomic<uint64_t>, 32>, static_cast<int>(Rpc::kCount)> answered_{};
 };
 

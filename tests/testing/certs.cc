@@ -64,4 +64,39 @@ std::string SqliteScalar(const std::string& path, const std::string& sql) {
   return out;
 }
 
+std::map<std::string, std::string> SqliteMap(const std::string& path, const std::string& sql) {
+  std::map<std::string, std::string> out;
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) == SQLITE_OK) {
+      auto text = [s](int i) {
+        const auto* t = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
+        return std::string(t != nullptr ? t : "");
+      };
+      while (sqlite3_step(s) == SQLITE_ROW) out[text(0)] = text(1);
+    }
+    sqlite3_finalize(s);
+  }
+  sqlite3_close(db);
+  return out;
+}
+
+std::string SqliteExec(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  std::string error;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
+    error = db != nullptr ? sqlite3_errmsg(db) : "cannot open";
+  } else {
+    sqlite3_busy_timeout(db, 10000);
+    char* err = nullptr;
+    if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+      error = err != nullptr ? err : sqlite3_errmsg(db);
+    }
+    sqlite3_free(err);
+  }
+  sqlite3_close(db);
+  return error;
+}
+
 }  // namespace linesign::testing

@@ -2,6 +2,7 @@
 #ifndef LINESIGN_TESTS_TESTING_CERTS_H_
 #define LINESIGN_TESTS_TESTING_CERTS_H_
 
+#include <map>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -25,6 +26,14 @@ std::string CsrWithKeySpec(const std::string& type, const std::string& param, co
 
 // SqliteScalar runs `sql` on the database at `path` and returns the first column of the first row as text.
 std::string SqliteScalar(const std::string& path, const std::string& sql);
+
+// SqliteMap runs `sql` on the database at `path` and returns its rows as first column -> second column (both as
+// text; a later row with the same key replaces an earlier one). Empty when the query fails.
+std::map<std::string, std::string> SqliteMap(const std::string& path, const std::string& sql);
+
+// SqliteExec runs `sql` (one or more statements) on the database at `path` through a connection of its own, as
+// another process would, and returns "" or SQLite's error message.
+std::string SqliteExec(const std::string& path, const std::string& sql);
 
 }  // namespace linesign::testing
 

@@ -128,6 +128,12 @@ ExitResult ServerProcess::Stop(int signal) {
 
 ServerProcess::~ServerProcess() { Stop(SIGKILL); }
 
+bool StillRunning(pid_t pid) {
+  siginfo_t info = {};
+  if (waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0) return false;
+  return info.si_pid == 0;  // no state change to report: still running
+}
+
 std::string WriteConfig(const std::string& dir, const std::string& yaml) {
   static int n = 0;
   std::string path = absl::StrCat(dir, "/config-", ++n, ".yaml");

@@ -43,6 +43,10 @@ class ServerProcess {
   std::string address_;
 };
 
+// StillRunning says whether the child `pid` has not exited yet, without reaping it (so ServerProcess::Stop still
+// sees its exit code).
+bool StillRunning(pid_t pid);
+
 // WriteConfig writes `yaml` to a new file in `dir` and returns its path.
 std::string WriteConfig(const std::string& dir, const std::string& yaml);
 

@@ -105,10 +105,19 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
     }
     LINESIGN_RETURN_IF_ERROR(store->Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str()));
   }
+  rc = sqlite3_open_v2(path.c_str(), &store->reader_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    return absl::UnavailableError(absl::StrCat("store.sqlite.path ", path, ": ", sqlite3_errmsg(store->reader_)));
+  }
+  sqlite3_busy_timeout(store->reader_, 5000);
+  sqlite3_extended_result_codes(store->reader_, 1);
   return store;
 }
 
-SqliteStore::~SqliteStore() { sqlite3_close(db_); }
+SqliteStore::~SqliteStore() {
+  sqlite3_close(reader_);
+  sqlite3_close(db_);
+}
 
 absl::Status SqliteStore::Exec(const char* sql) {
   char* err = nullptr;
@@ -178,16 +187,16 @@ absl::StatusOr<std::vector<RecordOutcome>> SqliteStore::RecordBatch(absl::Span<c
 
 absl::StatusOr<std::optional<CertificateRecord>> SqliteStore::FindOne(const char* where, const std::string& a,
                                                                       const std::string& b) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<std::mutex> lock(read_mu_);
   Stmt s;
   std::string sql = absl::StrCat("SELECT ", kColumns, " FROM certificates WHERE ", where);
-  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &s.s, nullptr) != SQLITE_OK) return Unavailable(db_, "prepare");
+  if (sqlite3_prepare_v2(reader_, sql.c_str(), -1, &s.s, nullptr) != SQLITE_OK) return Unavailable(reader_, "prepare");
   BindText(s.s, 1, a);
   BindText(s.s, 2, b);
   int rc = sqlite3_step(s.s);
   if (rc == SQLITE_ROW) return std::optional<CertificateRecord>(ReadRow(s.s));
   if (rc == SQLITE_DONE) return std::optional<CertificateRecord>();
-  return Unavailable(db_, "query");
+  return Unavailable(reader_, "query");
 }
 
 absl::StatusOr<std::optional<CertificateRecord>> SqliteStore::FindByRequest(const std::string& station,
@@ -201,12 +210,12 @@ absl::StatusOr<std::optional<CertificateRecord>> SqliteStore::FindBySerial(const
 }
 
 absl::StatusOr<int64_t> SqliteStore::Count() {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<std::mutex> lock(read_mu_);
   Stmt s;
-  if (sqlite3_prepare_v2(db_, "SELECT COUNT(*) FROM certificates", -1, &s.s, nullptr) != SQLITE_OK) {
-    return Unavailable(db_, "prepare");
+  if (sqlite3_prepare_v2(reader_, "SELECT COUNT(*) FROM certificates", -1, &s.s, nullptr) != SQLITE_OK) {
+    return Unavailable(reader_, "prepare");
   }
-  if (sqlite3_step(s.s) != SQLITE_ROW) return Unavailable(db_, "count");
+  if (sqlite3_step(s.s) != SQLITE_ROW) return Unavailable(reader_, "count");
   return sqlite3_column_int64(s.s, 0);
 }
 

@@ -1,5 +1,6 @@
 // SqliteStore: the embedded store. One database file in WAL mode with synchronous=FULL, so a committed batch
-// survives power loss; writes are serialised by one connection.
+// survives power loss; writes are serialised by one connection, and reads use a second one, so a query (a replay
+// look-up, GetCertificate, GetStats) never waits behind a batch that is waiting for the database.
 #ifndef LINESIGN_SERVER_STORE_SQLITE_SQLITE_STORE_H_
 #define LINESIGN_SERVER_STORE_SQLITE_SQLITE_STORE_H_
 
@@ -34,7 +35,9 @@ class SqliteStore final : public IssuanceStore, public CertificateReader {
                                                            const std::string& b);
 
   std::mutex mu_;
-  sqlite3* db_;  // owned; guarded by mu_
+  sqlite3* db_;  // owned; guarded by mu_; the writer
+  std::mutex read_mu_;
+  sqlite3* reader_ = nullptr;  // owned; guarded by read_mu_; read-only, sees every committed batch (WAL)
 };
 
 }  // namespace linesign::store
