@@ -84,15 +84,10 @@ absl::StatusOr<CK_OBJECT_HANDLE> FindPrivateKey(CK_FUNCTION_LIST_PTR f, CK_SESSI
   return found[0];
 }
 
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<Pkcs11Signer>> Pkcs11Signer::Create(std::shared_ptr<Pkcs11Module> module,
-                                                                    const Pkcs11Uri& uri, const Pin& pin,
-                                                                    const EVP_PKEY* ca_public_key,
-                                                                    int max_sessions) {
-  CK_FUNCTION_LIST_PTR f = module->functions();
-  LINESIGN_ASSIGN_OR_RETURN(SignatureAlgorithm algorithm, AlgorithmForKey(ca_public_key));
-  LINESIGN_ASSIGN_OR_RETURN(CK_SLOT_ID slot, FindSlot(f, uri));
+// LoginSession opens a session on `slot` and logs the application in (already logged in is fine). The error
+// names the token and the PKCS#11 reason, never the PIN.
+absl::StatusOr<CK_SESSION_HANDLE> LoginSession(CK_FUNCTION_LIST_PTR f, CK_SLOT_ID slot, const Pkcs11Uri& uri,
+                                               const Pin& pin) {
   CK_SESSION_HANDLE session;
   CK_RV rv = f->C_OpenSession(slot, CKF_SERIAL_SESSION, nullptr, nullptr, &session);
   if (rv != CKR_OK) return Pkcs11Error("C_OpenSession", rv);
@@ -104,6 +99,19 @@ absl::StatusOr<std::unique_ptr<Pkcs11Signer>> Pkcs11Signer::Create(std::shared_p
                                                       " failed: ", CkrName(rv),
                                                       rv == CKR_PIN_INCORRECT ? " (wrong PIN)" : ""));
   }
+  return session;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Pkcs11Signer>> Pkcs11Signer::Create(std::shared_ptr<Pkcs11Module> module,
+                                                                    const Pkcs11Uri& uri, const Pin& pin,
+                                                                    const EVP_PKEY* ca_public_key,
+                                                                    int max_sessions) {
+  CK_FUNCTION_LIST_PTR f = module->functions();
+  LINESIGN_ASSIGN_OR_RETURN(SignatureAlgorithm algorithm, AlgorithmForKey(ca_public_key));
+  LINESIGN_ASSIGN_OR_RETURN(CK_SLOT_ID slot, FindSlot(f, uri));
+  LINESIGN_ASSIGN_OR_RETURN(CK_SESSION_HANDLE session, LoginSession(f, slot, uri, pin));
   auto key = FindPrivateKey(f, session, uri);
   if (!key.ok()) {
     f->C_CloseSession(session);
@@ -111,7 +119,7 @@ absl::StatusOr<std::unique_ptr<Pkcs11Signer>> Pkcs11Signer::Create(std::shared_p
   }
   CK_KEY_TYPE key_type = 0;
   CK_ATTRIBUTE attr = {CKA_KEY_TYPE, &key_type, sizeof(key_type)};
-  rv = f->C_GetAttributeValue(session, *key, &attr, 1);
+  CK_RV rv = f->C_GetAttributeValue(session, *key, &attr, 1);
   if (rv != CKR_OK) {
     f->C_CloseSession(session);
     return Pkcs11Error("C_GetAttributeValue(CKA_KEY_TYPE)", rv);
@@ -123,8 +131,8 @@ absl::StatusOr<std::unique_ptr<Pkcs11Signer>> Pkcs11Signer::Create(std::shared_p
                                                       " is not of the CA certificate's key type (",
                                                       AlgorithmName(algorithm), ")"));
   }
-  std::unique_ptr<Pkcs11Signer> signer(new Pkcs11Signer(std::move(module), slot, *key, algorithm,
-                                                         uri.ToString(), std::max(1, max_sessions)));
+  std::unique_ptr<Pkcs11Signer> signer(
+      new Pkcs11Signer(std::move(module), slot, *key, algorithm, uri, pin, std::max(1, max_sessions)));
   signer->login_session_ = session;
 
   // The key must be the CA certificate's: sign a random challenge and verify it with the certificate's key.
@@ -145,6 +153,7 @@ absl::StatusOr<std::unique_ptr<Pkcs11Signer>> Pkcs11Signer::Create(std::shared_p
 }
 
 Pkcs11Signer::~Pkcs11Signer() {
+  std::lock_guard<std::mutex> recover_lock(recover_mu_);
   std::lock_guard<std::mutex> lock(mu_);
   for (CK_SESSION_HANDLE s : idle_) module_->functions()->C_CloseSession(s);
   if (login_session_ != CK_INVALID_HANDLE) module_->functions()->C_CloseSession(login_session_);
@@ -167,7 +176,7 @@ absl::StatusOr<CK_SESSION_HANDLE> Pkcs11Signer::Acquire() const {
       ++open_;
       lock.unlock();
       CK_SESSION_HANDLE s;
-      CK_RV rv = module_->functions()->C_OpenSession(slot_, CKF_SERIAL_SESSION, nullptr, nullptr, &s);
+      CK_RV rv = module_->functions()->C_OpenSession(slot_.load(std::memory_order_acquire), CKF_SERIAL_SESSION, nullptr, nullptr, &s);
       if (rv != CKR_OK) {
         lock.lock();
         --open_;
@@ -191,19 +200,50 @@ void Pkcs11Signer::Release(CK_SESSION_HANDLE session, bool broken) const {
   cv_.notify_one();
 }
 
-absl::StatusOr<std::string> Pkcs11Signer::SignDigestOnce(CK_SESSION_HANDLE session, absl::string_view data) const {
+absl::StatusOr<std::string> Pkcs11Signer::SignDigestOnce(CK_SESSION_HANDLE session, absl::string_view data,
+                                                         CK_RV* rv_out) const {
   CK_FUNCTION_LIST_PTR f = module_->functions();
   CK_MECHANISM mech = {algorithm_ == SignatureAlgorithm::kRsaPkcs1Sha256 ? CKM_RSA_PKCS : CKM_ECDSA, nullptr, 0};
-  CK_RV rv = f->C_SignInit(session, &mech, key_);
+  CK_RV rv = *rv_out = f->C_SignInit(session, &mech, key_.load(std::memory_order_acquire));
   if (rv != CKR_OK) return Pkcs11Error("C_SignInit", rv);
   unsigned char sig[512];
   CK_ULONG sig_len = sizeof(sig);
-  rv = f->C_Sign(session, reinterpret_cast<CK_BYTE_PTR>(const_cast<char*>(data.data())), data.size(), sig,
-                 &sig_len);
+  rv = *rv_out = f->C_Sign(session, reinterpret_cast<CK_BYTE_PTR>(const_cast<char*>(data.data())), data.size(),
+                           sig, &sig_len);
   if (rv != CKR_OK) return Pkcs11Error("C_Sign", rv);
   std::string raw(reinterpret_cast<char*>(sig), sig_len);
   if (algorithm_ == SignatureAlgorithm::kRsaPkcs1Sha256) return raw;
   return EcdsaRawToDer(raw);
+}
+
+void Pkcs11Signer::DropIdleSessions() const {
+  std::vector<CK_SESSION_HANDLE> idle;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    idle.swap(idle_);
+    open_ -= static_cast<int>(idle.size());
+    cv_.notify_all();
+  }
+  for (CK_SESSION_HANDLE s : idle) module_->functions()->C_CloseSession(s);  // most are gone already
+}
+
+absl::Status Pkcs11Signer::Relogin() const {
+  std::lock_guard<std::mutex> lock(recover_mu_);
+  CK_FUNCTION_LIST_PTR f = module_->functions();
+  // The token may be back in another slot (re-inserted, or a network HSM that failed over).
+  LINESIGN_ASSIGN_OR_RETURN(CK_SLOT_ID slot, FindSlot(f, uri_));
+  LINESIGN_ASSIGN_OR_RETURN(CK_SESSION_HANDLE session, LoginSession(f, slot, uri_, pin_));
+  auto key = FindPrivateKey(f, session, uri_);
+  if (!key.ok()) {
+    f->C_CloseSession(session);
+    return key.status();
+  }
+  slot_.store(slot, std::memory_order_release);
+  key_.store(*key, std::memory_order_release);
+  CK_SESSION_HANDLE old = login_session_;
+  login_session_ = session;
+  if (old != CK_INVALID_HANDLE) f->C_CloseSession(old);  // usually gone with the others
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> Pkcs11Signer::Sign(absl::string_view message) const {
@@ -218,19 +258,36 @@ absl::StatusOr<std::string> Pkcs11Signer::Sign(absl::string_view message) const 
   }
   data.append(reinterpret_cast<char*>(digest), digest_len);
 
+  // A lost session is replaced (and the idle ones dropped: a module that closes one usually closed them all); a
+  // lost login or key handle (every session was closed, the token was re-inserted or failed over) is recovered by
+  // logging in again and finding the key again. Each is tried once; anything else is returned as it is.
   absl::Status last;
-  for (int attempt = 0; attempt < 2; ++attempt) {
+  bool dropped = false, relogged = false;
+  for (int attempt = 0; attempt < 3; ++attempt) {
     LINESIGN_ASSIGN_OR_RETURN(CK_SESSION_HANDLE session, Acquire());
-    auto sig = SignDigestOnce(session, data);
+    CK_RV rv = CKR_OK;
+    auto sig = SignDigestOnce(session, data, &rv);
     if (sig.ok()) {
       Release(session, false);
       return sig;
     }
     last = sig.status();
-    // Only a lost session is worth a second try on a fresh one; anything else is returned as is.
-    bool lost = last.code() == absl::StatusCode::kUnavailable;
-    Release(session, lost);
-    if (!lost) break;
+    bool lost_session = rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED ||
+                        rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT;
+    bool lost_login = rv == CKR_USER_NOT_LOGGED_IN || rv == CKR_KEY_HANDLE_INVALID ||
+                      rv == CKR_OBJECT_HANDLE_INVALID;
+    Release(session, lost_session);
+    if (lost_session && !dropped) {
+      dropped = true;
+      DropIdleSessions();
+    } else if ((lost_login || lost_session) && !relogged) {
+      relogged = true;
+      if (absl::Status st = Relogin(); !st.ok()) {
+        return absl::UnavailableError(absl::StrCat(last.message(), "; logging in again failed: ", st.message()));
+      }
+    } else {
+      break;
+    }
   }
   return last;
 }

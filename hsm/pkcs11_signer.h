@@ -2,6 +2,7 @@
 #ifndef LINESIGN_HSM_PKCS11_SIGNER_H_
 #define LINESIGN_HSM_PKCS11_SIGNER_H_
 
+#include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -26,8 +27,9 @@ class Pkcs11Signer final : public Signer {
   ~Pkcs11Signer() override;
 
   // Sign hashes `message` in-process and signs the digest on the token (CKM_ECDSA, or CKM_RSA_PKCS over a
-  // DigestInfo). A session the module reports closed or invalid is dropped and the signature retried once on a
-  // fresh session.
+  // DigestInfo). A session the module reports closed or invalid is dropped with every idle one and the signature
+  // retried on a fresh session; a lost login or key handle (all sessions closed, token re-inserted, HSM failed
+  // over) is recovered by finding the token, logging in again with the PIN and finding the key again.
   absl::StatusOr<std::string> Sign(absl::string_view message) const override;
   SignatureAlgorithm algorithm() const override { return algorithm_; }
   std::string description() const override { return description_; }
@@ -37,24 +39,33 @@ class Pkcs11Signer final : public Signer {
 
  private:
   Pkcs11Signer(std::shared_ptr<Pkcs11Module> module, CK_SLOT_ID slot, CK_OBJECT_HANDLE key,
-               SignatureAlgorithm algorithm, std::string description, int max_sessions)
-      : module_(std::move(module)), slot_(slot), key_(key), algorithm_(algorithm),
-        description_(std::move(description)), max_sessions_(max_sessions) {}
+               SignatureAlgorithm algorithm, const Pkcs11Uri& uri, const Pin& pin, int max_sessions)
+      : module_(std::move(module)), slot_(slot), key_(key), algorithm_(algorithm), description_(uri.ToString()),
+        uri_(uri), pin_(pin.value()), max_sessions_(max_sessions) {}
 
   absl::StatusOr<CK_SESSION_HANDLE> Acquire() const;
   void Release(CK_SESSION_HANDLE session, bool broken) const;
-  absl::StatusOr<std::string> SignDigestOnce(CK_SESSION_HANDLE session, absl::string_view data) const;
+  // DropIdleSessions closes every idle session of the pool.
+  void DropIdleSessions() const;
+  // Relogin finds the token again, logs in on a new login session and finds the key again.
+  absl::Status Relogin() const;
+  // SignDigestOnce signs on `session`; `rv` receives the PKCS#11 result of the call that failed.
+  absl::StatusOr<std::string> SignDigestOnce(CK_SESSION_HANDLE session, absl::string_view data, CK_RV* rv) const;
 
   std::shared_ptr<Pkcs11Module> module_;
-  CK_SLOT_ID slot_;
-  CK_OBJECT_HANDLE key_;  // token object handles are valid in every session of the application
+  mutable std::atomic<CK_SLOT_ID> slot_;
+  // Token object handles are valid in every session of the application, until the token goes away.
+  mutable std::atomic<CK_OBJECT_HANDLE> key_;
   SignatureAlgorithm algorithm_;
   std::string description_;
+  const Pkcs11Uri uri_;
+  const Pin pin_;  // kept for logging in again; wiped on destruction, never printed
   int max_sessions_;
 
   // A session never used for signing: it holds the login, which PKCS#11 ends when an application's last session
   // closes (a dropped signing session must not log the others out).
-  CK_SESSION_HANDLE login_session_ = CK_INVALID_HANDLE;
+  mutable std::mutex recover_mu_;
+  mutable CK_SESSION_HANDLE login_session_ = CK_INVALID_HANDLE;  // guarded by recover_mu_
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
   mutable std::vector<CK_SESSION_HANDLE> idle_;  // guarded by mu_

@@ -91,12 +91,75 @@ TEST_P(Pkcs11SignerTest, LostSessionIsReplacedAndTheSignatureRetried) {
   auto sig = (*signer)->Sign("after a lost session");
   ASSERT_TRUE(sig.ok()) << sig.status();
   EXPECT_TRUE(Verifies("after a lost session", *sig, (*signer)->algorithm()));
-  g_fail_signs = 2;  // both attempts fail: the caller sees Unavailable, with the PKCS#11 reason
+  g_fail_signs = 3;  // every attempt fails (fresh session, then logged in again): Unavailable, with the reason
   auto failed = (*signer)->Sign("twice lost");
   EXPECT_EQ(failed.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(std::string(failed.status().message()), ::testing::HasSubstr("CKR_SESSION_HANDLE_INVALID"));
   g_fail_signs = 0;
   EXPECT_TRUE((*signer)->Sign("recovered").ok());
+}
+
+// TokenSlot returns the slot of the test token.
+CK_SLOT_ID TokenSlot(CK_FUNCTION_LIST_PTR f) {
+  CK_SLOT_ID slots[8];
+  CK_ULONG n = 8;
+  EXPECT_EQ(f->C_GetSlotList(CK_TRUE, slots, &n), CKR_OK);
+  EXPECT_GE(n, 1u);
+  return slots[0];
+}
+
+// The real module closes every session of the application (as a token that was pulled and put back, or an HSM
+// that failed over, does): the login goes with them. The signer notices, logs in again and signs on.
+TEST_P(Pkcs11SignerTest, TokenThatClosedEverySessionIsLoggedInAgain) {
+  auto uri = ParsePkcs11Uri(ca_.key_uri);
+  auto signer = Pkcs11Signer::Create(module_, *uri, *pin_, X509_get0_pubkey(cert_.get()), 2);
+  ASSERT_TRUE(signer.ok()) << signer.status();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) threads.emplace_back([&] { EXPECT_TRUE((*signer)->Sign("warm").ok()); });
+  for (auto& t : threads) t.join();
+
+  CK_FUNCTION_LIST_PTR f = module_->functions();
+  ASSERT_EQ(f->C_CloseAllSessions(TokenSlot(f)), CKR_OK);
+  for (int i = 0; i < 3; ++i) {
+    std::string msg = "after every session closed " + std::to_string(i);
+    auto sig = (*signer)->Sign(msg);
+    ASSERT_TRUE(sig.ok()) << sig.status();
+    EXPECT_TRUE(Verifies(msg, *sig, (*signer)->algorithm()));
+  }
+  EXPECT_LE((*signer)->open_sessions(), 2);
+
+  // An explicit logout of the application, from another session: logged in again as well.
+  CK_SESSION_HANDLE other;
+  ASSERT_EQ(f->C_OpenSession(TokenSlot(f), CKF_SERIAL_SESSION, nullptr, nullptr, &other), CKR_OK);
+  ASSERT_EQ(f->C_Logout(other), CKR_OK);
+  f->C_CloseSession(other);
+  auto sig = (*signer)->Sign("after a logout");
+  ASSERT_TRUE(sig.ok()) << sig.status();
+  EXPECT_TRUE(Verifies("after a logout", *sig, (*signer)->algorithm()));
+}
+
+// When logging in again fails (here the PIN was changed behind the server's back), the signature fails with
+// Unavailable naming why, and neither PIN appears in the message.
+TEST_P(Pkcs11SignerTest, FailedLoginAgainIsUnavailableWithTheReason) {
+  auto uri = ParsePkcs11Uri(ca_.key_uri);
+  auto signer = Pkcs11Signer::Create(module_, *uri, *pin_, X509_get0_pubkey(cert_.get()), 2);
+  ASSERT_TRUE(signer.ok()) << signer.status();
+  CK_FUNCTION_LIST_PTR f = module_->functions();
+  CK_SESSION_HANDLE s;
+  ASSERT_EQ(f->C_OpenSession(TokenSlot(f), CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &s), CKR_OK);
+  std::string old_pin = pin_->value(), new_pin = "changed-pin-4711";
+  auto utf8 = [](std::string& v) { return reinterpret_cast<CK_UTF8CHAR_PTR>(v.data()); };
+  ASSERT_EQ(f->C_SetPIN(s, utf8(old_pin), old_pin.size(), utf8(new_pin), new_pin.size()), CKR_OK);
+  ASSERT_EQ(f->C_CloseAllSessions(TokenSlot(f)), CKR_OK);
+
+  auto sig = (*signer)->Sign("with the wrong PIN");
+  ASSERT_FALSE(sig.ok());
+  EXPECT_EQ(sig.status().code(), absl::StatusCode::kUnavailable) << sig.status();
+  std::string msg(sig.status().message());
+  EXPECT_THAT(msg, ::testing::HasSubstr("logging in again failed: login to token linesign failed: "
+                                        "CKR_PIN_INCORRECT (wrong PIN)"));
+  EXPECT_THAT(msg, ::testing::Not(::testing::HasSubstr(old_pin)));
+  EXPECT_THAT(msg, ::testing::Not(::testing::HasSubstr(new_pin)));
 }
 
 INSTANTIATE_TEST_SUITE_P(CaKeys, Pkcs11SignerTest, ::testing::Values("ec-p256", "ec-p384", "rsa-2048"),
