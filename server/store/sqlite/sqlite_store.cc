@@ -111,12 +111,68 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
   }
   sqlite3_busy_timeout(store->reader_, 5000);
   sqlite3_extended_result_codes(store->reader_, 1);
+
+  sqlite3* ck = nullptr;
+  rc = sqlite3_open_v2(path.c_str(), &ck, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = ck != nullptr ? sqlite3_errmsg(ck) : sqlite3_errstr(rc);
+    sqlite3_close(ck);
+    return absl::UnavailableError(absl::StrCat("store.sqlite.path ", path, ": ", msg));
+  }
+  sqlite3_busy_timeout(ck, 5000);
+  sqlite3_exec(ck, "PRAGMA synchronous=FULL", nullptr, nullptr, nullptr);  // the checkpoint's fsync
+  // Replaces SQLite's automatic checkpoint in the committing connection.
+  sqlite3_wal_hook(store->db_, &SqliteStore::OnWalCommit, store.get());
+  store->checkpointer_ = std::thread([s = store.get(), ck] { s->CheckpointLoop(ck); });
   return store;
 }
 
 SqliteStore::~SqliteStore() {
+  if (checkpointer_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(ck_mu_);
+      stop_ = true;
+    }
+    ck_cv_.notify_one();
+    checkpointer_.join();
+  }
   sqlite3_close(reader_);
-  sqlite3_close(db_);
+  sqlite3_close(db_);  // the last connection: SQLite checkpoints the rest and removes the WAL
+}
+
+int SqliteStore::OnWalCommit(void* self, sqlite3*, const char*, int pages) {
+  if (pages >= kCheckpointPages) {
+    auto* store = static_cast<SqliteStore*>(self);
+    {
+      std::lock_guard<std::mutex> lock(store->ck_mu_);
+      store->ck_wanted_ = true;
+    }
+    store->ck_cv_.notify_one();
+  }
+  return SQLITE_OK;
+}
+
+void SqliteStore::CheckpointLoop(sqlite3* db) {
+  std::unique_lock<std::mutex> lock(ck_mu_);
+  while (true) {
+    ck_cv_.wait(lock, [this] { return ck_wanted_ || stop_; });
+    if (stop_) break;
+    ck_wanted_ = false;
+    lock.unlock();
+    // PASSIVE: copies what it can without waiting for the writer or readers; commits go on meanwhile. What it
+    // cannot copy now is copied by the next one.
+    int log = 0, done = 0;
+    int rc = sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+    lock.lock();
+    if (rc == SQLITE_OK) ++checkpoints_;
+  }
+  lock.unlock();
+  sqlite3_close(db);
+}
+
+int64_t SqliteStore::checkpoints() const {
+  std::lock_guard<std::mutex> lock(ck_mu_);
+  return checkpoints_;
 }
 
 absl::Status SqliteStore::Exec(const char* sql) {

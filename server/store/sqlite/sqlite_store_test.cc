@@ -2,6 +2,9 @@
 
 #include <sys/stat.h>
 
+#include <chrono>
+#include <thread>
+
 #include "gtest/gtest.h"
 #include "tests/testing/test_ca.h"
 
@@ -63,6 +66,41 @@ TEST(SqliteStoreTest, SurvivesReopen) {
   auto store = SqliteStore::Open(dir + "/db");
   ASSERT_TRUE(store.ok());
   EXPECT_EQ(*(*store)->Count(), 1);
+}
+
+// Checkpoints run on the store's own thread once the WAL holds kCheckpointPages pages: the database file itself
+// grows while batches keep committing, every row is there, and reads and writes go on throughout.
+TEST(SqliteStoreTest, CheckpointsInTheBackground) {
+  std::string dir = linesign::testing::TempDir("store");
+  auto store = SqliteStore::Open(dir + "/db");
+  ASSERT_TRUE(store.ok()) << store.status();
+  struct stat before;
+  ASSERT_EQ(stat((dir + "/db").c_str(), &before), 0);
+  std::string der(1500, 'x');  // a large certificate: ~1,000 WAL pages within a few hundred batches
+  int batches = 0;
+  for (; batches < 2000 && (*store)->checkpoints() == 0; ++batches) {
+    std::vector<CertificateRecord> batch;
+    for (int i = 0; i < 16; ++i) {
+      std::string n = std::to_string(batches * 16 + i);
+      batch.push_back(Record("0" + n, "r" + n));
+      batch.back().der = der;
+    }
+    auto out = (*store)->RecordBatch(batch);
+    ASSERT_TRUE(out.ok()) << out.status();
+  }
+  // The thread may still be finishing the one it was asked for: wait for it.
+  for (int i = 0; i < 3000 && (*store)->checkpoints() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_GT((*store)->checkpoints(), 0) << "no background checkpoint after " << batches << " batches";
+  struct stat after;
+  ASSERT_EQ(stat((dir + "/db").c_str(), &after), 0);
+  EXPECT_GT(after.st_size, before.st_size + 1000 * 1024) << "the WAL was not copied into the database file";
+  EXPECT_EQ(*(*store)->Count(), batches * 16);
+  store->reset();
+  auto reopened = SqliteStore::Open(dir + "/db");
+  ASSERT_TRUE(reopened.ok());
+  EXPECT_EQ(*(*reopened)->Count(), batches * 16);
 }
 
 TEST(SqliteStoreTest, OpenFailsWithThePath) {
