@@ -102,6 +102,25 @@ absl::StatusOr<CK_SESSION_HANDLE> LoginSession(CK_FUNCTION_LIST_PTR f, CK_SLOT_I
   return session;
 }
 
+// TokenKey is a token's key as found after logging in; `session` holds the login.
+struct TokenKey {
+  CK_SLOT_ID slot;
+  CK_SESSION_HANDLE session;
+  CK_OBJECT_HANDLE key;
+};
+
+// OpenTokenKey finds the one token `uri` names, logs in on a new session and finds the one private key it names.
+absl::StatusOr<TokenKey> OpenTokenKey(CK_FUNCTION_LIST_PTR f, const Pkcs11Uri& uri, const Pin& pin) {
+  LINESIGN_ASSIGN_OR_RETURN(CK_SLOT_ID slot, FindSlot(f, uri));
+  LINESIGN_ASSIGN_OR_RETURN(CK_SESSION_HANDLE session, LoginSession(f, slot, uri, pin));
+  auto key = FindPrivateKey(f, session, uri);
+  if (!key.ok()) {
+    f->C_CloseSession(session);
+    return key.status();
+  }
+  return TokenKey{slot, session, *key};
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Pkcs11Signer>> Pkcs11Signer::Create(std::shared_ptr<Pkcs11Module> module,
@@ -110,16 +129,11 @@ absl::StatusOr<std::unique_ptr<Pkcs11Signer>> Pkcs11Signer::Create(std::shared_p
                                                                     int max_sessions) {
   CK_FUNCTION_LIST_PTR f = module->functions();
   LINESIGN_ASSIGN_OR_RETURN(SignatureAlgorithm algorithm, AlgorithmForKey(ca_public_key));
-  LINESIGN_ASSIGN_OR_RETURN(CK_SLOT_ID slot, FindSlot(f, uri));
-  LINESIGN_ASSIGN_OR_RETURN(CK_SESSION_HANDLE session, LoginSession(f, slot, uri, pin));
-  auto key = FindPrivateKey(f, session, uri);
-  if (!key.ok()) {
-    f->C_CloseSession(session);
-    return key.status();
-  }
+  LINESIGN_ASSIGN_OR_RETURN(TokenKey found, OpenTokenKey(f, uri, pin));
+  CK_SESSION_HANDLE session = found.session;
   CK_KEY_TYPE key_type = 0;
   CK_ATTRIBUTE attr = {CKA_KEY_TYPE, &key_type, sizeof(key_type)};
-  CK_RV rv = f->C_GetAttributeValue(session, *key, &attr, 1);
+  CK_RV rv = f->C_GetAttributeValue(session, found.key, &attr, 1);
   if (rv != CKR_OK) {
     f->C_CloseSession(session);
     return Pkcs11Error("C_GetAttributeValue(CKA_KEY_TYPE)", rv);
@@ -132,7 +146,7 @@ absl::StatusOr<std::unique_ptr<Pkcs11Signer>> Pkcs11Signer::Create(std::shared_p
                                                       AlgorithmName(algorithm), ")"));
   }
   std::unique_ptr<Pkcs11Signer> signer(
-      new Pkcs11Signer(std::move(module), slot, *key, algorithm, uri, pin, std::max(1, max_sessions)));
+      new Pkcs11Signer(std::move(module), found.slot, found.key, algorithm, uri, pin, std::max(1, max_sessions)));
   signer->login_session_ = session;
 
   // The key must be the CA certificate's: sign a random challenge and verify it with the certificate's key.
@@ -231,17 +245,11 @@ absl::Status Pkcs11Signer::Relogin() const {
   std::lock_guard<std::mutex> lock(recover_mu_);
   CK_FUNCTION_LIST_PTR f = module_->functions();
   // The token may be back in another slot (re-inserted, or a network HSM that failed over).
-  LINESIGN_ASSIGN_OR_RETURN(CK_SLOT_ID slot, FindSlot(f, uri_));
-  LINESIGN_ASSIGN_OR_RETURN(CK_SESSION_HANDLE session, LoginSession(f, slot, uri_, pin_));
-  auto key = FindPrivateKey(f, session, uri_);
-  if (!key.ok()) {
-    f->C_CloseSession(session);
-    return key.status();
-  }
-  slot_.store(slot, std::memory_order_release);
-  key_.store(*key, std::memory_order_release);
+  LINESIGN_ASSIGN_OR_RETURN(TokenKey found, OpenTokenKey(f, uri_, pin_));
+  slot_.store(found.slot, std::memory_order_release);
+  key_.store(found.key, std::memory_order_release);
   CK_SESSION_HANDLE old = login_session_;
-  login_session_ = session;
+  login_session_ = found.session;
   if (old != CK_INVALID_HANDLE) f->C_CloseSession(old);  // usually gone with the others
   return absl::OkStatus();
 }

@@ -187,6 +187,15 @@ class BatchSignerStoreFailureTest : public BatchSignerTest {
     for (auto& f : futures) out.push_back(f.get());
     return out;
   }
+  // ExpectRoundFails: every request of one round fails with UNAVAILABLE saying `why`, and none gets a certificate.
+  void ExpectRoundFails(const std::string& prefix, const std::string& why) {
+    for (auto& [record, replayed] : Round(prefix)) {
+      ASSERT_FALSE(record.ok()) << "certificate released although the batch failed: " << record->serial_hex;
+      EXPECT_EQ(record.status().code(), absl::StatusCode::kUnavailable) << record.status();
+      EXPECT_THAT(std::string(record.status().message()), ::testing::HasSubstr(why));
+      EXPECT_FALSE(replayed);
+    }
+  }
   // ExpectRecoveredAndIssues: with the failure removed, the same request ids are issued (the failed round left
   // no trace that would make them replays) and recorded.
   void ExpectRecoveredAndIssues(const std::string& prefix, int64_t rows_before) {
@@ -211,13 +220,7 @@ TEST_F(BatchSignerStoreFailureTest, FailedCommitFailsEveryRequestOfTheBatchAndRe
       CREATE TABLE t_child (parent INTEGER REFERENCES t_parent (id) DEFERRABLE INITIALLY DEFERRED);
       CREATE TRIGGER t_fail_commit AFTER INSERT ON certificates BEGIN INSERT INTO t_child VALUES (42); END;)sql"),
             "");
-  for (auto& [record, replayed] : Round("commit")) {
-    ASSERT_FALSE(record.ok()) << "certificate released although the commit failed: " << record->serial_hex;
-    EXPECT_EQ(record.status().code(), absl::StatusCode::kUnavailable) << record.status();
-    EXPECT_THAT(std::string(record.status().message()),
-                ::testing::HasSubstr("certificate not issued: store: commit: FOREIGN KEY constraint failed"));
-    EXPECT_FALSE(replayed);
-  }
+  ExpectRoundFails("commit", "certificate not issued: store: commit: FOREIGN KEY constraint failed");
   EXPECT_EQ(*store_->Count(), 0);
   EXPECT_EQ(testing::SqliteScalar(db_path_, "SELECT COUNT(*) FROM t_child"), "0");
 
@@ -233,12 +236,7 @@ TEST_F(BatchSignerStoreFailureTest, InsertFailingMidBatchRollsBackTheWholeBatch)
       CREATE TRIGGER t_fail_insert BEFORE INSERT ON certificates WHEN NEW.request_id = 'mid-4'
       BEGIN SELECT RAISE(ABORT, 'disk controller on fire'); END;)sql"),
             "");
-  for (auto& [record, replayed] : Round("mid")) {
-    ASSERT_FALSE(record.ok()) << "certificate released although the batch failed: " << record->serial_hex;
-    EXPECT_EQ(record.status().code(), absl::StatusCode::kUnavailable) << record.status();
-    EXPECT_THAT(std::string(record.status().message()),
-                ::testing::HasSubstr("certificate not issued: store: insert: disk controller on fire"));
-  }
+  ExpectRoundFails("mid", "certificate not issued: store: insert: disk controller on fire");
   EXPECT_EQ(*store_->Count(), kBatch);  // only the warm-up batch
   EXPECT_EQ(testing::SqliteScalar(db_path_, "SELECT COUNT(*) FROM certificates WHERE request_id LIKE 'mid-%'"), "0");
 
