@@ -224,30 +224,28 @@ grpc::ServerUnaryReactor* CaService::GetCertificate(grpc::CallbackServerContext*
 
 void CaService::GetCertificateOffThread(grpc::ServerUnaryReactor* reactor, v1::GetCertificateResponse* response,
                                         const std::string& serial, const std::string& peer, const std::string& id) {
-  {
-    auto record = p_.reader->FindBySerial(p_.ca->issuer_id, serial);
-    absl::Status st = record.ok() ? absl::OkStatus() : record.status();
-    if (st.ok() && !record->has_value()) {
-      st = absl::NotFoundError(absl::StrCat("no certificate with serial ", serial, " from this CA"));
-    }
-    if (!st.ok()) {
-      reactor->Finish(Refused(Rpc::kGetCertificate, id, peer, "", "", st));
-      return;
-    }
-    const store::CertificateRecord& r = **record;
-    response->set_certificate_der(r.der);
-    response->set_serial_hex(r.serial_hex);
-    response->set_subject(r.subject);
-    response->set_sans(r.sans);
-    response->set_profile(r.profile);
-    response->set_station(r.station);
-    response->set_request_id(r.request_id);
-    response->mutable_not_before()->set_seconds(r.not_before);
-    response->mutable_not_after()->set_seconds(r.not_after);
-    response->mutable_issued_at()->set_seconds(r.issued_at);
-    Count(Rpc::kGetCertificate, grpc::StatusCode::OK);
-    reactor->Finish(grpc::Status::OK);
+  auto record = p_.reader->FindBySerial(p_.ca->issuer_id, serial);
+  absl::Status st = record.ok() ? absl::OkStatus() : record.status();
+  if (st.ok() && !record->has_value()) {
+    st = absl::NotFoundError(absl::StrCat("no certificate with serial ", serial, " from this CA"));
   }
+  if (!st.ok()) {
+    reactor->Finish(Refused(Rpc::kGetCertificate, id, peer, "", "", st));
+    return;
+  }
+  const store::CertificateRecord& r = **record;
+  response->set_certificate_der(r.der);
+  response->set_serial_hex(r.serial_hex);
+  response->set_subject(r.subject);
+  response->set_sans(r.sans);
+  response->set_profile(r.profile);
+  response->set_station(r.station);
+  response->set_request_id(r.request_id);
+  response->mutable_not_before()->set_seconds(r.not_before);
+  response->mutable_not_after()->set_seconds(r.not_after);
+  response->mutable_issued_at()->set_seconds(r.issued_at);
+  Count(Rpc::kGetCertificate, grpc::StatusCode::OK);
+  reactor->Finish(grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* CaService::GetStats(grpc::CallbackServerContext* context, const v1::GetStatsRequest* request,
