@@ -15,6 +15,7 @@ PACKAGES=(
   libyaml-cpp-dev libcli11-dev                    # configuration file, command lines
   libre2-dev                                      # linear-time patterns: access rules, profile value rules
   nlohmann-json3-dev                              # the JSON-lines audit log
+  libjemalloc-dev                                 # the allocator of the server and the load generator
   gnutls-bin                                      # certtool: an independent verifier used by the tests
   clang libclang-rt-14-dev                        # libFuzzer + sanitizers for scripts/fuzz.sh
 )
