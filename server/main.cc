@@ -35,11 +35,13 @@ int main(int argc, char** argv) {
   setrlimit(RLIMIT_CORE, &no_core);
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 
-  // SIGTERM and SIGINT are taken by a dedicated thread with sigwait: blocked here, before any thread exists.
+  // SIGTERM, SIGINT and SIGHUP are taken by a dedicated thread with sigwait: blocked here, before any thread
+  // exists.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   if (!dev_dir.empty()) {
@@ -71,7 +73,15 @@ int main(int argc, char** argv) {
 
   std::thread waiter([&] {
     int sig = 0;
-    sigwait(&signals, &sig);
+    // SIGHUP: the station CA bundle and CRLs are read again (a revoked station is refused from its next call).
+    while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+      if (absl::Status st = (*server)->ReloadTrust(); st.ok()) {
+        linesign::LogInfo("received SIGHUP: station CA bundle and CRLs reloaded");
+      } else {
+        linesign::LogError("received SIGHUP: reload failed, the previous station CAs and CRLs stay in force: ",
+                           st.message());
+      }
+    }
     linesign::LogInfo("received ", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                       ": refusing new calls, finishing in-flight ones");
     (*server)->Shutdown();

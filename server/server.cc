@@ -120,6 +120,8 @@ void LinesignServer::Shutdown(absl::Duration grace) {
   if (grpc_server_ != nullptr) grpc_server_->Wait();
 }
 
+absl::Status LinesignServer::ReloadTrust() { return authenticator_->Reload(config_.tls()); }
+
 void LinesignServer::Wait() {
   if (grpc_server_ != nullptr) grpc_server_->Wait();
 }

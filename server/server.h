@@ -29,6 +29,9 @@ class LinesignServer {
   // Shutdown refuses new signing calls, lets in-flight ones and open streams finish (up to `grace`; see
   // CaService::BeginDrain), then stops gRPC and the signer. Idempotent.
   void Shutdown(absl::Duration grace = absl::Seconds(30));
+  // ReloadTrust re-reads the station CA bundle and CRL files the configuration names (tls.client_ca_file,
+  // tls.crl_files): SIGHUP. On an error the trust in force is kept and the error, naming the field, returned.
+  absl::Status ReloadTrust();
   // Wait blocks until Shutdown has completed.
   void Wait();
 

@@ -3,7 +3,10 @@
 // and that nothing was recorded.
 #include <grpcpp/grpcpp.h>
 
+#include <signal.h>
+
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/openssl_util.h"
@@ -252,6 +255,65 @@ TEST_F(SecurityTest, AuditHoldsNoSecrets) {
   EXPECT_EQ(audit->find(*pin), std::string::npos);
   EXPECT_EQ(audit->find("BEGIN"), std::string::npos);  // no PEM: no CSR, no key, no certificate
   EXPECT_EQ(audit->find("MII"), std::string::npos);    // no base64 DER either
+}
+
+// SIGHUP re-reads the station CRLs: a station certificate revoked in a new CRL is refused from its next call on
+// (its earlier successful verification is not reused), others go on; a CRL file that cannot be read on a later
+// SIGHUP leaves the trust in force as it was, and says so in the log.
+TEST(TrustReloadTest, SighupRevokesAStationFromItsNextCall) {
+  auto ca = TestCa::Create("ec-p256");
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  const std::string crl_path = ca->dir + "/tls/station-ca.crl";
+  auto empty_crl = tls::MakeCrl(ca->station_ca, {}, absl::Now() - absl::Minutes(1));
+  ASSERT_TRUE(empty_crl.ok()) << empty_crl.status();
+  ASSERT_TRUE(WriteFile(crl_path, *empty_crl).ok());
+  v1::ServerConfig config = ca->Config(ca->dir + "/linesign.db");
+  config.mutable_tls()->add_crl_files(crl_path);
+  auto server = ServerProcess::Start({"--config", testing::WriteConfig(ca->dir, config::ToYaml(config))});
+  ASSERT_TRUE(server.ok()) << server.status();
+
+  tls::KeyAndCertificate victim = ca->StationCredentials("station-1");
+  tls::KeyAndCertificate other = ca->StationCredentials("station-1");
+  auto victim_stub = v1::CertificateAuthority::NewStub(ca->ChannelWith((*server)->address(), victim));
+  auto other_stub = v1::CertificateAuthority::NewStub(ca->ChannelWith((*server)->address(), other));
+  int n = 0;
+  auto sign = [&](v1::CertificateAuthority::Stub* stub) {
+    v1::SignCsrRequest req;
+    req.set_csr_der(testing::Csr("ec-p256", "/CN=RELOAD"));
+    req.set_request_id(absl::StrCat("reload-", ++n));
+    v1::SignCsrResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    return stub->SignCsr(&ctx, req, &resp);
+  };
+  ASSERT_TRUE(sign(victim_stub.get()).ok());  // verified once, and remembered
+
+  auto serial = tls::SerialHex(victim.certificate_pem);
+  ASSERT_TRUE(serial.ok());
+  auto crl = tls::MakeCrl(ca->station_ca, {*serial}, absl::Now() - absl::Minutes(1));
+  ASSERT_TRUE(crl.ok()) << crl.status();
+  ASSERT_TRUE(WriteFile(crl_path, *crl).ok());
+  ASSERT_EQ(kill((*server)->pid(), SIGHUP), 0);
+  grpc::Status st;
+  for (int i = 0; i < 200; ++i) {  // the signal is handled asynchronously: poll, up to 10 s
+    st = sign(victim_stub.get());
+    if (!st.ok()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << st.error_message();
+  EXPECT_THAT(st.error_message(), HasSubstr(absl::StrCat("(serial ", *serial, ") is revoked")));
+  EXPECT_TRUE(sign(other_stub.get()).ok());
+
+  // A broken CRL file on the next SIGHUP: refused with its reason, the trust in force unchanged.
+  ASSERT_TRUE(WriteFile(crl_path, "not a CRL").ok());
+  ASSERT_EQ(kill((*server)->pid(), SIGHUP), 0);
+  EXPECT_EQ(sign(victim_stub.get()).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(sign(other_stub.get()).ok());
+  auto stopped = (*server)->Stop(SIGTERM);
+  EXPECT_EQ(stopped.exit_code, 0) << stopped.output;
+  EXPECT_THAT(stopped.output, HasSubstr("received SIGHUP: station CA bundle and CRLs reloaded"));
+  EXPECT_THAT(stopped.output, HasSubstr("received SIGHUP: reload failed, the previous station CAs and CRLs stay in "
+                                        "force: tls.crl_files: " + crl_path + " holds no PEM or DER CRL"));
 }
 
 }  // namespace

@@ -13,8 +13,8 @@ namespace {
 
 constexpr size_t kMaxCachedCertificates = 10000;
 constexpr size_t kMaxIdentityBytes = 128;
-// A refusal is re-checked after this long (a station CA or CRL file fixed meanwhile is picked up on restart, but
-// a certificate that was not yet valid becomes usable).
+// A refusal is re-checked after this long (a certificate that was not yet valid becomes usable; a fixed CA or CRL
+// file is picked up at once by Reload).
 constexpr absl::Duration kRefusalCacheTime = absl::Seconds(30);
 
 absl::Time ToTime(const ASN1_TIME* t) {
@@ -71,6 +71,23 @@ absl::StatusOr<std::vector<OsslPtr<X509_CRL>>> LoadCrls(const std::string& path)
 
 Authenticator::~Authenticator() = default;
 
+absl::StatusOr<std::shared_ptr<const Authenticator::Trust>> Authenticator::LoadTrust(const v1::TlsConfig& tls) {
+  auto trust = std::make_shared<Trust>();
+  trust->store.reset(X509_STORE_new());
+  auto bundle = ReadFile(tls.client_ca_file());
+  if (!bundle.ok()) return absl::InvalidArgumentError(absl::StrCat("tls.client_ca_file: ", bundle.status().message()));
+  auto cas = ParseCertificatesPem(*bundle, tls.client_ca_file());
+  if (!cas.ok()) return absl::InvalidArgumentError(absl::StrCat("tls.client_ca_file: ", cas.status().message()));
+  for (auto& ca : *cas) X509_STORE_add_cert(trust->store.get(), ca.get());
+  for (const auto& path : tls.crl_files()) {
+    auto crls = LoadCrls(path);
+    if (!crls.ok()) return absl::InvalidArgumentError(absl::StrCat("tls.crl_files: ", crls.status().message()));
+    for (auto& crl : *crls) X509_STORE_add_crl(trust->store.get(), crl.get());
+    trust->check_crls = true;
+  }
+  return trust;
+}
+
 absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Create(const v1::TlsConfig& tls) {
   std::unique_ptr<Authenticator> a(new Authenticator());
   if (tls.insecure()) {
@@ -78,19 +95,17 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Create(const v1::T
     return a;
   }
   a->identity_source_ = tls.identity().empty() ? "subject_cn" : tls.identity();
-  a->trust_.reset(X509_STORE_new());
-  auto bundle = ReadFile(tls.client_ca_file());
-  if (!bundle.ok()) return absl::InvalidArgumentError(absl::StrCat("tls.client_ca_file: ", bundle.status().message()));
-  auto cas = ParseCertificatesPem(*bundle, tls.client_ca_file());
-  if (!cas.ok()) return absl::InvalidArgumentError(absl::StrCat("tls.client_ca_file: ", cas.status().message()));
-  for (auto& ca : *cas) X509_STORE_add_cert(a->trust_.get(), ca.get());
-  for (const auto& path : tls.crl_files()) {
-    auto crls = LoadCrls(path);
-    if (!crls.ok()) return absl::InvalidArgumentError(absl::StrCat("tls.crl_files: ", crls.status().message()));
-    for (auto& crl : *crls) X509_STORE_add_crl(a->trust_.get(), crl.get());
-    a->check_crls_ = true;
-  }
+  LINESIGN_ASSIGN_OR_RETURN(a->trust_, LoadTrust(tls));
   return a;
+}
+
+absl::Status Authenticator::Reload(const v1::TlsConfig& tls) {
+  if (insecure_) return absl::OkStatus();
+  LINESIGN_ASSIGN_OR_RETURN(std::shared_ptr<const Trust> trust, LoadTrust(tls));
+  std::lock_guard<std::mutex> lock(mu_);
+  trust_ = std::move(trust);
+  cache_.clear();
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> Authenticator::Authenticate(absl::string_view leaf_pem, absl::string_view chain_pem,
@@ -100,20 +115,23 @@ absl::StatusOr<std::string> Authenticator::Authenticate(absl::string_view leaf_p
     return Refuse("no client certificate: every RPC needs a station certificate (mTLS) from a trusted station CA");
   }
   std::string key = Sha256(leaf_pem);
+  std::shared_ptr<const Trust> trust;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = cache_.find(key);
     if (it != cache_.end() && now < it->second.valid_until) return it->second.identity;
+    trust = trust_;
   }
-  Cached result = Verify(leaf_pem, chain_pem, now);
+  Cached result = Verify(*trust, leaf_pem, chain_pem, now);
   std::lock_guard<std::mutex> lock(mu_);
+  if (trust != trust_) return result.identity;  // reloaded meanwhile: do not cache a verdict of the old trust
   if (cache_.size() >= kMaxCachedCertificates) cache_.clear();
   cache_[key] = result;
   return result.identity;
 }
 
-Authenticator::Cached Authenticator::Verify(absl::string_view leaf_pem, absl::string_view chain_pem,
-                                            absl::Time now) const {
+Authenticator::Cached Authenticator::Verify(const Trust& trust, absl::string_view leaf_pem,
+                                            absl::string_view chain_pem, absl::Time now) const {
   Cached refused{absl::UnknownError(""), now + kRefusalCacheTime};
   OsslPtr<BIO> bio(BIO_new_mem_buf(leaf_pem.data(), static_cast<int>(leaf_pem.size())));
   OsslPtr<X509> leaf(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
@@ -128,10 +146,10 @@ Authenticator::Cached Authenticator::Verify(absl::string_view leaf_pem, absl::st
   OpenSslErrors();
 
   OsslPtr<X509_STORE_CTX> ctx(X509_STORE_CTX_new());
-  X509_STORE_CTX_init(ctx.get(), trust_.get(), leaf.get(), untrusted.get());
+  X509_STORE_CTX_init(ctx.get(), trust.store.get(), leaf.get(), untrusted.get());
   X509_STORE_CTX_set_purpose(ctx.get(), X509_PURPOSE_SSL_CLIENT);
   X509_STORE_CTX_set_time(ctx.get(), 0, absl::ToTimeT(now));
-  if (check_crls_) X509_STORE_CTX_set_flags(ctx.get(), X509_V_FLAG_CRL_CHECK);
+  if (trust.check_crls) X509_STORE_CTX_set_flags(ctx.get(), X509_V_FLAG_CRL_CHECK);
   if (X509_verify_cert(ctx.get()) != 1) {
     int err = X509_STORE_CTX_get_error(ctx.get());
     OpenSslErrors();
@@ -174,7 +192,7 @@ Authenticator::Cached Authenticator::Verify(absl::string_view leaf_pem, absl::st
     refused.identity = identity.status();
     return refused;
   }
-  return Cached{*std::move(identity), ToTime(X509_get0_notAfter(leaf.get()))};
+  return Cached{*std::move(identity), std::min(ToTime(X509_get0_notAfter(leaf.get())), now + kSuccessCacheTime)};
 }
 
 absl::StatusOr<std::string> Authenticator::IdentityOf(X509* leaf) const {

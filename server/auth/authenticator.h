@@ -4,8 +4,10 @@
 //
 // The TLS layer only proves that the peer holds the key of the certificate it sent; the chain is verified here
 // (against tls.client_ca_file and tls.crl_files), so a refusal reaches the station as a gRPC status with its
-// reason, is counted and audited, instead of an anonymous handshake failure. Results are cached per certificate,
-// so the cost per call is one hash lookup.
+// reason, is counted and audited, instead of an anonymous handshake failure. Results are cached per certificate
+// (a success for at most kSuccessCacheTime, a refusal for less), so the cost per call is one hash lookup.
+// Reload re-reads the CA bundle and the CRLs (SIGHUP): a station revoked in a new CRL is refused from its next
+// call on.
 #ifndef LINESIGN_SERVER_AUTH_AUTHENTICATOR_H_
 #define LINESIGN_SERVER_AUTH_AUTHENTICATOR_H_
 
@@ -38,23 +40,36 @@ class Authenticator {
   absl::StatusOr<std::string> Authenticate(absl::string_view leaf_pem, absl::string_view chain_pem,
                                            absl::Time now) const;
 
+  // Reload re-reads tls.client_ca_file and tls.crl_files from `tls` (the same files, possibly rewritten) and
+  // drops every cached result. On an error (naming the field) the trust in force stays as it was.
+  absl::Status Reload(const v1::TlsConfig& tls);
+
   bool insecure() const { return insecure_; }
 
+  // How long a verified certificate is trusted without verifying it again (a CRL that expires meanwhile is
+  // noticed within this time).
+  static constexpr absl::Duration kSuccessCacheTime = absl::Minutes(5);
+
  private:
+  // Trust is the CA bundle and CRLs in force; replaced whole by Reload.
+  struct Trust {
+    OsslPtr<X509_STORE> store;
+    bool check_crls = false;
+  };
+  static absl::StatusOr<std::shared_ptr<const Trust>> LoadTrust(const v1::TlsConfig& tls);
   struct Cached {
     absl::StatusOr<std::string> identity;
     absl::Time valid_until;
   };
   Authenticator() = default;
-  Cached Verify(absl::string_view leaf_pem, absl::string_view chain_pem, absl::Time now) const;
+  Cached Verify(const Trust& trust, absl::string_view leaf_pem, absl::string_view chain_pem, absl::Time now) const;
   absl::StatusOr<std::string> IdentityOf(X509* leaf) const;
 
   bool insecure_ = false;
   std::string identity_source_;  // subject_cn, uri_san, dns_san
-  OsslPtr<X509_STORE> trust_;
-  bool check_crls_ = false;
 
   mutable std::mutex mu_;
+  std::shared_ptr<const Trust> trust_;                      // guarded by mu_
   mutable absl::flat_hash_map<std::string, Cached> cache_;  // by SHA-256 of the leaf PEM; guarded by mu_
 };
 
