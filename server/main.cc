@@ -73,13 +73,17 @@ int main(int argc, char** argv) {
 
   std::thread waiter([&] {
     int sig = 0;
-    // SIGHUP: the station CA bundle and CRLs are read again (a revoked station is refused from its next call).
+    // SIGHUP: the station CA bundle and CRLs are read again (a revoked station is refused from its next call) and
+    // the audit file is opened again (log rotation).
     while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
       if (absl::Status st = (*server)->ReloadTrust(); st.ok()) {
         linesign::LogInfo("received SIGHUP: station CA bundle and CRLs reloaded");
       } else {
         linesign::LogError("received SIGHUP: reload failed, the previous station CAs and CRLs stay in force: ",
                            st.message());
+      }
+      if (absl::Status st = (*server)->ReopenAudit(); !st.ok()) {
+        linesign::LogError("received SIGHUP: the audit file stays as it was: ", st.message());
       }
     }
     linesign::LogInfo("received ", sig == SIGTERM ? "SIGTERM" : "SIGINT",

@@ -122,6 +122,8 @@ void LinesignServer::Shutdown(absl::Duration grace) {
 
 absl::Status LinesignServer::ReloadTrust() { return authenticator_->Reload(config_.tls()); }
 
+absl::Status LinesignServer::ReopenAudit() { return audit_->Reopen(); }
+
 void LinesignServer::Wait() {
   if (grpc_server_ != nullptr) grpc_server_->Wait();
 }

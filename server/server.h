@@ -32,6 +32,8 @@ class LinesignServer {
   // ReloadTrust re-reads the station CA bundle and CRL files the configuration names (tls.client_ca_file,
   // tls.crl_files): SIGHUP. On an error the trust in force is kept and the error, naming the field, returned.
   absl::Status ReloadTrust();
+  // ReopenAudit opens audit.file again at its path (after log rotation): SIGHUP.
+  absl::Status ReopenAudit();
   // Wait blocks until Shutdown has completed.
   void Wait();
 

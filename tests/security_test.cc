@@ -4,8 +4,10 @@
 #include <grpcpp/grpcpp.h>
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -255,6 +257,38 @@ TEST_F(SecurityTest, AuditHoldsNoSecrets) {
   EXPECT_EQ(audit->find(*pin), std::string::npos);
   EXPECT_EQ(audit->find("BEGIN"), std::string::npos);  // no PEM: no CSR, no key, no certificate
   EXPECT_EQ(audit->find("MII"), std::string::npos);    // no base64 DER either
+}
+
+// Log rotation: the audit file is moved away and the server gets SIGHUP; later entries go to a new file at the
+// configured path. Every decision is in exactly one of the two files, none is lost or written twice.
+TEST_F(SecurityTest, SighupReopensTheAuditFileAfterRotation) {
+  const std::string path = ca_->dir + "/audit.jsonl", rotated = ca_->dir + "/audit.jsonl.1";
+  auto stub = Stub("station-1");
+  ASSERT_TRUE(Sign(stub.get(), "rotate-0").ok());
+  ASSERT_EQ(rename(path.c_str(), rotated.c_str()), 0);
+  ASSERT_EQ(kill(server_->pid(), SIGHUP), 0);
+  int n = 1;
+  for (; n < 200 && access(path.c_str(), F_OK) != 0; ++n) {  // SIGHUP is handled asynchronously
+    ASSERT_TRUE(Sign(stub.get(), absl::StrCat("rotate-", n)).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(Sign(stub.get(), absl::StrCat("rotate-", n)).ok());  // certainly after the reopen
+  auto ids_in = [](const std::string& file) {
+    std::multiset<std::string> ids;
+    std::ifstream in(file);
+    for (std::string line; std::getline(in, line);) {
+      std::string id = nlohmann::json::parse(line).value("request_id", "");
+      if (id.rfind("rotate-", 0) == 0) ids.insert(id);
+    }
+    return ids;
+  };
+  std::multiset<std::string> before = ids_in(rotated), after = ids_in(path);
+  EXPECT_EQ(before.count("rotate-0"), 1u);
+  EXPECT_EQ(after.count(absl::StrCat("rotate-", n)), 1u);
+  for (int i = 0; i <= n; ++i) {
+    std::string id = absl::StrCat("rotate-", i);
+    EXPECT_EQ(before.count(id) + after.count(id), 1u) << id;
+  }
 }
 
 // SIGHUP re-reads the station CRLs: a station certificate revoked in a new CRL is refused from its next call on

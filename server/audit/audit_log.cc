@@ -24,6 +24,18 @@ absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(const std::string& path
   return log;
 }
 
+absl::Status AuditLog::Reopen() {
+  if (fd_ < 0) return absl::OkStatus();
+  int fd = open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  if (fd < 0) return absl::UnavailableError(absl::StrCat("audit.file: cannot open ", path_, ": ", strerror(errno)));
+  // dup2 replaces fd_ in one step: a concurrent write goes wholly to the old file or wholly to the new one.
+  int rc = dup3(fd, fd_, O_CLOEXEC);
+  int saved = errno;
+  close(fd);
+  if (rc < 0) return absl::UnavailableError(absl::StrCat("audit.file: cannot switch to ", path_, ": ", strerror(saved)));
+  return absl::OkStatus();
+}
+
 AuditLog::~AuditLog() {
   if (fd_ >= 0) close(fd_);
 }

@@ -35,6 +35,10 @@ class AuditLog {
   // Record writes `entry`. A failed write is reported on the log output at most once a minute.
   void Record(const Entry& entry);
 
+  // Reopen opens the file at the configured path again (after logrotate moved it away; SIGHUP) and switches to it
+  // atomically: every entry lands whole in the old file or in the new one. On an error the old file stays in use.
+  absl::Status Reopen();
+
   // Json renders an entry as one line of JSON (no newline).
   static std::string Json(const Entry& entry);
 
