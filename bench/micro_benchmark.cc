@@ -15,6 +15,7 @@
 #include "common/openssl_util.h"
 #include "hsm/open_signer.h"
 #include "hsm/pkcs11_module.h"
+#include "server/audit/audit_log.h"
 #include "server/config/config.h"
 #include "server/csr/csr.h"
 #include "server/issuance/certificate_builder.h"
@@ -192,6 +193,23 @@ void BM_OpensslEcdsaP256Sign(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_OpensslEcdsaP256Sign)->ThreadRange(1, 2)->UseRealTime();
+
+// One audit entry as a successful issue writes it: the JSON line, without the write.
+void BM_AuditJson(benchmark::State& state) {
+  audit::Entry e;
+  e.time = absl::Now();
+  e.rpc = "SignCsrStream";
+  e.identity = "line3-st7";
+  e.peer = "ipv4:127.0.0.1:55416";
+  e.profile = "device";
+  e.request_id = "F075BD7F-4C1A-4B8E-9A51-2D259A1F18AC";
+  e.outcome = "issued";
+  e.code = "OK";
+  e.serial_hex = "2D259A1F18AC4581D0B6F71FA404766D";
+  e.subject = "O=Acme,CN=DEVICE000001";
+  for (auto _ : state) benchmark::DoNotOptimize(audit::AuditLog::Json(e));
+}
+BENCHMARK(BM_AuditJson);
 
 void BM_StoreCommit(benchmark::State& state) {
   std::string path = testing::TempDir("linesign-bench-store") + "/bench.db";
