@@ -330,6 +330,7 @@ void ApplyDefaults(v1::ServerConfig* config) {
   if (s->max_batch() == 0) s->set_max_batch(64);
   if (!s->has_max_linger_us()) s->set_max_linger_us(200);
   if (s->queue_size() == 0) s->set_queue_size(4096);
+  if (s->max_streams_per_station() == 0) s->set_max_streams_per_station(16);
 }
 
 absl::Status Validate(const v1::ServerConfig& c) {
@@ -377,6 +378,9 @@ absl::Status Validate(const v1::ServerConfig& c) {
   if (s.max_batch() < 1 || s.max_batch() > 4096) return FieldError("signer.max_batch", "must be 1 to 4096");
   if (s.max_linger_us() > 100000) return FieldError("signer.max_linger_us", "must be 0 to 100000");
   if (s.queue_size() < 1 || s.queue_size() > 1000000) return FieldError("signer.queue_size", "must be 1 to 1000000");
+  if (s.max_streams_per_station() < 1 || s.max_streams_per_station() > 1024) {
+    return FieldError("signer.max_streams_per_station", "must be 1 to 1024");
+  }
   LINESIGN_RETURN_IF_ERROR(ValidateTls(c));
   LINESIGN_RETURN_IF_ERROR(ValidateAccess(c));
   return absl::OkStatus();

@@ -299,8 +299,8 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
     }
     identity_ = *std::move(identity);
     issuing_read_ = true;  // before the service can see this stream: no drain may finish it before the read starts
-    if (!service_->AddStream(this)) {
-      Finish(service_->Refused(Rpc::kSignCsrStream, identity_, peer_, "", "", CaService::Draining()));
+    if (absl::Status st = service_->AddStream(this, identity_); !st.ok()) {
+      Finish(service_->Refused(Rpc::kSignCsrStream, identity_, peer_, "", "", st));
       return;
     }
     registered_ = true;
@@ -375,7 +375,7 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
   }
 
   void OnDone() override {
-    if (registered_) service_->RemoveStream(this);
+    if (registered_) service_->RemoveStream(this, identity_);
     Unref();
   }
 
@@ -504,17 +504,28 @@ void CaService::Leave() {
   if (--active_ == 0) idle_.notify_all();
 }
 
-bool CaService::AddStream(SignStreamReactor* stream) {
+absl::Status CaService::AddStream(SignStreamReactor* stream, const std::string& identity) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (draining_) return false;
+  if (draining_) return Draining();
+  uint32_t& open = streams_by_identity_[identity];
+  const uint32_t limit = p_.config->signer().max_streams_per_station();
+  if (open >= limit) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "station '", identity, "' already has ", open, " SignCsrStream streams open (signer.max_streams_per_station ",
+        limit, "); send more requests on an open stream, or close one first"));
+  }
+  ++open;
   streams_.insert(stream);
   ++active_;
-  return true;
+  return absl::OkStatus();
 }
 
-void CaService::RemoveStream(SignStreamReactor* stream) {
+void CaService::RemoveStream(SignStreamReactor* stream, const std::string& identity) {
   std::lock_guard<std::mutex> lock(mu_);
   streams_.erase(stream);
+  if (auto it = streams_by_identity_.find(identity); it != streams_by_identity_.end() && --it->second == 0) {
+    streams_by_identity_.erase(it);
+  }
   if (--active_ == 0) idle_.notify_all();
 }
 

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <set>
 
+#include "absl/container/flat_hash_map.h"
 #include "linesign/v1/ca.grpc.pb.h"
 #include "linesign/v1/config.pb.h"
 #include "server/audit/audit_log.h"
@@ -91,10 +92,11 @@ class CaService final : public v1::CertificateAuthority::CallbackService {
   // returns false, and enters nothing, once draining has begun unless `even_when_draining`.
   bool Enter(bool even_when_draining);
   void Leave();
-  // AddStream registers an open stream (false when draining has begun: the stream must refuse); RemoveStream
+  // AddStream registers an open stream of `identity`: Unavailable once draining has begun, ResourceExhausted when
+  // the identity has signer.max_streams_per_station open already (the stream must then refuse). RemoveStream
   // forgets it.
-  bool AddStream(SignStreamReactor* stream);
-  void RemoveStream(SignStreamReactor* stream);
+  absl::Status AddStream(SignStreamReactor* stream, const std::string& identity);
+  void RemoveStream(SignStreamReactor* stream, const std::string& identity);
 
   void Count(Rpc rpc, grpc::StatusCode code) {
     answered_[static_cast<int>(rpc)][static_cast<int>(code) & 31].fetch_add(1, std::memory_order_relaxed);
@@ -106,6 +108,7 @@ class CaService final : public v1::CertificateAuthority::CallbackService {
   std::condition_variable idle_;
   int active_ = 0;                       // guarded by mu_
   std::set<SignStreamReactor*> streams_;  // guarded by mu_
+  absl::flat_hash_map<std::string, uint32_t> streams_by_identity_;  // guarded by mu_
   std::array<std::array<std::atomic<uint64_t>, 32>, static_cast<int>(Rpc::kCount)> answered_{};
 };
 
