@@ -355,7 +355,9 @@ TEST_F(EndToEndTest, StreamAnswersEveryRequestByIdWithErrorsInline) {
     const unsigned char* p = reinterpret_cast<const unsigned char*>(csr_der.data());
     OsslPtr<X509_REQ> req(d2i_X509_REQ(nullptr, &p, csr_der.size()));
     EXPECT_EQ(EVP_PKEY_eq(X509_get0_pubkey(cert.get()), X509_REQ_get0_pubkey(req.get())), 1);
-    if (i < 60) EXPECT_EQ(testing::VerifyChain(cert.get(), ca_->root_pem, ca_->chain_pem), "");
+    if (i < 60) {
+      EXPECT_EQ(testing::VerifyChain(cert.get(), ca_->root_pem, ca_->chain_pem), "");
+    }
     serials.insert(a.certificate().serial_hex());
   }
   EXPECT_EQ(serials.size(), static_cast<size_t>(kRequests - refused));
