@@ -292,7 +292,7 @@ TEST_F(SecurityTest, SighupReopensTheAuditFileAfterRotation) {
 }
 
 // SIGHUP re-reads the station CRLs: a station certificate revoked in a new CRL is refused from its next call on
-// (its earlier successful verification is not reused), others go on; a CRL file that cannot be read on a later
+// (its earlier successful verification is not reused), on a stream it keeps open as well, others go on; a CRL file that cannot be read on a later
 // SIGHUP leaves the trust in force as it was, and says so in the log.
 TEST(TrustReloadTest, SighupRevokesAStationFromItsNextCall) {
   auto ca = TestCa::Create("ec-p256");
@@ -321,6 +321,18 @@ TEST(TrustReloadTest, SighupRevokesAStationFromItsNextCall) {
     return stub->SignCsr(&ctx, req, &resp);
   };
   ASSERT_TRUE(sign(victim_stub.get()).ok());  // verified once, and remembered
+  // A stream the victim opened before the revocation, and keeps open.
+  grpc::ClientContext stream_ctx;
+  auto stream = victim_stub->SignCsrStream(&stream_ctx);
+  auto stream_sign = [&](v1::SignCsrStreamResponse* answer) {
+    v1::SignCsrRequest req;
+    req.set_csr_der(testing::Csr("ec-p256", "/CN=RELOADS"));
+    req.set_request_id(absl::StrCat("reload-", ++n));
+    return stream->Write(req) && stream->Read(answer);
+  };
+  v1::SignCsrStreamResponse answer;
+  ASSERT_TRUE(stream_sign(&answer));
+  ASSERT_TRUE(answer.has_certificate()) << answer.error().message();
 
   auto serial = tls::SerialHex(victim.certificate_pem);
   ASSERT_TRUE(serial.ok());
@@ -337,6 +349,20 @@ TEST(TrustReloadTest, SighupRevokesAStationFromItsNextCall) {
   EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << st.error_message();
   EXPECT_THAT(st.error_message(), HasSubstr(absl::StrCat("(serial ", *serial, ") is revoked")));
   EXPECT_TRUE(sign(other_stub.get()).ok());
+  // The open stream: its next request is refused for the same reason, and the stream ends with it.
+  answer.Clear();
+  ASSERT_TRUE(stream_sign(&answer));
+  if (answer.has_certificate()) {
+    stream_ctx.TryCancel();
+    (*server)->Stop(SIGTERM);
+    FAIL() << "a revoked station got a certificate on the stream it had open";
+  }
+  EXPECT_EQ(answer.error().code(), static_cast<int>(grpc::StatusCode::UNAUTHENTICATED));
+  EXPECT_THAT(answer.error().message(), HasSubstr("is revoked"));
+  EXPECT_FALSE(stream->Read(&answer));
+  grpc::Status stream_status = stream->Finish();
+  EXPECT_EQ(stream_status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << stream_status.error_message();
+  EXPECT_THAT(stream_status.error_message(), HasSubstr("is revoked"));
 
   // A broken CRL file on the next SIGHUP: refused with its reason, the trust in force unchanged.
   ASSERT_TRUE(WriteFile(crl_path, "not a CRL").ok());

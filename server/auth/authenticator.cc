@@ -105,6 +105,7 @@ absl::Status Authenticator::Reload(const v1::TlsConfig& tls) {
   std::lock_guard<std::mutex> lock(mu_);
   trust_ = std::move(trust);
   cache_.clear();
+  generation_.fetch_add(1, std::memory_order_acq_rel);
   return absl::OkStatus();
 }
 

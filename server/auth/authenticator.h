@@ -11,6 +11,7 @@
 #ifndef LINESIGN_SERVER_AUTH_AUTHENTICATOR_H_
 #define LINESIGN_SERVER_AUTH_AUTHENTICATOR_H_
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -43,6 +44,9 @@ class Authenticator {
   // Reload re-reads tls.client_ca_file and tls.crl_files from `tls` (the same files, possibly rewritten) and
   // drops every cached result. On an error (naming the field) the trust in force stays as it was.
   absl::Status Reload(const v1::TlsConfig& tls);
+  // generation counts successful Reloads: a long-lived caller (a stream) that authenticated under an older
+  // generation must authenticate again.
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
 
   bool insecure() const { return insecure_; }
 
@@ -68,6 +72,7 @@ class Authenticator {
   bool insecure_ = false;
   std::string identity_source_;  // subject_cn, uri_san, dns_san
 
+  std::atomic<uint64_t> generation_{0};
   mutable std::mutex mu_;
   std::shared_ptr<const Trust> trust_;                      // guarded by mu_
   mutable absl::flat_hash_map<std::string, Cached> cache_;  // by SHA-256 of the leaf PEM; guarded by mu_

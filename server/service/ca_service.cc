@@ -65,7 +65,7 @@ void FillResponse(const store::CertificateRecord& record, const std::string& cha
   response->set_replayed(replayed);
 }
 
-absl::StatusOr<std::string> CaService::Authenticate(const grpc::CallbackServerContext* context) const {
+std::pair<std::string, std::string> CaService::PeerCertificates(const grpc::CallbackServerContext* context) {
   std::string leaf, chain;
   if (auto auth = context->auth_context(); auth != nullptr) {
     if (auto v = auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME); !v.empty()) {
@@ -75,6 +75,11 @@ absl::StatusOr<std::string> CaService::Authenticate(const grpc::CallbackServerCo
       chain.assign(v.front().data(), v.front().size());
     }
   }
+  return {std::move(leaf), std::move(chain)};
+}
+
+absl::StatusOr<std::string> CaService::Authenticate(const grpc::CallbackServerContext* context) const {
+  auto [leaf, chain] = PeerCertificates(context);
   return p_.authenticator->Authenticate(leaf, chain, absl::Now());
 }
 
@@ -289,10 +294,13 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
  public:
   static constexpr int kWindow = 128;
 
-  // The stream's identity is fixed by its connection's client certificate: authenticated once, here.
+  // The stream's identity comes from its connection's client certificate: authenticated here, and again for a
+  // request when the station trust was reloaded (SIGHUP) or the last check is older than the authenticator's
+  // cache time, so a station revoked while its stream is open gets no further certificate on it.
   SignStreamReactor(CaService* service, grpc::CallbackServerContext* context)
       : service_(service), peer_(context->peer()) {
-    auto identity = service_->Authenticate(context);
+    std::tie(leaf_pem_, chain_pem_) = CaService::PeerCertificates(context);
+    auto identity = Reauthenticate();
     if (!identity.ok()) {
       Finish(service_->Refused(Rpc::kSignCsrStream, "", peer_, "", "", identity.status()));
       return;
@@ -322,9 +330,18 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
       std::lock_guard<std::mutex> lock(mu_);
       draining = draining_;
     }
+    absl::Status trusted = StillTrusted();
+    if (!trusted.ok()) {
+      // Revoked (or no longer trusted) while the stream was open: this request is refused, no further one is
+      // read, and the stream ends with the same status once the requests in flight are answered.
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!draining_) final_status_ = ToGrpcStatus(trusted);
+      draining_ = true;
+    }
     std::string profile;
-    auto job = draining ? absl::StatusOr<issuance::SignJob>(CaService::Draining())
-                        : service_->Check(request, identity_, &profile);
+    auto job = !trusted.ok() ? absl::StatusOr<issuance::SignJob>(trusted)
+               : draining    ? absl::StatusOr<issuance::SignJob>(CaService::Draining())
+                             : service_->Check(request, identity_, &profile);
     if (!job.ok()) {
       service_->Refused(Rpc::kSignCsrStream, identity_, peer_, profile, request.request_id(), job.status());
       Answer(request.request_id(), job.status(), nullptr, false, /*was_in_flight=*/false);
@@ -383,6 +400,7 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
   void Drain() {
     {
       std::lock_guard<std::mutex> lock(mu_);
+      if (!draining_) final_status_ = kShuttingDown;
       draining_ = true;
     }
     Drive();
@@ -393,6 +411,27 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
   }
 
  private:
+  // Reauthenticate verifies the stream's client certificate now and notes when to do it again.
+  absl::StatusOr<std::string> Reauthenticate() {
+    trust_generation_ = service_->p_.authenticator->generation();
+    checked_until_ = absl::Now() + auth::Authenticator::kSuccessCacheTime;
+    return service_->p_.authenticator->Authenticate(leaf_pem_, chain_pem_, absl::Now());
+  }
+  // StillTrusted re-verifies the certificate when the trust was reloaded or the last check has aged out; cheap
+  // otherwise (one atomic load and a clock read). Runs on the one read callback at a time.
+  absl::Status StillTrusted() {
+    if (service_->p_.authenticator->generation() == trust_generation_ && absl::Now() < checked_until_) {
+      return absl::OkStatus();
+    }
+    auto identity = Reauthenticate();
+    if (!identity.ok()) return identity.status();
+    if (*identity != identity_) {
+      return absl::UnauthenticatedError(absl::StrCat("the stream's identity changed from '", identity_, "' to '",
+                                                     *identity, "' after the station trust was reloaded"));
+    }
+    return absl::OkStatus();
+  }
+
   // IssueRead starts the read that the caller decided on (issuing_read_ set under mu_).
   void IssueRead() {
     StartRead(&request_);
@@ -447,20 +486,24 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
       } else if (!writing_ && writes_.empty() && in_flight_ == 0 && !issuing_read_ && (reads_done_ || draining_)) {
         finished_ = true;
         finish = true;
-        if (!reads_done_) {
-          status = ToGrpcStatus(absl::UnavailableError(
-              "server is shutting down: every request it read on this stream has been answered; send the "
-              "requests that got no answer again, with the same request_id, after reconnecting"));
-        }
+        // A station that had closed its side got every answer: OK, unless it was refused meanwhile.
+        if (!reads_done_ || final_status_.error_code() == grpc::StatusCode::UNAUTHENTICATED) status = final_status_;
       }
     }
     if (next != nullptr) StartWrite(next);
     if (finish) Finish(status);
   }
 
+  static inline const grpc::Status kShuttingDown = ToGrpcStatus(absl::UnavailableError(
+      "server is shutting down: every request it read on this stream has been answered; send the requests that "
+      "got no answer again, with the same request_id, after reconnecting"));
+
   CaService* service_;  // borrowed
   const std::string peer_;
   std::string identity_;
+  std::string leaf_pem_, chain_pem_;  // the connection's client certificate and chain
+  uint64_t trust_generation_ = 0;     // the authenticator's generation at the last check (read callback only)
+  absl::Time checked_until_;          // when the last check ages out (read callback only)
   bool registered_ = false;       // with the service (set once, in the constructor)
   std::atomic<int> refs_{1};      // gRPC's, until OnDone; plus BeginDrain's while it drains this stream
   v1::SignCsrRequest request_;  // the one outstanding read's buffer
@@ -472,7 +515,8 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
   bool issuing_read_ = false;                     // guarded by mu_; a StartRead is about to be issued
   bool reads_done_ = false;                       // guarded by mu_
   bool read_paused_ = false;                      // guarded by mu_
-  bool draining_ = false;                         // guarded by mu_
+  bool draining_ = false;                         // guarded by mu_; no further read (shutdown or refused)
+  grpc::Status final_status_;                     // guarded by mu_; the stream's status once draining_
   bool broken_ = false;                           // guarded by mu_
   bool finished_ = false;                         // guarded by mu_
 };

@@ -70,6 +70,8 @@ class CaService final : public v1::CertificateAuthority::CallbackService {
 
  private:
   friend class SignStreamReactor;
+  // PeerCertificates returns the caller's client certificate and chain as PEM ("" when none).
+  static std::pair<std::string, std::string> PeerCertificates(const grpc::CallbackServerContext* context);
   // Authenticate returns the caller's identity from its verified client certificate.
   absl::StatusOr<std::string> Authenticate(const grpc::CallbackServerContext* context) const;
   // Check validates `request` from `identity` into a job: request id, profile, authorisation and rate limit,
