@@ -220,8 +220,10 @@ void BM_StoreCommit(benchmark::State& state) {
   int64_t next = 0;
   for (auto _ : state) {
     state.PauseTiming();
-    std::vector<store::CertificateRecord> records(batch);
-    for (auto& r : records) {
+    store::Batch records;
+    records.entries.resize(batch);
+    for (auto& entry : records.entries) {
+      store::CertificateRecord& r = entry.cert;
       r.issuer_id = "bench";
       r.serial_hex = Hex(issuance::NewSerial());
       r.subject = "CN=AB12CD34EF56";
@@ -229,6 +231,7 @@ void BM_StoreCommit(benchmark::State& state) {
       r.profile = "device";
       r.request_id = absl::StrCat(next++);
       r.der = issued.der;
+      entry.events.push_back(store::Event{.type = store::kEventIssued, .serial_hex = r.serial_hex});
     }
     state.ResumeTiming();
     auto outcomes = store->RecordBatch(records);

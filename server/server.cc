@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "hsm/open_signer.h"
@@ -54,9 +55,7 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
                             hsm::OpenSigner(c.hsm(), X509_get0_pubkey(s->ca_.certificate.get()),
                                             static_cast<int>(c.signer().workers())));
   LogInfo("CA key: ", s->signer_->description(), " (", hsm::AlgorithmName(s->signer_->algorithm()), ")");
-  auto store = store::SqliteStore::Open(c.store().sqlite().path());
-  if (!store.ok()) return store.status();
-  s->store_ = *std::move(store);
+  LINESIGN_ASSIGN_OR_RETURN(s->store_, store::Open(c.store(), RealClock::Get()));
   LINESIGN_ASSIGN_OR_RETURN(s->builder_, issuance::CertificateBuilder::Create(&s->ca_, s->signer_.get(), c));
 
   issuance::BatchSigner::Options opts;

@@ -12,7 +12,7 @@
 #include "linesign/v1/config.pb.h"
 #include "server/issuance/batch_signer.h"
 #include "server/service/ca_service.h"
-#include "server/store/sqlite/sqlite_store.h"
+#include "server/store/store.h"
 
 namespace linesign {
 
@@ -43,7 +43,7 @@ class LinesignServer {
   v1::ServerConfig config_;
   issuance::IssuingCa ca_;
   std::unique_ptr<hsm::Signer> signer_;
-  std::unique_ptr<store::SqliteStore> store_;
+  std::unique_ptr<store::Store> store_;
   std::unique_ptr<issuance::CertificateBuilder> builder_;
   std::unique_ptr<issuance::BatchSigner> batch_signer_;
   std::unique_ptr<auth::Authenticator> authenticator_;

@@ -357,8 +357,13 @@ absl::Status Validate(const v1::ServerConfig& c) {
   if (!c.has_ca()) return FieldError("ca", "required");
   LINESIGN_RETURN_IF_ERROR(CheckReadable("ca.chain_file", c.ca().chain_file()));
 
-  if (!c.has_store() || !c.store().has_sqlite()) return FieldError("store.sqlite", "required");
-  if (c.store().sqlite().path().empty()) return FieldError("store.sqlite.path", "required");
+  switch (c.store().backend_case()) {
+    case v1::StoreConfig::kSqlite:
+      if (c.store().sqlite().path().empty()) return FieldError("store.sqlite.path", "required");
+      break;
+    case v1::StoreConfig::BACKEND_NOT_SET:
+      return FieldError("store.sqlite", "required (the store's backend: store: {sqlite: {path: FILE}})");
+  }
 
   if (c.profiles().empty()) return FieldError("profiles", "at least one profile is required");
   static const std::regex kName("^[A-Za-z0-9_-]{1,64}$");

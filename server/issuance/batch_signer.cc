@@ -108,8 +108,8 @@ void BatchSigner::ProcessBatch(std::vector<SignJob> batch) {
 
   for (int attempt = 0; attempt < kSerialAttempts && !pending.empty(); ++attempt) {
     absl::Time now = options_.clock();
-    std::vector<store::CertificateRecord> records;
-    std::vector<size_t> index;  // records[i] belongs to pending[index[i]]
+    store::Batch batch;
+    std::vector<size_t> index;  // batch.entries[i] belongs to pending[index[i]]
     std::vector<bool> answered(pending.size(), false);
     for (size_t i = 0; i < pending.size(); ++i) {
       SignJob& job = pending[i];
@@ -133,10 +133,18 @@ void BatchSigner::ProcessBatch(std::vector<SignJob> batch) {
       r.request_id = job.request_id;
       r.der = std::move(cert->der);
       r.issued_at = absl::ToUnixSeconds(now);
-      records.push_back(std::move(r));
+      store::BatchEntry entry;
+      entry.events.push_back(store::Event{.type = store::kEventIssued,
+                                          .issuer_id = r.issuer_id,
+                                          .serial_hex = r.serial_hex,
+                                          .station = r.station,
+                                          .profile = r.profile,
+                                          .time = now});
+      entry.cert = std::move(r);
+      batch.entries.push_back(std::move(entry));
       index.push_back(i);
     }
-    auto outcomes = store_->RecordBatch(records);
+    auto outcomes = store_->RecordBatch(batch);
     if (!outcomes.ok()) {
       // Nothing was committed, so nothing signed in this batch may leave the server.
       for (size_t k = 0; k < index.size(); ++k) {
@@ -152,7 +160,7 @@ void BatchSigner::ProcessBatch(std::vector<SignJob> batch) {
       SignJob& job = pending[index[k]];
       switch ((*outcomes)[k]) {
         case store::RecordOutcome::kRecorded:
-          job.done(std::move(records[k]), false);
+          job.done(std::move(batch.entries[k].cert), false);
           break;
         case store::RecordOutcome::kDuplicateRequest:
           if (!AnswerFromStore(job, csr_hashes[index[k]])) {

@@ -92,6 +92,22 @@ TEST_F(BatchSignerTest, ManyConcurrentSubmittersEachGetTheirOwnDurableCertificat
   }
   EXPECT_EQ(serials.size(), static_cast<size_t>(kThreads * kPerThread));
   EXPECT_EQ(*store_->Count(), kThreads * kPerThread);
+  // Each certificate's ISSUED event was recorded with it.
+  std::set<std::string> event_serials;
+  for (int64_t cursor = 0;;) {
+    auto events = store_->ReadAfter(cursor, 100);
+    ASSERT_TRUE(events.ok()) << events.status();
+    if (events->empty()) break;
+    for (const auto& e : *events) {
+      EXPECT_EQ(e.type, store::kEventIssued);
+      EXPECT_EQ(e.issuer_id, ca_->ca.issuer_id);
+      EXPECT_EQ(e.station, "station");
+      EXPECT_EQ(e.profile, "device");
+      EXPECT_TRUE(event_serials.insert(e.serial_hex).second) << "two events for " << e.serial_hex;
+      cursor = e.id;
+    }
+  }
+  EXPECT_EQ(event_serials, serials);
 }
 
 TEST_F(BatchSignerTest, DuplicateRequestIdsInOneBatchYieldOneCertificate) {
@@ -238,6 +254,7 @@ TEST_F(BatchSignerStoreFailureTest, InsertFailingMidBatchRollsBackTheWholeBatch)
             "");
   ExpectRoundFails("mid", "certificate not issued: store: insert: disk controller on fire");
   EXPECT_EQ(*store_->Count(), kBatch);  // only the warm-up batch
+  EXPECT_EQ(testing::SqliteScalar(db_path_, "SELECT COUNT(*) FROM events"), std::to_string(kBatch));
   EXPECT_EQ(testing::SqliteScalar(db_path_, "SELECT COUNT(*) FROM certificates WHERE request_id LIKE 'mid-%'"), "0");
 
   ASSERT_EQ(testing::SqliteExec(db_path_, "DROP TRIGGER t_fail_insert"), "");

@@ -1,65 +1,66 @@
-// Store interfaces. The issuer sees only IssuanceStore ("record these certificates, find a station's earlier
-// request"); read-only queries are CertificateReader. Backends: sqlite/ (embedded default); PostgreSQL later.
+// Store interfaces, one per capability: the issuer sees only IssuanceStore ("record this batch, find a station's
+// earlier request"); read-only queries are CertificateReader (certificate_store.h) and EventReader
+// (event_log.h); side effects leave through Outbox (outbox.h). Open picks the backend StoreConfig names:
+// sqlite/ (embedded default); PostgreSQL later, passing the same suite (testing/store_conformance.h).
 #ifndef LINESIGN_SERVER_STORE_STORE_H_
 #define LINESIGN_SERVER_STORE_STORE_H_
 
-#include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "absl/types/span.h"
+#include "common/clock.h"
+#include "linesign/v1/config.pb.h"
+#include "server/store/certificate_store.h"
+#include "server/store/event_log.h"
+#include "server/store/outbox.h"
 
 namespace linesign::store {
 
-// CertificateRecord is everything recorded about one issued certificate (DESIGN invariant 2).
-struct CertificateRecord {
-  std::string issuer_id;    // hex SHA-256 of the issuing CA's SubjectPublicKeyInfo
-  std::string serial_hex;   // upper-case hex, unique per issuer_id
-  std::string subject;      // RFC 2253
-  std::string sans;         // comma-separated "DNS:x", "IP:y", ...
-  int64_t not_before = 0;   // Unix seconds
-  int64_t not_after = 0;
-  std::string spki_sha256;  // hex SHA-256 of the certificate's SubjectPublicKeyInfo DER
-  std::string csr_sha256;   // hex SHA-256 of the CSR DER: tells a retry from a reused request id
-  std::string station;      // the authenticated station identity
-  std::string profile;
-  std::string request_id;   // unique per station
-  std::string der;          // the certificate
-  int64_t issued_at = 0;    // Unix seconds
+// BatchEntry is one certificate with what it causes: its events and outbox items are written only if the
+// certificate is (its outcome is kRecorded).
+struct BatchEntry {
+  CertificateRecord cert;
+  std::vector<Event> events;
+  std::vector<OutboxItem> outbox;
 };
 
-// RecordOutcome is what happened to one record of a batch.
-enum class RecordOutcome {
-  kRecorded,          // committed
-  kSerialCollision,   // the serial is taken for this issuer: nothing written, issue again with a new serial
-  kDuplicateRequest,  // (station, request_id) is already recorded: nothing written, see FindByRequest
+// Batch is what one transaction records.
+struct Batch {
+  std::vector<BatchEntry> entries;
+  std::vector<Event> events;        // not tied to a certificate: always written with the batch
+  std::vector<OutboxItem> outbox;   // likewise
 };
 
 class IssuanceStore {
  public:
   virtual ~IssuanceStore() = default;
 
-  // RecordBatch writes every record it can in ONE durable transaction (committed and synced before it returns)
-  // and says per record what happened; records that were not written changed nothing. A failed transaction
-  // (disk full, read-only file, lost connection) is Unavailable and writes nothing at all.
-  virtual absl::StatusOr<std::vector<RecordOutcome>> RecordBatch(absl::Span<const CertificateRecord> records) = 0;
+  // RecordBatch writes `batch` in ONE durable transaction (committed and synced before it returns) and returns
+  // one outcome per entry; an entry that was not recorded wrote nothing, neither its certificate nor its events
+  // nor its outbox items. A failed transaction (disk full, read-only file, lost connection, any failed write) is
+  // Unavailable and writes nothing at all.
+  virtual absl::StatusOr<std::vector<RecordOutcome>> RecordBatch(const Batch& batch) = 0;
 
   // FindByRequest returns the record of (station, request_id), or nullopt.
   virtual absl::StatusOr<std::optional<CertificateRecord>> FindByRequest(const std::string& station,
                                                                          const std::string& request_id) = 0;
 };
 
-class CertificateReader {
+// Store is a whole backend. Components take the narrow interface they need; only the server's wiring holds this.
+class Store : public IssuanceStore, public CertificateReader, public EventReader, public Outbox {
  public:
-  virtual ~CertificateReader() = default;
-  // FindBySerial returns the record of `serial_hex` under `issuer_id`, or nullopt.
-  virtual absl::StatusOr<std::optional<CertificateRecord>> FindBySerial(const std::string& issuer_id,
-                                                                        const std::string& serial_hex) = 0;
-  // Count returns the number of recorded certificates.
-  virtual absl::StatusOr<int64_t> Count() = 0;
+  // One FindByRequest for both interfaces that ask for it.
+  absl::StatusOr<std::optional<CertificateRecord>> FindByRequest(const std::string& station,
+                                                                 const std::string& request_id) override = 0;
 };
+
+// Open opens the backend `config` names, brings its schema up to date (see sqlite/migrations.h) and returns it.
+// `clock` is borrowed, must outlive the store and dates the migrations. InvalidArgument when no backend is set;
+// the backend's own errors otherwise (a database newer than this binary is FailedPrecondition).
+absl::StatusOr<std::unique_ptr<Store>> Open(const v1::StoreConfig& config, const Clock* clock);
 
 }  // namespace linesign::store
 

@@ -1,46 +1,85 @@
 #include "server/store/sqlite/sqlite_store.h"
 
+#include <algorithm>
+#include <tuple>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "server/store/sqlite/migrations.h"
 
 namespace linesign::store {
 namespace {
 
-constexpr int kSchemaVersion = 1;
-
-constexpr const char* kSchema = R"sql(
-CREATE TABLE IF NOT EXISTS certificates (
-  id          INTEGER PRIMARY KEY,
-  issuer_id   TEXT NOT NULL,
-  serial      TEXT NOT NULL,
-  subject     TEXT NOT NULL,
-  sans        TEXT NOT NULL,
-  not_before  INTEGER NOT NULL,
-  not_after   INTEGER NOT NULL,
-  spki_sha256 TEXT NOT NULL,
-  csr_sha256  TEXT NOT NULL,
-  station     TEXT NOT NULL,
-  profile     TEXT NOT NULL,
-  request_id  TEXT NOT NULL,
-  der         BLOB NOT NULL,
-  issued_at   INTEGER NOT NULL,
-  UNIQUE (issuer_id, serial),
-  UNIQUE (station, request_id)
-);
-CREATE INDEX IF NOT EXISTS certificates_not_after ON certificates (not_after);
-)sql";
-
 constexpr const char* kColumns =
-    "issuer_id, serial, subject, sans, not_before, not_after, spki_sha256, csr_sha256, station, profile, "
-    "request_id, der, issued_at";
+    "id, issuer_id, serial, subject, sans, not_before, not_after, spki_sha256, csr_sha256, station, profile, "
+    "request_id, der, issued_at, status, renews_serial, revoked_at, revocation_reason";
+
+constexpr const char* kInsertCertificate =
+    "INSERT INTO certificates (issuer_id, serial, subject, sans, not_before, not_after, spki_sha256, csr_sha256, "
+    "station, profile, request_id, der, issued_at, status, renews_serial, revoked_at, revocation_reason) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
+
+constexpr const char* kInsertEvent =
+    "INSERT INTO events (type, issuer_id, serial, station, profile, time_us, data) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+constexpr const char* kInsertOutbox =
+    "INSERT INTO outbox (kind, dedupe_key, payload, created_us, next_attempt_us) VALUES (?1, ?2, ?3, ?4, ?5) "
+    "ON CONFLICT (kind, dedupe_key) DO NOTHING";
+
+constexpr const char* kOutboxColumns =
+    "id, kind, dedupe_key, payload, next_attempt_us, attempts, last_error, lease_owner, lease_until_us";
+
+// One statement, so it maps onto PostgreSQL as it is (with FOR UPDATE SKIP LOCKED in the sub-select): the due,
+// free items are chosen and leased atomically; under SQLite's single writer no two claimers can interleave.
+constexpr const char* kClaim =
+    "UPDATE outbox SET lease_owner = ?1, lease_until_us = ?2, attempts = attempts + 1 WHERE id IN ("
+    "SELECT id FROM outbox WHERE completed_us IS NULL AND next_attempt_us <= ?3 "
+    "AND (lease_until_us IS NULL OR lease_until_us <= ?3) AND (?4 = '' OR kind = ?4) "
+    "ORDER BY next_attempt_us, id LIMIT ?5) "
+    "RETURNING id, kind, dedupe_key, payload, next_attempt_us, attempts, last_error, lease_owner, lease_until_us";
+
+constexpr const char* kComplete =
+    "UPDATE outbox SET completed_us = ?3, lease_owner = NULL, lease_until_us = NULL "
+    "WHERE id = ?1 AND lease_owner = ?2 AND completed_us IS NULL";
+
+constexpr const char* kReschedule =
+    "UPDATE outbox SET next_attempt_us = ?3, last_error = ?4, lease_owner = NULL, lease_until_us = NULL "
+    "WHERE id = ?1 AND lease_owner = ?2 AND completed_us IS NULL";
+
+constexpr int kMaxReadLimit = 1000;
+constexpr char kPageTokenPrefix[] = "c1.";
 
 struct Stmt {
   sqlite3_stmt* s = nullptr;
   ~Stmt() { sqlite3_finalize(s); }
 };
 
+// Using resets a cached statement when the scope ends, so it holds no read snapshot between uses.
+struct Using {
+  explicit Using(sqlite3_stmt* s) : s(s) { sqlite3_reset(s); }
+  ~Using() { sqlite3_reset(s); }
+  sqlite3_stmt* s;
+};
+
 void BindText(sqlite3_stmt* s, int i, const std::string& v) {
   sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+}
+
+void BindTextOrNull(sqlite3_stmt* s, int i, const std::string& v) {
+  if (v.empty()) {
+    sqlite3_bind_null(s, i);
+  } else {
+    BindText(s, i, v);
+  }
+}
+
+void BindBlob(sqlite3_stmt* s, int i, const std::string& v) {
+  sqlite3_bind_blob(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
 }
 
 std::string ColumnText(sqlite3_stmt* s, int i) {
@@ -48,31 +87,78 @@ std::string ColumnText(sqlite3_stmt* s, int i) {
   return p == nullptr ? "" : std::string(p, sqlite3_column_bytes(s, i));
 }
 
-CertificateRecord ReadRow(sqlite3_stmt* s) {
+int64_t Micros(absl::Time t) { return absl::ToUnixMicros(t); }
+absl::Time FromMicros(int64_t us) { return absl::FromUnixMicros(us); }
+
+CertificateStatus ParseStatus(const std::string& s) {
+  if (s == "revoked") return CertificateStatus::kRevoked;
+  if (s == "superseded") return CertificateStatus::kSuperseded;
+  return CertificateStatus::kValid;
+}
+
+CertificateRecord ReadCertificate(sqlite3_stmt* s) {
   CertificateRecord r;
-  r.issuer_id = ColumnText(s, 0);
-  r.serial_hex = ColumnText(s, 1);
-  r.subject = ColumnText(s, 2);
-  r.sans = ColumnText(s, 3);
-  r.not_before = sqlite3_column_int64(s, 4);
-  r.not_after = sqlite3_column_int64(s, 5);
-  r.spki_sha256 = ColumnText(s, 6);
-  r.csr_sha256 = ColumnText(s, 7);
-  r.station = ColumnText(s, 8);
-  r.profile = ColumnText(s, 9);
-  r.request_id = ColumnText(s, 10);
-  r.der = ColumnText(s, 11);
-  r.issued_at = sqlite3_column_int64(s, 12);
+  r.id = sqlite3_column_int64(s, 0);
+  r.issuer_id = ColumnText(s, 1);
+  r.serial_hex = ColumnText(s, 2);
+  r.subject = ColumnText(s, 3);
+  r.sans = ColumnText(s, 4);
+  r.not_before = sqlite3_column_int64(s, 5);
+  r.not_after = sqlite3_column_int64(s, 6);
+  r.spki_sha256 = ColumnText(s, 7);
+  r.csr_sha256 = ColumnText(s, 8);
+  r.station = ColumnText(s, 9);
+  r.profile = ColumnText(s, 10);
+  r.request_id = ColumnText(s, 11);
+  r.der = ColumnText(s, 12);
+  r.issued_at = sqlite3_column_int64(s, 13);
+  r.status = ParseStatus(ColumnText(s, 14));
+  r.renews_serial = ColumnText(s, 15);
+  r.revoked_at = sqlite3_column_int64(s, 16);
+  r.revocation_reason = sqlite3_column_type(s, 17) == SQLITE_NULL ? -1 : sqlite3_column_int(s, 17);
   return r;
+}
+
+OutboxItem ReadOutbox(sqlite3_stmt* s) {
+  OutboxItem o;
+  o.id = sqlite3_column_int64(s, 0);
+  o.kind = ColumnText(s, 1);
+  o.dedupe_key = ColumnText(s, 2);
+  o.payload = ColumnText(s, 3);
+  o.next_attempt_at = FromMicros(sqlite3_column_int64(s, 4));
+  o.attempts = sqlite3_column_int(s, 5);
+  o.last_error = ColumnText(s, 6);
+  o.lease_owner = ColumnText(s, 7);
+  o.lease_until = FromMicros(sqlite3_column_int64(s, 8));
+  return o;
 }
 
 absl::Status Unavailable(sqlite3* db, absl::string_view what) {
   return absl::UnavailableError(absl::StrCat("store: ", what, ": ", sqlite3_errmsg(db)));
 }
 
+absl::Status CheckOutboxItem(const OutboxItem& item) {
+  if (item.kind.empty()) return absl::InvalidArgumentError("store: an outbox item needs a kind");
+  return absl::OkStatus();
+}
+
+absl::Status CheckBatch(const Batch& batch) {
+  for (const auto& e : batch.entries) {
+    for (const auto& ev : e.events) {
+      if (ev.type.empty()) return absl::InvalidArgumentError("store: an event needs a type");
+    }
+    for (const auto& o : e.outbox) LINESIGN_RETURN_IF_ERROR(CheckOutboxItem(o));
+  }
+  for (const auto& ev : batch.events) {
+    if (ev.type.empty()) return absl::InvalidArgumentError("store: an event needs a type");
+  }
+  for (const auto& o : batch.outbox) LINESIGN_RETURN_IF_ERROR(CheckOutboxItem(o));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path) {
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, const Clock* clock) {
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                            nullptr);
@@ -81,7 +167,7 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
     sqlite3_close(db);
     return absl::UnavailableError(absl::StrCat("store.sqlite.path ", path, ": ", msg));
   }
-  std::unique_ptr<SqliteStore> store(new SqliteStore(db));
+  std::unique_ptr<SqliteStore> store(new SqliteStore(db, clock));
   sqlite3_busy_timeout(db, 5000);
   sqlite3_extended_result_codes(db, 1);
   for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON"}) {
@@ -89,21 +175,9 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
       return absl::UnavailableError(absl::StrCat("store.sqlite.path ", path, ": ", st.message()));
     }
   }
-  int version = 0;
-  {
-    Stmt s;
-    sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s.s, nullptr);
-    if (sqlite3_step(s.s) == SQLITE_ROW) version = sqlite3_column_int(s.s, 0);
-  }
-  if (version > kSchemaVersion) {
-    return absl::FailedPreconditionError(absl::StrCat("store.sqlite.path ", path, ": schema version ", version,
-                                                      " is newer than this server's (", kSchemaVersion, ")"));
-  }
-  if (version < kSchemaVersion) {
-    if (auto st = store->Exec(kSchema); !st.ok()) {
-      return absl::UnavailableError(absl::StrCat("store.sqlite.path ", path, ": ", st.message()));
-    }
-    LINESIGN_RETURN_IF_ERROR(store->Exec(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str()));
+  LINESIGN_RETURN_IF_ERROR(sqlite::Migrate(db, path, clock->Now()));
+  if (auto st = store->Prepare(); !st.ok()) {
+    return absl::UnavailableError(absl::StrCat("store.sqlite.path ", path, ": ", st.message()));
   }
   rc = sqlite3_open_v2(path.c_str(), &store->reader_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
@@ -127,6 +201,24 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
   return store;
 }
 
+absl::Status SqliteStore::Prepare() {
+  std::string find_request =
+      absl::StrCat("SELECT 1 FROM certificates WHERE station = ?1 AND request_id = ?2");
+  struct {
+    sqlite3_stmt** stmt;
+    const char* sql;
+  } all[] = {{&find_request_, find_request.c_str()}, {&insert_certificate_, kInsertCertificate},
+             {&insert_event_, kInsertEvent},         {&insert_outbox_, kInsertOutbox},
+             {&claim_, kClaim},                      {&complete_, kComplete},
+             {&reschedule_, kReschedule}};
+  for (auto& [stmt, sql] : all) {
+    if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, nullptr) != SQLITE_OK) {
+      return Unavailable(db_, absl::StrCat("prepare ", sql));
+    }
+  }
+  return absl::OkStatus();
+}
+
 SqliteStore::~SqliteStore() {
   if (checkpointer_.joinable()) {
     {
@@ -135,6 +227,10 @@ SqliteStore::~SqliteStore() {
     }
     ck_cv_.notify_one();
     checkpointer_.join();
+  }
+  for (sqlite3_stmt* s :
+       {find_request_, insert_certificate_, insert_event_, insert_outbox_, claim_, complete_, reschedule_}) {
+    sqlite3_finalize(s);
   }
   sqlite3_close(reader_);
   sqlite3_close(db_);  // the last connection: SQLite checkpoints the rest and removes the WAL
@@ -185,59 +281,103 @@ absl::Status SqliteStore::Exec(const char* sql) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<RecordOutcome>> SqliteStore::RecordBatch(absl::Span<const CertificateRecord> records) {
+absl::Status SqliteStore::InsertEvent(const Event& e) {
+  Using u(insert_event_);
+  BindText(u.s, 1, e.type);
+  BindText(u.s, 2, e.issuer_id);
+  BindText(u.s, 3, e.serial_hex);
+  BindText(u.s, 4, e.station);
+  BindText(u.s, 5, e.profile);
+  sqlite3_bind_int64(u.s, 6, Micros(e.time));
+  BindText(u.s, 7, e.data);
+  if (sqlite3_step(u.s) != SQLITE_DONE) return Unavailable(db_, "insert event");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> SqliteStore::InsertOutbox(const OutboxItem& o) {
+  Using u(insert_outbox_);
+  BindText(u.s, 1, o.kind);
+  BindTextOrNull(u.s, 2, o.dedupe_key);
+  BindBlob(u.s, 3, o.payload);
+  sqlite3_bind_int64(u.s, 4, Micros(clock_->Now()));
+  sqlite3_bind_int64(u.s, 5, Micros(o.next_attempt_at));
+  if (sqlite3_step(u.s) != SQLITE_DONE) return Unavailable(db_, "insert outbox item");
+  return sqlite3_changes(db_) == 0 ? 0 : sqlite3_last_insert_rowid(db_);
+}
+
+absl::StatusOr<std::vector<RecordOutcome>> SqliteStore::RecordBatch(const Batch& batch) {
+  LINESIGN_RETURN_IF_ERROR(CheckBatch(batch));
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<RecordOutcome> outcomes(records.size(), RecordOutcome::kRecorded);
-  if (records.empty()) return outcomes;
+  std::vector<RecordOutcome> outcomes(batch.entries.size(), RecordOutcome::kRecorded);
+  if (batch.entries.empty() && batch.events.empty() && batch.outbox.empty()) return outcomes;
   // IMMEDIATE takes the write lock now, so the duplicate checks below see every committed row.
   LINESIGN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-  auto fail = [&](absl::string_view what) {
-    absl::Status st = Unavailable(db_, what);
+  auto fail = [&](absl::Status st) {
     Exec("ROLLBACK").IgnoreError();
     return st;
   };
-  Stmt dup, ins;
-  if (sqlite3_prepare_v2(db_, "SELECT 1 FROM certificates WHERE station = ?1 AND request_id = ?2", -1, &dup.s,
-                         nullptr) != SQLITE_OK) {
-    return fail("prepare");
-  }
-  std::string insert = absl::StrCat("INSERT INTO certificates (", kColumns,
-                                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
-  if (sqlite3_prepare_v2(db_, insert.c_str(), -1, &ins.s, nullptr) != SQLITE_OK) return fail("prepare");
-  for (size_t i = 0; i < records.size(); ++i) {
-    const CertificateRecord& r = records[i];
-    sqlite3_reset(dup.s);
-    BindText(dup.s, 1, r.station);
-    BindText(dup.s, 2, r.request_id);
-    int rc = sqlite3_step(dup.s);
-    if (rc == SQLITE_ROW) {
-      outcomes[i] = RecordOutcome::kDuplicateRequest;
-      continue;
+  for (size_t i = 0; i < batch.entries.size(); ++i) {
+    const CertificateRecord& r = batch.entries[i].cert;
+    {
+      Using dup(find_request_);
+      BindText(dup.s, 1, r.station);
+      BindText(dup.s, 2, r.request_id);
+      int rc = sqlite3_step(dup.s);
+      if (rc == SQLITE_ROW) {
+        outcomes[i] = RecordOutcome::kDuplicateRequest;
+        continue;
+      }
+      if (rc != SQLITE_DONE) return fail(Unavailable(db_, "duplicate check"));
     }
-    if (rc != SQLITE_DONE) return fail("duplicate check");
-    sqlite3_reset(ins.s);
-    BindText(ins.s, 1, r.issuer_id);
-    BindText(ins.s, 2, r.serial_hex);
-    BindText(ins.s, 3, r.subject);
-    BindText(ins.s, 4, r.sans);
-    sqlite3_bind_int64(ins.s, 5, r.not_before);
-    sqlite3_bind_int64(ins.s, 6, r.not_after);
-    BindText(ins.s, 7, r.spki_sha256);
-    BindText(ins.s, 8, r.csr_sha256);
-    BindText(ins.s, 9, r.station);
-    BindText(ins.s, 10, r.profile);
-    BindText(ins.s, 11, r.request_id);
-    sqlite3_bind_blob(ins.s, 12, r.der.data(), static_cast<int>(r.der.size()), SQLITE_STATIC);
-    sqlite3_bind_int64(ins.s, 13, r.issued_at);
-    rc = sqlite3_step(ins.s);
-    if (rc == SQLITE_CONSTRAINT_UNIQUE) {
-      // (station, request_id) was checked above inside this transaction, so the conflict is the serial.
-      outcomes[i] = RecordOutcome::kSerialCollision;
-      continue;
+    {
+      Using ins(insert_certificate_);
+      BindText(ins.s, 1, r.issuer_id);
+      BindText(ins.s, 2, r.serial_hex);
+      BindText(ins.s, 3, r.subject);
+      BindText(ins.s, 4, r.sans);
+      sqlite3_bind_int64(ins.s, 5, r.not_before);
+      sqlite3_bind_int64(ins.s, 6, r.not_after);
+      BindText(ins.s, 7, r.spki_sha256);
+      BindText(ins.s, 8, r.csr_sha256);
+      BindText(ins.s, 9, r.station);
+      BindText(ins.s, 10, r.profile);
+      BindText(ins.s, 11, r.request_id);
+      BindBlob(ins.s, 12, r.der);
+      sqlite3_bind_int64(ins.s, 13, r.issued_at);
+      sqlite3_bind_text(ins.s, 14, StatusName(r.status), -1, SQLITE_STATIC);
+      BindTextOrNull(ins.s, 15, r.renews_serial);
+      if (r.revoked_at != 0) {
+        sqlite3_bind_int64(ins.s, 16, r.revoked_at);
+      } else {
+        sqlite3_bind_null(ins.s, 16);
+      }
+      if (r.revocation_reason >= 0) {
+        sqlite3_bind_int(ins.s, 17, r.revocation_reason);
+      } else {
+        sqlite3_bind_null(ins.s, 17);
+      }
+      int rc = sqlite3_step(ins.s);
+      if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+        // (station, request_id) was checked above inside this transaction, so the conflict is the serial.
+        outcomes[i] = RecordOutcome::kSerialCollision;
+        continue;
+      }
+      if (rc != SQLITE_DONE) return fail(Unavailable(db_, "insert"));
     }
-    if (rc != SQLITE_DONE) return fail("insert");
+    for (const Event& e : batch.entries[i].events) {
+      if (auto st = InsertEvent(e); !st.ok()) return fail(st);
+    }
+    for (const OutboxItem& o : batch.entries[i].outbox) {
+      if (auto id = InsertOutbox(o); !id.ok()) return fail(id.status());
+    }
   }
-  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) return fail("commit");
+  for (const Event& e : batch.events) {
+    if (auto st = InsertEvent(e); !st.ok()) return fail(st);
+  }
+  for (const OutboxItem& o : batch.outbox) {
+    if (auto id = InsertOutbox(o); !id.ok()) return fail(id.status());
+  }
+  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) return fail(Unavailable(db_, "commit"));
   return outcomes;
 }
 
@@ -250,7 +390,7 @@ absl::StatusOr<std::optional<CertificateRecord>> SqliteStore::FindOne(const char
   BindText(s.s, 1, a);
   BindText(s.s, 2, b);
   int rc = sqlite3_step(s.s);
-  if (rc == SQLITE_ROW) return std::optional<CertificateRecord>(ReadRow(s.s));
+  if (rc == SQLITE_ROW) return std::optional<CertificateRecord>(ReadCertificate(s.s));
   if (rc == SQLITE_DONE) return std::optional<CertificateRecord>();
   return Unavailable(reader_, "query");
 }
@@ -265,6 +405,50 @@ absl::StatusOr<std::optional<CertificateRecord>> SqliteStore::FindBySerial(const
   return FindOne("issuer_id = ?1 AND serial = ?2", issuer_id, serial_hex);
 }
 
+absl::StatusOr<CertificatePage> SqliteStore::List(const CertificateQuery& q) {
+  int page_size = q.page_size == 0 ? 100 : q.page_size;
+  if (page_size < 1 || page_size > kMaxPageSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("store: page size ", q.page_size, " is outside 1..", kMaxPageSize));
+  }
+  int64_t after = 0;
+  if (!q.page_token.empty()) {
+    absl::string_view t = q.page_token;
+    if (!absl::ConsumePrefix(&t, kPageTokenPrefix) || !absl::SimpleAtoi(t, &after) || after < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("store: page token '", q.page_token, "' is not one this store returned"));
+    }
+  }
+  // Keyset paging on the id (the recording order): a page starts after the last id of the previous one, so rows
+  // recorded meanwhile (higher ids) cannot shift what is still to come.
+  std::string sql = absl::StrCat("SELECT ", kColumns, " FROM certificates WHERE id > ?1");
+  if (!q.profile.empty()) absl::StrAppend(&sql, " AND profile = ?2");
+  if (!q.station.empty()) absl::StrAppend(&sql, " AND station = ?3");
+  if (q.issued_from) absl::StrAppend(&sql, " AND issued_at >= ?4");
+  if (q.issued_before) absl::StrAppend(&sql, " AND issued_at < ?5");
+  if (q.expiring_before) absl::StrAppend(&sql, " AND not_after < ?6");
+  absl::StrAppend(&sql, " ORDER BY id LIMIT ?7");
+  std::lock_guard<std::mutex> lock(read_mu_);
+  Stmt s;
+  if (sqlite3_prepare_v2(reader_, sql.c_str(), -1, &s.s, nullptr) != SQLITE_OK) return Unavailable(reader_, "prepare");
+  sqlite3_bind_int64(s.s, 1, after);
+  if (!q.profile.empty()) BindText(s.s, 2, q.profile);
+  if (!q.station.empty()) BindText(s.s, 3, q.station);
+  if (q.issued_from) sqlite3_bind_int64(s.s, 4, *q.issued_from);
+  if (q.issued_before) sqlite3_bind_int64(s.s, 5, *q.issued_before);
+  if (q.expiring_before) sqlite3_bind_int64(s.s, 6, *q.expiring_before);
+  sqlite3_bind_int(s.s, 7, page_size + 1);  // one more tells whether there is a next page
+  CertificatePage page;
+  int rc;
+  while ((rc = sqlite3_step(s.s)) == SQLITE_ROW) page.records.push_back(ReadCertificate(s.s));
+  if (rc != SQLITE_DONE) return Unavailable(reader_, "list");
+  if (page.records.size() > static_cast<size_t>(page_size)) {
+    page.records.pop_back();
+    page.next_page_token = absl::StrCat(kPageTokenPrefix, page.records.back().id);
+  }
+  return page;
+}
+
 absl::StatusOr<int64_t> SqliteStore::Count() {
   std::lock_guard<std::mutex> lock(read_mu_);
   Stmt s;
@@ -273,6 +457,129 @@ absl::StatusOr<int64_t> SqliteStore::Count() {
   }
   if (sqlite3_step(s.s) != SQLITE_ROW) return Unavailable(reader_, "count");
   return sqlite3_column_int64(s.s, 0);
+}
+
+absl::StatusOr<std::vector<Event>> SqliteStore::ReadAfter(int64_t cursor, int limit) {
+  if (limit < 1 || limit > kMaxReadLimit) {
+    return absl::InvalidArgumentError(absl::StrCat("store: event read limit ", limit, " is outside 1..",
+                                                   kMaxReadLimit));
+  }
+  std::lock_guard<std::mutex> lock(read_mu_);
+  Stmt s;
+  if (sqlite3_prepare_v2(reader_,
+                         "SELECT id, type, issuer_id, serial, station, profile, time_us, data FROM events "
+                         "WHERE id > ?1 ORDER BY id LIMIT ?2",
+                         -1, &s.s, nullptr) != SQLITE_OK) {
+    return Unavailable(reader_, "prepare");
+  }
+  sqlite3_bind_int64(s.s, 1, cursor);
+  sqlite3_bind_int(s.s, 2, limit);
+  std::vector<Event> events;
+  int rc;
+  while ((rc = sqlite3_step(s.s)) == SQLITE_ROW) {
+    Event e;
+    e.id = sqlite3_column_int64(s.s, 0);
+    e.type = ColumnText(s.s, 1);
+    e.issuer_id = ColumnText(s.s, 2);
+    e.serial_hex = ColumnText(s.s, 3);
+    e.station = ColumnText(s.s, 4);
+    e.profile = ColumnText(s.s, 5);
+    e.time = FromMicros(sqlite3_column_int64(s.s, 6));
+    e.data = ColumnText(s.s, 7);
+    events.push_back(std::move(e));
+  }
+  if (rc != SQLITE_DONE) return Unavailable(reader_, "read events");
+  return events;
+}
+
+absl::StatusOr<std::vector<int64_t>> SqliteStore::Enqueue(absl::Span<const OutboxItem> items) {
+  for (const auto& o : items) LINESIGN_RETURN_IF_ERROR(CheckOutboxItem(o));
+  std::vector<int64_t> ids;
+  if (items.empty()) return ids;
+  std::lock_guard<std::mutex> lock(mu_);
+  LINESIGN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  for (const auto& o : items) {
+    auto id = InsertOutbox(o);
+    if (!id.ok()) {
+      Exec("ROLLBACK").IgnoreError();
+      return id.status();
+    }
+    ids.push_back(*id);
+  }
+  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    absl::Status st = Unavailable(db_, "commit");
+    Exec("ROLLBACK").IgnoreError();
+    return st;
+  }
+  return ids;
+}
+
+absl::StatusOr<std::vector<OutboxItem>> SqliteStore::Claim(const ClaimRequest& r) {
+  if (r.owner.empty()) return absl::InvalidArgumentError("store: an outbox claim needs an owner");
+  if (r.limit < 1 || r.limit > kMaxReadLimit) {
+    return absl::InvalidArgumentError(absl::StrCat("store: claim limit ", r.limit, " is outside 1..", kMaxReadLimit));
+  }
+  if (r.lease <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("store: claim lease ", absl::FormatDuration(r.lease), " is not positive"));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  Using u(claim_);
+  BindText(u.s, 1, r.owner);
+  sqlite3_bind_int64(u.s, 2, Micros(r.now + r.lease));
+  sqlite3_bind_int64(u.s, 3, Micros(r.now));
+  BindText(u.s, 4, r.kind);
+  sqlite3_bind_int(u.s, 5, r.limit);
+  std::vector<OutboxItem> items;
+  int rc;
+  while ((rc = sqlite3_step(u.s)) == SQLITE_ROW) items.push_back(ReadOutbox(u.s));
+  if (rc != SQLITE_DONE) return Unavailable(db_, "claim outbox items");
+  // RETURNING gives no order.
+  std::sort(items.begin(), items.end(), [](const OutboxItem& a, const OutboxItem& b) {
+    return std::tie(a.next_attempt_at, a.id) < std::tie(b.next_attempt_at, b.id);
+  });
+  return items;
+}
+
+absl::Status SqliteStore::ReleaseLease(sqlite3_stmt* update, int64_t id, const std::string& owner,
+                                       absl::string_view what) {
+  if (sqlite3_step(update) != SQLITE_DONE) return Unavailable(db_, what);
+  if (sqlite3_changes(db_) == 1) return absl::OkStatus();
+  Stmt s;
+  if (sqlite3_prepare_v2(db_, "SELECT lease_owner, completed_us IS NOT NULL FROM outbox WHERE id = ?1", -1, &s.s,
+                         nullptr) != SQLITE_OK) {
+    return Unavailable(db_, "prepare");
+  }
+  sqlite3_bind_int64(s.s, 1, id);
+  int rc = sqlite3_step(s.s);
+  if (rc == SQLITE_DONE) return absl::NotFoundError(absl::StrCat("store: no outbox item ", id));
+  if (rc != SQLITE_ROW) return Unavailable(db_, what);
+  std::string holder = ColumnText(s.s, 0);
+  std::string state = sqlite3_column_int(s.s, 1) != 0 ? "it is already complete"
+                      : holder.empty()                 ? "nobody holds it"
+                                                       : absl::StrCat("'", holder, "' holds it");
+  return absl::FailedPreconditionError(absl::StrCat("store: cannot ", what, " outbox item ", id, ": '", owner,
+                                                    "' does not hold its lease (", state, ")"));
+}
+
+absl::Status SqliteStore::Complete(int64_t id, const std::string& owner, absl::Time now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Using u(complete_);
+  sqlite3_bind_int64(u.s, 1, id);
+  BindText(u.s, 2, owner);
+  sqlite3_bind_int64(u.s, 3, Micros(now));
+  return ReleaseLease(u.s, id, owner, "complete");
+}
+
+absl::Status SqliteStore::Reschedule(int64_t id, const std::string& owner, absl::Time next_attempt_at,
+                                     const std::string& last_error) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Using u(reschedule_);
+  sqlite3_bind_int64(u.s, 1, id);
+  BindText(u.s, 2, owner);
+  sqlite3_bind_int64(u.s, 3, Micros(next_attempt_at));
+  BindText(u.s, 4, last_error);
+  return ReleaseLease(u.s, id, owner, "reschedule");
 }
 
 }  // namespace linesign::store

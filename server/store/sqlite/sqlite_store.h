@@ -1,9 +1,10 @@
 // SqliteStore: the embedded store. One database file in WAL mode with synchronous=FULL, so a committed batch
-// survives power loss; writes are serialised by one connection, and reads use a second one, so a query (a replay
-// look-up, GetCertificate, GetStats) never waits behind a batch that is waiting for the database. Checkpoints
-// (copying the WAL into the database file, with its own fsync) run on a thread and connection of their own once
-// the WAL holds kCheckpointPages pages, instead of inside whichever commit crossed the threshold, so no batch
-// waits for one.
+// survives power loss; writes are serialised by one connection with its statements prepared once, and reads use
+// a second one, so a query (a replay look-up, GetCertificate, GetStats, a list, the event log) never waits behind
+// a batch that is waiting for the database. Checkpoints (copying the WAL into the database file, with its own
+// fsync) run on a thread and connection of their own once the WAL holds kCheckpointPages pages, instead of inside
+// whichever commit crossed the threshold, so no batch waits for one. The schema is brought up to date at Open
+// (migrations.h).
 #ifndef LINESIGN_SERVER_STORE_SQLITE_SQLITE_STORE_H_
 #define LINESIGN_SERVER_STORE_SQLITE_SQLITE_STORE_H_
 
@@ -15,23 +16,33 @@
 #include <string>
 #include <thread>
 
+#include "common/clock.h"
 #include "server/store/store.h"
 
 namespace linesign::store {
 
-class SqliteStore final : public IssuanceStore, public CertificateReader {
+class SqliteStore final : public Store {
  public:
-  // Open opens (creating when missing) the database at `path` and brings its schema up to date. Unavailable
-  // with the path and SQLite's reason when the file cannot be opened or written.
-  static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path);
+  // Open opens (creating when missing) the database at `path` and migrates its schema; `clock` (borrowed, must
+  // outlive the store) dates the migrations. Unavailable with the path and SQLite's reason when the file cannot
+  // be opened or written; FailedPrecondition naming both versions for a database newer than this binary.
+  static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path,
+                                                           const Clock* clock = RealClock::Get());
   ~SqliteStore() override;
 
-  absl::StatusOr<std::vector<RecordOutcome>> RecordBatch(absl::Span<const CertificateRecord> records) override;
+  absl::StatusOr<std::vector<RecordOutcome>> RecordBatch(const Batch& batch) override;
   absl::StatusOr<std::optional<CertificateRecord>> FindByRequest(const std::string& station,
                                                                  const std::string& request_id) override;
   absl::StatusOr<std::optional<CertificateRecord>> FindBySerial(const std::string& issuer_id,
                                                                 const std::string& serial_hex) override;
+  absl::StatusOr<CertificatePage> List(const CertificateQuery& query) override;
   absl::StatusOr<int64_t> Count() override;
+  absl::StatusOr<std::vector<Event>> ReadAfter(int64_t cursor, int limit) override;
+  absl::StatusOr<std::vector<int64_t>> Enqueue(absl::Span<const OutboxItem> items) override;
+  absl::StatusOr<std::vector<OutboxItem>> Claim(const ClaimRequest& request) override;
+  absl::Status Complete(int64_t id, const std::string& owner, absl::Time now) override;
+  absl::Status Reschedule(int64_t id, const std::string& owner, absl::Time next_attempt_at,
+                          const std::string& last_error) override;
 
   // checkpoints returns how many checkpoints the background thread has completed.
   int64_t checkpoints() const;
@@ -39,13 +50,29 @@ class SqliteStore final : public IssuanceStore, public CertificateReader {
   static constexpr int kCheckpointPages = 1000;  // SQLite's own default threshold
 
  private:
-  explicit SqliteStore(sqlite3* db) : db_(db) {}
+  SqliteStore(sqlite3* db, const Clock* clock) : db_(db), clock_(clock) {}
   absl::Status Exec(const char* sql);
-  absl::StatusOr<std::optional<CertificateRecord>> FindOne(const char* sql, const std::string& a,
+  absl::Status Prepare();
+  absl::StatusOr<std::optional<CertificateRecord>> FindOne(const char* where, const std::string& a,
                                                            const std::string& b);
+  // InsertEvent / InsertOutbox write one row inside the open transaction; InsertOutbox returns the new id, or 0
+  // when (kind, dedupe_key) is already there.
+  absl::Status InsertEvent(const Event& event);
+  absl::StatusOr<int64_t> InsertOutbox(const OutboxItem& item);
+  // ReleaseLease runs `update` (binding ?1 = id, ?2 = owner after `bind`) and explains a miss.
+  absl::Status ReleaseLease(sqlite3_stmt* update, int64_t id, const std::string& owner, absl::string_view what);
 
   std::mutex mu_;
   sqlite3* db_;  // owned; guarded by mu_; the writer
+  const Clock* clock_;  // borrowed
+  // The writer's statements, prepared once at Open; guarded by mu_, finalized before db_ is closed.
+  sqlite3_stmt* find_request_ = nullptr;
+  sqlite3_stmt* insert_certificate_ = nullptr;
+  sqlite3_stmt* insert_event_ = nullptr;
+  sqlite3_stmt* insert_outbox_ = nullptr;
+  sqlite3_stmt* claim_ = nullptr;
+  sqlite3_stmt* complete_ = nullptr;
+  sqlite3_stmt* reschedule_ = nullptr;
   std::mutex read_mu_;
   sqlite3* reader_ = nullptr;  // owned; guarded by read_mu_; read-only, sees every committed batch (WAL)
 

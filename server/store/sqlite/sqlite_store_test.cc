@@ -5,67 +5,166 @@
 #include <chrono>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
+#include "common/testing/fake_clock.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/store/sqlite/migrations.h"
+#include "server/store/testing/store_conformance.h"
 #include "tests/testing/test_ca.h"
 
 namespace linesign::store {
 namespace {
 
-CertificateRecord Record(const std::string& serial, const std::string& request_id) {
-  CertificateRecord r;
-  r.issuer_id = "ISSUER";
-  r.serial_hex = serial;
-  r.subject = "CN=x";
-  r.station = "station-1";
-  r.profile = "device";
-  r.request_id = request_id;
-  r.csr_sha256 = "CSR-" + request_id;
-  r.der = std::string("\x30\x00", 2);
-  r.not_before = 1;
-  r.not_after = 2;
-  return r;
+using ::testing::HasSubstr;
+using testing::Certificate;
+using testing::StoreConformanceTest;
+
+// SqliteBackend: a fresh database file in a temporary directory.
+class SqliteBackend final : public testing::StoreBackend {
+ public:
+  SqliteBackend() : path_(linesign::testing::TempDir("store") + "/db") {}
+  absl::StatusOr<std::unique_ptr<Store>> Open(const Clock* clock) override {
+    auto store = SqliteStore::Open(path_, clock);
+    if (!store.ok()) return store.status();
+    return std::unique_ptr<Store>(*std::move(store));
+  }
+  absl::Status FailOutboxInserts(const std::string& kind) override {
+    sqlite3* db = nullptr;
+    sqlite3_open(path_.c_str(), &db);
+    sqlite3_busy_timeout(db, 5000);
+    std::string sql = absl::StrCat("CREATE TRIGGER fail_", kind, " BEFORE INSERT ON outbox WHEN NEW.kind = '", kind,
+                                   "' BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+    char* err = nullptr;
+    int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+    std::string msg = err != nullptr ? err : "";
+    sqlite3_free(err);
+    sqlite3_close(db);
+    return rc == SQLITE_OK ? absl::OkStatus() : absl::InternalError(msg);
+  }
+
+ private:
+  std::string path_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Sqlite, StoreConformanceTest,
+                         ::testing::Values(testing::StoreBackendFactory{
+                             "Sqlite", [] { return std::make_unique<SqliteBackend>(); }}),
+                         testing::StoreBackendName);
+
+}  // namespace
+
+namespace {
+
+Batch Certificates(std::vector<CertificateRecord> records) {
+  Batch b;
+  for (auto& r : records) b.entries.push_back(BatchEntry{.cert = std::move(r)});
+  return b;
 }
 
-TEST(SqliteStoreTest, RecordsABatchAndReportsCollisionsPerRecord) {
-  std::string dir = linesign::testing::TempDir("store");
-  auto store = SqliteStore::Open(dir + "/db");
-  ASSERT_TRUE(store.ok()) << store.status();
-  std::vector<CertificateRecord> batch = {Record("01", "a"), Record("02", "b")};
-  auto out = (*store)->RecordBatch(batch);
-  ASSERT_TRUE(out.ok()) << out.status();
-  EXPECT_EQ((*out)[0], RecordOutcome::kRecorded);
-  EXPECT_EQ((*out)[1], RecordOutcome::kRecorded);
+// Query runs `sql` on its own connection and returns the first column of each row, joined by ",".
+std::string Query(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  sqlite3_open(path.c_str(), &db);
+  sqlite3_stmt* s = nullptr;
+  std::string out;
+  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) == SQLITE_OK) {
+    while (sqlite3_step(s) == SQLITE_ROW) {
+      if (!out.empty()) out += ",";
+      const char* t = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
+      out += t != nullptr ? t : "NULL";
+    }
+  } else {
+    out = absl::StrCat("error: ", sqlite3_errmsg(db));
+  }
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+  return out;
+}
 
-  // Same serial, new request: a collision; same request id: a duplicate; a fresh one still goes in.
-  std::vector<CertificateRecord> second = {Record("01", "c"), Record("03", "a"), Record("04", "d"),
-                                           Record("05", "d")};
-  out = (*store)->RecordBatch(second);
-  ASSERT_TRUE(out.ok());
-  EXPECT_EQ((*out)[0], RecordOutcome::kSerialCollision);
-  EXPECT_EQ((*out)[1], RecordOutcome::kDuplicateRequest);
-  EXPECT_EQ((*out)[2], RecordOutcome::kRecorded);
-  EXPECT_EQ((*out)[3], RecordOutcome::kDuplicateRequest);  // within one batch too
-  EXPECT_EQ(*(*store)->Count(), 3);
-
-  auto found = (*store)->FindByRequest("station-1", "a");
-  ASSERT_TRUE(found.ok() && found->has_value());
-  EXPECT_EQ((*found)->serial_hex, "01");
-  EXPECT_EQ((*found)->csr_sha256, "CSR-a");
-  EXPECT_FALSE((*(*store)->FindByRequest("station-2", "a")).has_value());
-  auto by_serial = (*store)->FindBySerial("ISSUER", "04");
-  ASSERT_TRUE(by_serial.ok() && by_serial->has_value());
-  EXPECT_EQ((*by_serial)->request_id, "d");
+void Exec(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  sqlite3_open(path.c_str(), &db);
+  char* err = nullptr;
+  ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
+  sqlite3_close(db);
 }
 
 TEST(SqliteStoreTest, SurvivesReopen) {
   std::string dir = linesign::testing::TempDir("store");
   {
     auto store = SqliteStore::Open(dir + "/db");
-    ASSERT_TRUE((*store)->RecordBatch(std::vector<CertificateRecord>{Record("01", "a")}).ok());
+    ASSERT_TRUE((*store)->RecordBatch(Certificates({Certificate("01", "a")})).ok());
   }
   auto store = SqliteStore::Open(dir + "/db");
   ASSERT_TRUE(store.ok());
   EXPECT_EQ(*(*store)->Count(), 1);
+}
+
+// A new database gets every migration, recorded with its date, and is stamped with the latest version.
+TEST(SqliteStoreTest, MigratesANewDatabaseAndRecordsEachMigration) {
+  std::string path = linesign::testing::TempDir("store") + "/db";
+  linesign::testing::FakeClock clock(absl::FromUnixSeconds(1750000000));
+  ASSERT_TRUE(SqliteStore::Open(path, &clock).ok());
+  EXPECT_EQ(Query(path, "PRAGMA user_version"), absl::StrCat(sqlite::LatestVersion()));
+  EXPECT_EQ(Query(path, "SELECT version || ' ' || applied_at FROM schema_migrations ORDER BY version"),
+            "1 1750000000,2 1750000000");
+  // Opening again applies nothing.
+  clock.Advance(absl::Hours(1));
+  ASSERT_TRUE(SqliteStore::Open(path, &clock).ok());
+  EXPECT_EQ(Query(path, "SELECT COUNT(*) || ' ' || MAX(applied_at) FROM schema_migrations"), "2 1750000000");
+}
+
+// Several processes starting on one new file at once: each waits for the write lock, the first migrates, the
+// others find the work done; every one of them opens.
+TEST(SqliteStoreTest, ConcurrentOpensMigrateOnce) {
+  std::string path = linesign::testing::TempDir("store") + "/db";
+  std::vector<absl::Status> results(4);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, i] {
+      auto s = SqliteStore::Open(path);
+      results[i] = s.status();
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& st : results) EXPECT_TRUE(st.ok()) << st;
+  EXPECT_EQ(Query(path, "SELECT version FROM schema_migrations ORDER BY version"), "1,2");
+}
+
+// A database written by a newer linesign-server (by its user_version or its schema_migrations table) is refused
+// with both versions named, and left as it was.
+TEST(SqliteStoreTest, RefusesADatabaseNewerThanTheBinary) {
+  std::string dir = linesign::testing::TempDir("store");
+  for (const char* how : {"PRAGMA user_version = 99", "INSERT INTO schema_migrations VALUES (7, 'future', 0)"}) {
+    std::string path = absl::StrCat(dir, "/", how[0] == 'P' ? "pragma" : "table", ".db");
+    ASSERT_TRUE(SqliteStore::Open(path).ok());
+    Exec(path, how);
+    std::string version = how[0] == 'P' ? "99" : "7";
+    auto store = SqliteStore::Open(path);
+    ASSERT_FALSE(store.ok());
+    EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(store.status().message(),
+              absl::StrCat("store: database ", path, " has schema version ", version,
+                           " but this linesign-server knows up to 2; upgrade linesign-server (a database is never "
+                           "downgraded)"));
+    EXPECT_EQ(Query(path, "SELECT COUNT(*) FROM schema_migrations"), how[0] == 'P' ? "2" : "3");
+  }
+}
+
+// A migration that fails leaves the database exactly as it was: still version 1, nothing half-applied.
+TEST(SqliteStoreTest, AFailedMigrationChangesNothing) {
+  std::string path = linesign::testing::TempDir("store") + "/db";
+  // A version-1 database as the server wrote it before migrations, plus a table in migration 2's way.
+  Exec(path, absl::StrCat(sqlite::Migrations()[0].sql, "PRAGMA user_version = 1; CREATE TABLE events (x);"));
+  auto store = SqliteStore::Open(path);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(store.status().message(), HasSubstr("migration 2"));
+  EXPECT_THAT(store.status().message(), HasSubstr(path));
+  EXPECT_EQ(Query(path, "PRAGMA user_version"), "1");
+  EXPECT_EQ(Query(path, "SELECT name FROM sqlite_master WHERE name IN ('schema_migrations', 'outbox')"), "");
+  EXPECT_EQ(Query(path, "SELECT COUNT(*) FROM pragma_table_info('certificates') WHERE name = 'status'"), "0");
 }
 
 // Checkpoints run on the store's own thread once the WAL holds kCheckpointPages pages: the database file itself
@@ -82,10 +181,10 @@ TEST(SqliteStoreTest, CheckpointsInTheBackground) {
     std::vector<CertificateRecord> batch;
     for (int i = 0; i < 16; ++i) {
       std::string n = std::to_string(batches * 16 + i);
-      batch.push_back(Record("0" + n, "r" + n));
+      batch.push_back(Certificate("0" + n, "r" + n));
       batch.back().der = der;
     }
-    auto out = (*store)->RecordBatch(batch);
+    auto out = (*store)->RecordBatch(Certificates(std::move(batch)));
     ASSERT_TRUE(out.ok()) << out.status();
   }
   // The thread may still be finishing the one it was asked for: wait for it.
@@ -107,6 +206,16 @@ TEST(SqliteStoreTest, OpenFailsWithThePath) {
   auto store = SqliteStore::Open("/nonexistent-dir/x.db");
   EXPECT_EQ(store.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(store.status().message().find("/nonexistent-dir/x.db"), std::string::npos);
+}
+
+TEST(StoreOpenTest, OpensTheConfiguredBackendAndRefusesNone) {
+  v1::StoreConfig config;
+  auto none = store::Open(config, RealClock::Get());
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
+  config.mutable_sqlite()->set_path(linesign::testing::TempDir("store") + "/db");
+  auto store = store::Open(config, RealClock::Get());
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ(*(*store)->Count(), 0);
 }
 
 }  // namespace

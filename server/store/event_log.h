@@ -1,0 +1,43 @@
+// The event log: what happened to certificates, appended in the same transaction as the change it describes and
+// read back in order by a cursor (watch streams, webhooks).
+#ifndef LINESIGN_SERVER_STORE_EVENT_LOG_H_
+#define LINESIGN_SERVER_STORE_EVENT_LOG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace linesign::store {
+
+// Event types.
+inline constexpr char kEventIssued[] = "ISSUED";
+
+// Event is one entry of the log.
+struct Event {
+  int64_t id = 0;          // assigned by the store on append (ignored on write): increasing, the cursor
+  std::string type;        // kEventIssued, ...
+  std::string issuer_id;   // the certificate it is about, when there is one
+  std::string serial_hex;
+  std::string station;
+  std::string profile;
+  absl::Time time = absl::UnixEpoch();  // when it happened (microsecond precision)
+  std::string data;        // details, opaque to the store (JSON by convention)
+};
+
+// EventReader reads the log.
+class EventReader {
+ public:
+  virtual ~EventReader() = default;
+  // ReadAfter returns up to `limit` (1 to 1000) events with id > `cursor`, ascending; start with cursor 0 and pass
+  // the last id read. Events are appended only by committed batches, and with one writer at a time the ids
+  // become visible in order, so a reader never sees an id appear below its cursor. InvalidArgument for a limit
+  // out of range.
+  virtual absl::StatusOr<std::vector<Event>> ReadAfter(int64_t cursor, int limit) = 0;
+};
+
+}  // namespace linesign::store
+
+#endif  // LINESIGN_SERVER_STORE_EVENT_LOG_H_

@@ -1,0 +1,186 @@
+#include "server/store/sqlite/migrations.h"
+
+#include <algorithm>
+#include <array>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+
+namespace linesign::store::sqlite {
+namespace {
+
+// Version 1 is the schema linesign-server created before migrations existed, exactly (it stamped
+// PRAGMA user_version = 1), so a database written then is recognised as version 1.
+constexpr const char* kV1Initial = R"sql(
+CREATE TABLE IF NOT EXISTS certificates (
+  id          INTEGER PRIMARY KEY,
+  issuer_id   TEXT NOT NULL,
+  serial      TEXT NOT NULL,
+  subject     TEXT NOT NULL,
+  sans        TEXT NOT NULL,
+  not_before  INTEGER NOT NULL,
+  not_after   INTEGER NOT NULL,
+  spki_sha256 TEXT NOT NULL,
+  csr_sha256  TEXT NOT NULL,
+  station     TEXT NOT NULL,
+  profile     TEXT NOT NULL,
+  request_id  TEXT NOT NULL,
+  der         BLOB NOT NULL,
+  issued_at   INTEGER NOT NULL,
+  UNIQUE (issuer_id, serial),
+  UNIQUE (station, request_id)
+);
+CREATE INDEX IF NOT EXISTS certificates_not_after ON certificates (not_after);
+)sql";
+
+// Version 2: the event log, the outbox, and the lifecycle columns renewal and revocation will fill. Times of
+// events and outbox items are Unix microseconds (leases need sub-second precision); certificates keep seconds.
+constexpr const char* kV2EventsOutboxLifecycle = R"sql(
+ALTER TABLE certificates ADD COLUMN status TEXT NOT NULL DEFAULT 'valid'
+  CHECK (status IN ('valid', 'revoked', 'superseded'));
+ALTER TABLE certificates ADD COLUMN renews_serial TEXT;
+ALTER TABLE certificates ADD COLUMN revoked_at INTEGER;
+ALTER TABLE certificates ADD COLUMN revocation_reason INTEGER;
+CREATE INDEX certificates_renews ON certificates (issuer_id, renews_serial) WHERE renews_serial IS NOT NULL;
+CREATE INDEX certificates_profile ON certificates (profile, id);
+CREATE INDEX certificates_station ON certificates (station, id);
+CREATE INDEX certificates_issued_at ON certificates (issued_at, id);
+
+CREATE TABLE events (
+  id        INTEGER PRIMARY KEY AUTOINCREMENT,
+  type      TEXT NOT NULL,
+  issuer_id TEXT NOT NULL,
+  serial    TEXT NOT NULL,
+  station   TEXT NOT NULL,
+  profile   TEXT NOT NULL,
+  time_us   INTEGER NOT NULL,
+  data      TEXT NOT NULL
+);
+CREATE INDEX events_serial ON events (issuer_id, serial);
+
+CREATE TABLE outbox (
+  id              INTEGER PRIMARY KEY AUTOINCREMENT,
+  kind            TEXT NOT NULL,
+  dedupe_key      TEXT,
+  payload         BLOB NOT NULL,
+  created_us      INTEGER NOT NULL,
+  next_attempt_us INTEGER NOT NULL,
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  last_error      TEXT NOT NULL DEFAULT '',
+  lease_owner     TEXT,
+  lease_until_us  INTEGER,
+  completed_us    INTEGER,
+  UNIQUE (kind, dedupe_key)
+);
+CREATE INDEX outbox_due ON outbox (next_attempt_us, id) WHERE completed_us IS NULL;
+)sql";
+
+constexpr std::array<Migration, 2> kMigrations = {{
+    {1, "initial: certificates", kV1Initial},
+    {2, "events, outbox, certificate lifecycle columns", kV2EventsOutboxLifecycle},
+}};
+
+absl::Status Exec(sqlite3* db, const std::string& sql, absl::string_view what) {
+  char* err = nullptr;
+  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err != nullptr ? err : sqlite3_errmsg(db);
+    sqlite3_free(err);
+    return absl::UnavailableError(absl::StrCat(what, ": ", msg));
+  }
+  return absl::OkStatus();
+}
+
+// QueryInt returns the first column of the first row of `sql`, or 0 for no row.
+absl::StatusOr<int64_t> QueryInt(sqlite3* db, const char* sql) {
+  sqlite3_stmt* s = nullptr;
+  if (sqlite3_prepare_v2(db, sql, -1, &s, nullptr) != SQLITE_OK) {
+    return absl::UnavailableError(absl::StrCat(sql, ": ", sqlite3_errmsg(db)));
+  }
+  int rc = sqlite3_step(s);
+  int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+  sqlite3_finalize(s);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return absl::UnavailableError(absl::StrCat(sql, ": ", sqlite3_errmsg(db)));
+  return v;
+}
+
+absl::Status MigrateLocked(sqlite3* db, const std::string& path, absl::Time now) {
+  auto user_version = QueryInt(db, "PRAGMA user_version");
+  if (!user_version.ok()) return user_version.status();
+  auto has_table = QueryInt(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'");
+  if (!has_table.ok()) return has_table.status();
+  int64_t recorded = 0;
+  if (*has_table != 0) {
+    auto max = QueryInt(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
+    if (!max.ok()) return max.status();
+    recorded = *max;
+  }
+  const int64_t current = std::max(*user_version, recorded);
+  if (current > LatestVersion()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "store: database ", path, " has schema version ", current, " but this linesign-server knows up to ",
+        LatestVersion(), "; upgrade linesign-server (a database is never downgraded)"));
+  }
+  if (*has_table == 0) {
+    if (auto st = Exec(db,
+                       "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                       "applied_at INTEGER NOT NULL)",
+                       "create schema_migrations");
+        !st.ok()) {
+      return st;
+    }
+  }
+  const int64_t applied_at = absl::ToUnixSeconds(now);
+  for (const Migration& m : kMigrations) {
+    // Versions reached before the table existed are recorded as found now.
+    if (m.version > current) {
+      if (auto st = Exec(db, m.sql, absl::StrCat("migration ", m.version, " (", m.name, ")")); !st.ok()) return st;
+    }
+    if (m.version > recorded) {
+      sqlite3_stmt* s = nullptr;
+      sqlite3_prepare_v2(db, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)", -1,
+                         &s, nullptr);
+      sqlite3_bind_int(s, 1, m.version);
+      sqlite3_bind_text(s, 2, m.name, -1, SQLITE_STATIC);
+      sqlite3_bind_int64(s, 3, applied_at);
+      int rc = sqlite3_step(s);
+      sqlite3_finalize(s);
+      if (rc != SQLITE_DONE) {
+        return absl::UnavailableError(absl::StrCat("record migration ", m.version, ": ", sqlite3_errmsg(db)));
+      }
+    }
+  }
+  if (current < LatestVersion()) {
+    if (auto st = Exec(db, absl::StrCat("PRAGMA user_version = ", LatestVersion()), "stamp the schema version");
+        !st.ok()) {
+      return st;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Span<const Migration> Migrations() { return kMigrations; }
+
+int LatestVersion() { return kMigrations.back().version; }
+
+absl::Status Migrate(sqlite3* db, const std::string& path, absl::Time now) {
+  // The write lock for the whole check-and-apply: another process opening the same file waits here (busy
+  // timeout) and then sees the version already applied.
+  if (auto st = Exec(db, "BEGIN IMMEDIATE", "store: lock the database to migrate it"); !st.ok()) {
+    return absl::UnavailableError(absl::StrCat("store.sqlite.path ", path, ": ", st.message()));
+  }
+  absl::Status st = MigrateLocked(db, path, now);
+  if (!st.ok()) {
+    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+    if (absl::IsFailedPrecondition(st)) return st;
+    return absl::UnavailableError(absl::StrCat("store.sqlite.path ", path, ": ", st.message()));
+  }
+  if (auto c = Exec(db, "COMMIT", "commit the migrations"); !c.ok()) {
+    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+    return absl::UnavailableError(absl::StrCat("store.sqlite.path ", path, ": ", c.message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace linesign::store::sqlite

@@ -1,0 +1,398 @@
+#include "server/store/testing/store_conformance.h"
+
+#include <atomic>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+
+namespace linesign::store::testing {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+CertificateRecord Certificate(const std::string& serial, const std::string& request_id) {
+  CertificateRecord r;
+  r.issuer_id = "ISSUER";
+  r.serial_hex = serial;
+  r.subject = "CN=x";
+  r.sans = "DNS:x.example";
+  r.station = "station-1";
+  r.profile = "device";
+  r.request_id = request_id;
+  r.csr_sha256 = "CSR-" + request_id;
+  r.spki_sha256 = "SPKI-" + request_id;
+  r.der = std::string("\x30\x00", 2);
+  r.not_before = 1;
+  r.not_after = 2;
+  r.issued_at = 1;
+  return r;
+}
+
+void StoreConformanceTest::SetUp() {
+  backend_ = GetParam().make();
+  ASSERT_NE(backend_, nullptr);
+  auto store = backend_->Open(&clock_);
+  ASSERT_TRUE(store.ok()) << store.status();
+  store_ = *std::move(store);
+}
+
+namespace {
+
+// Entry is a certificate with its ISSUED event and one outbox item keyed by its serial.
+BatchEntry Entry(const std::string& serial, const std::string& request_id, const std::string& outbox_kind = "test") {
+  BatchEntry e;
+  e.cert = Certificate(serial, request_id);
+  e.events.push_back(Event{.type = kEventIssued,
+                           .issuer_id = "ISSUER",
+                           .serial_hex = serial,
+                           .station = "station-1",
+                           .profile = "device",
+                           .time = absl::FromUnixMicros(1700000000123456),
+                           .data = "{}"});
+  e.outbox.push_back(OutboxItem{.kind = outbox_kind, .dedupe_key = serial, .payload = "register " + serial});
+  return e;
+}
+
+std::vector<std::string> Serials(const std::vector<Event>& events) {
+  std::vector<std::string> out;
+  for (const auto& e : events) out.push_back(e.serial_hex);
+  return out;
+}
+
+std::vector<std::string> Keys(const std::vector<OutboxItem>& items) {
+  std::vector<std::string> out;
+  for (const auto& o : items) out.push_back(o.dedupe_key);
+  return out;
+}
+
+ClaimRequest Claim(absl::Time now, const std::string& owner, int limit = 100, const std::string& kind = "") {
+  return ClaimRequest{.kind = kind, .now = now, .lease = absl::Minutes(1), .limit = limit, .owner = owner};
+}
+
+TEST_P(StoreConformanceTest, RecordsCertificatesEventsAndOutboxInOneBatch) {
+  Batch batch;
+  batch.entries = {Entry("01", "a"), Entry("02", "b")};
+  batch.events.push_back(Event{.type = "CA_ROTATED", .time = absl::FromUnixSeconds(5), .data = "standalone"});
+  batch.outbox.push_back(OutboxItem{.kind = "test", .dedupe_key = "standalone", .payload = "p"});
+  auto out = store_->RecordBatch(batch);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_THAT(*out, ElementsAre(RecordOutcome::kRecorded, RecordOutcome::kRecorded));
+
+  auto found = store_->FindBySerial("ISSUER", "02");
+  ASSERT_TRUE(found.ok() && found->has_value()) << found.status();
+  const CertificateRecord& r = **found;
+  EXPECT_GT(r.id, 0);
+  EXPECT_EQ(r.request_id, "b");
+  EXPECT_EQ(r.sans, "DNS:x.example");
+  EXPECT_EQ(r.csr_sha256, "CSR-b");
+  EXPECT_EQ(r.spki_sha256, "SPKI-b");
+  EXPECT_EQ(r.der, std::string("\x30\x00", 2));
+  EXPECT_EQ(r.status, CertificateStatus::kValid);
+  EXPECT_EQ(r.renews_serial, "");
+  EXPECT_EQ(r.revocation_reason, -1);
+  auto by_request = store_->FindByRequest("station-1", "a");
+  ASSERT_TRUE(by_request.ok() && by_request->has_value());
+  EXPECT_EQ((*by_request)->serial_hex, "01");
+
+  auto events = store_->ReadAfter(0, 10);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 3u);
+  EXPECT_THAT(Serials(*events), ElementsAre("01", "02", ""));
+  EXPECT_EQ((*events)[0].type, kEventIssued);
+  EXPECT_EQ((*events)[0].station, "station-1");
+  EXPECT_EQ((*events)[0].profile, "device");
+  EXPECT_EQ((*events)[0].time, absl::FromUnixMicros(1700000000123456));
+  EXPECT_EQ((*events)[2].data, "standalone");
+
+  auto items = store_->Claim(Claim(clock_.Now(), "runner"));
+  ASSERT_TRUE(items.ok()) << items.status();
+  EXPECT_THAT(Keys(*items), ElementsAre("01", "02", "standalone"));
+  EXPECT_EQ((*items)[0].payload, "register 01");
+}
+
+// A batch whose transaction dies half-way (the second entry's outbox write fails inside the database, after the
+// first entry and the second certificate were written) leaves nothing of itself visible, to this handle or
+// another; the store goes on working.
+TEST_P(StoreConformanceTest, ATransactionKilledHalfWayLeavesNothing) {
+  ASSERT_TRUE(store_->RecordBatch(Batch{.entries = {Entry("00", "before")}}).ok());
+  ASSERT_TRUE(backend_->FailOutboxInserts("poison").ok());
+  Batch batch;
+  batch.entries = {Entry("01", "a"), Entry("02", "b", "poison"), Entry("03", "c")};
+  batch.events.push_back(Event{.type = "STANDALONE"});
+  auto out = store_->RecordBatch(batch);
+  ASSERT_FALSE(out.ok());
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kUnavailable) << out.status();
+
+  auto other = backend_->Open(&clock_);
+  ASSERT_TRUE(other.ok()) << other.status();
+  for (Store* s : {store_.get(), other->get()}) {
+    EXPECT_EQ(*s->Count(), 1);
+    EXPECT_FALSE(s->FindBySerial("ISSUER", "01")->has_value());
+    EXPECT_FALSE(s->FindByRequest("station-1", "b")->has_value());
+    EXPECT_THAT(Serials(*s->ReadAfter(0, 100)), ElementsAre("00"));
+  }
+  EXPECT_THAT(Keys(*store_->Claim(Claim(clock_.Now(), "runner"))), ElementsAre("00"));
+
+  // Without the poisoned entry the same batch goes in whole.
+  batch.entries[1] = Entry("02", "b");
+  out = store_->RecordBatch(batch);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*store_->Count(), 4);
+  EXPECT_EQ(store_->ReadAfter(0, 100)->size(), 5u);
+}
+
+// A serial collision or a duplicate request drops that entry with its events and outbox items, and only it.
+TEST_P(StoreConformanceTest, ARefusedEntryDropsOnlyItselfWithItsEventsAndOutbox) {
+  ASSERT_TRUE(store_->RecordBatch(Batch{.entries = {Entry("01", "a"), Entry("02", "b")}}).ok());
+  Batch second;
+  second.entries = {Entry("01", "c"), Entry("03", "a"), Entry("04", "d"), Entry("05", "d")};
+  auto out = store_->RecordBatch(second);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_THAT(*out, ElementsAre(RecordOutcome::kSerialCollision, RecordOutcome::kDuplicateRequest,
+                                RecordOutcome::kRecorded, RecordOutcome::kDuplicateRequest));  // within one batch too
+  EXPECT_EQ(*store_->Count(), 3);
+  EXPECT_EQ((*store_->FindByRequest("station-1", "a"))->serial_hex, "01");
+  EXPECT_FALSE(store_->FindBySerial("ISSUER", "03")->has_value());
+  EXPECT_FALSE(store_->FindBySerial("ISSUER", "05")->has_value());
+  EXPECT_FALSE(store_->FindByRequest("station-1", "c")->has_value());
+  EXPECT_THAT(Serials(*store_->ReadAfter(0, 100)), ElementsAre("01", "02", "04"));
+  EXPECT_THAT(Keys(*store_->Claim(Claim(clock_.Now(), "runner"))), ElementsAre("01", "02", "04"));
+}
+
+TEST_P(StoreConformanceTest, ListPagesByKeysetWithFilters) {
+  Batch batch;
+  for (int i = 0; i < 30; ++i) {
+    BatchEntry e;
+    e.cert = Certificate(absl::StrCat("S", i), absl::StrCat("r", i));
+    e.cert.profile = i % 3 == 0 ? "server" : "device";
+    e.cert.station = i % 2 == 0 ? "station-1" : "station-2";
+    e.cert.issued_at = 1000 + i;
+    e.cert.not_after = 5000 + i;
+    batch.entries.push_back(std::move(e));
+  }
+  ASSERT_TRUE(store_->RecordBatch(batch).ok());
+
+  auto collect = [&](CertificateQuery q) {
+    std::vector<std::string> serials;
+    int pages = 0;
+    while (true) {
+      auto page = store_->List(q);
+      EXPECT_TRUE(page.ok()) << page.status();
+      if (!page.ok()) break;
+      ++pages;
+      for (const auto& r : page->records) serials.push_back(r.serial_hex);
+      if (page->next_page_token.empty()) break;
+      EXPECT_EQ(page->records.size(), static_cast<size_t>(q.page_size));
+      q.page_token = page->next_page_token;
+    }
+    return std::make_pair(serials, pages);
+  };
+  auto [all, pages] = collect(CertificateQuery{.page_size = 7});
+  ASSERT_EQ(all.size(), 30u);
+  EXPECT_EQ(pages, 5);
+  for (int i = 0; i < 30; ++i) EXPECT_EQ(all[i], absl::StrCat("S", i));  // recording order
+
+  auto [exact, exact_pages] = collect(CertificateQuery{.page_size = 10});
+  EXPECT_EQ(exact.size(), 30u);
+  EXPECT_EQ(exact_pages, 3);  // no empty fourth page
+
+  auto [servers, _1] = collect(CertificateQuery{.profile = "server", .page_size = 4});
+  EXPECT_THAT(servers, ElementsAre("S0", "S3", "S6", "S9", "S12", "S15", "S18", "S21", "S24", "S27"));
+  auto [st2_servers, _2] = collect(CertificateQuery{.profile = "server", .station = "station-2", .page_size = 2});
+  EXPECT_THAT(st2_servers, ElementsAre("S3", "S9", "S15", "S21", "S27"));
+  auto [window, _3] = collect(CertificateQuery{.issued_from = 1010, .issued_before = 1013, .page_size = 2});
+  EXPECT_THAT(window, ElementsAre("S10", "S11", "S12"));
+  auto [expiring, _4] = collect(CertificateQuery{.expiring_before = 5002, .page_size = 100});
+  EXPECT_THAT(expiring, ElementsAre("S0", "S1"));
+
+  auto first = store_->List(CertificateQuery{});
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->records.size(), 30u);  // page size 0 means 100
+  EXPECT_EQ(first->next_page_token, "");
+
+  auto bad = store_->List(CertificateQuery{.page_token = "42"});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("page token '42'"));
+  EXPECT_EQ(store_->List(CertificateQuery{.page_size = kMaxPageSize + 1}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Pages read while another handle keeps recording: every certificate that existed before the first page is seen
+// exactly once, and no certificate is seen twice.
+TEST_P(StoreConformanceTest, KeysetPagingIsStableUnderConcurrentInserts) {
+  std::set<std::string> before;
+  for (int b = 0; b < 10; ++b) {
+    Batch batch;
+    for (int i = 0; i < 20; ++i) {
+      std::string n = absl::StrCat("old-", b, "-", i);
+      batch.entries.push_back(BatchEntry{.cert = Certificate(n, n)});
+      before.insert(n);
+    }
+    ASSERT_TRUE(store_->RecordBatch(batch).ok());
+  }
+  auto writer_store = backend_->Open(&clock_);
+  ASSERT_TRUE(writer_store.ok()) << writer_store.status();
+  std::atomic<bool> stop{false};
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    for (int b = 0; b < 200 && !stop.load(); ++b) {
+      Batch batch;
+      for (int i = 0; i < 5; ++i) {
+        std::string n = absl::StrCat("new-", b, "-", i);
+        batch.entries.push_back(BatchEntry{.cert = Certificate(n, n)});
+      }
+      if ((*writer_store)->RecordBatch(batch).ok()) written += 5;
+    }
+  });
+  std::map<std::string, int> seen;
+  CertificateQuery q{.page_size = 3};
+  int pages = 0;
+  while (true) {
+    auto page = store_->List(q);
+    ASSERT_TRUE(page.ok()) << page.status();
+    ++pages;
+    for (const auto& r : page->records) ++seen[r.serial_hex];
+    if (page->next_page_token.empty() || pages > 2000) break;
+    q.page_token = page->next_page_token;
+  }
+  stop = true;
+  writer.join();
+  for (const auto& [serial, n] : seen) EXPECT_EQ(n, 1) << serial << " seen " << n << " times";
+  for (const auto& serial : before) EXPECT_EQ(seen.count(serial), 1u) << serial << " was skipped";
+  EXPECT_EQ(*store_->Count(), static_cast<int64_t>(before.size()) + written.load());
+}
+
+TEST_P(StoreConformanceTest, EventsAreReadInOrderAfterACursor) {
+  for (int b = 0; b < 3; ++b) {
+    Batch batch;
+    for (int i = 0; i < 3; ++i) {
+      std::string n = absl::StrCat(b, i);
+      batch.entries.push_back(Entry(n, n));
+    }
+    ASSERT_TRUE(store_->RecordBatch(batch).ok());
+  }
+  std::vector<std::string> serials;
+  int64_t cursor = 0;
+  while (true) {
+    auto events = store_->ReadAfter(cursor, 2);
+    ASSERT_TRUE(events.ok()) << events.status();
+    if (events->empty()) break;
+    EXPECT_LE(events->size(), 2u);
+    for (const auto& e : *events) {
+      EXPECT_GT(e.id, cursor);
+      cursor = e.id;
+      serials.push_back(e.serial_hex);
+    }
+  }
+  EXPECT_THAT(serials, ElementsAre("00", "01", "02", "10", "11", "12", "20", "21", "22"));
+  EXPECT_TRUE(store_->ReadAfter(cursor, 10)->empty());
+  ASSERT_TRUE(store_->RecordBatch(Batch{.entries = {Entry("30", "30")}}).ok());
+  EXPECT_THAT(Serials(*store_->ReadAfter(cursor, 10)), ElementsAre("30"));
+  EXPECT_EQ(store_->ReadAfter(0, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->ReadAfter(0, 1001).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_P(StoreConformanceTest, OutboxClaimLeaseExpiryCompleteReschedule) {
+  const absl::Time t0 = clock_.Now();
+  auto ids = store_->Enqueue({OutboxItem{.kind = "iot.register", .dedupe_key = "A", .next_attempt_at = t0},
+                              OutboxItem{.kind = "iot.register", .dedupe_key = "B", .next_attempt_at = t0},
+                              OutboxItem{.kind = "iot.register", .dedupe_key = "C",
+                                         .next_attempt_at = t0 + absl::Minutes(5)},
+                              OutboxItem{.kind = "webhook", .dedupe_key = "W", .next_attempt_at = t0}});
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  ASSERT_EQ(ids->size(), 4u);
+  const int64_t a = (*ids)[0], b = (*ids)[1], c = (*ids)[2];
+  // The same (kind, dedupe_key) again is not enqueued twice.
+  auto again = store_->Enqueue({OutboxItem{.kind = "iot.register", .dedupe_key = "A", .next_attempt_at = t0}});
+  ASSERT_TRUE(again.ok());
+  EXPECT_THAT(*again, ElementsAre(0));
+
+  // Due now, of the kind asked for: A and B, leased to r1, one attempt each.
+  auto claimed = store_->Claim(Claim(t0, "r1", 10, "iot.register"));
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  EXPECT_THAT(Keys(*claimed), ElementsAre("A", "B"));
+  for (const auto& o : *claimed) {
+    EXPECT_EQ(o.attempts, 1);
+    EXPECT_EQ(o.lease_owner, "r1");
+    EXPECT_EQ(o.lease_until, t0 + absl::Minutes(1));
+  }
+  // Leased: nobody else gets them while the lease runs.
+  EXPECT_TRUE(store_->Claim(Claim(t0 + absl::Seconds(59), "r2", 10, "iot.register"))->empty());
+  // The lease expires unfinished: due again, to r2, a second attempt.
+  clock_.Advance(absl::Minutes(1));
+  claimed = store_->Claim(Claim(clock_.Now(), "r2", 10, "iot.register"));
+  ASSERT_TRUE(claimed.ok());
+  EXPECT_THAT(Keys(*claimed), ElementsAre("A", "B"));
+  EXPECT_EQ((*claimed)[0].attempts, 2);
+  // r1 lost them.
+  absl::Status st = store_->Complete(a, "r1", clock_.Now());
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+  EXPECT_THAT(st.message(), HasSubstr("'r2' holds it"));
+  ASSERT_TRUE(store_->Complete(a, "r2", clock_.Now()).ok());
+  st = store_->Complete(a, "r2", clock_.Now());
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(st.message(), HasSubstr("already complete"));
+  EXPECT_EQ(store_->Complete(999999, "r2", clock_.Now()).code(), absl::StatusCode::kNotFound);
+
+  // B failed: back in 10 minutes, with the error remembered.
+  ASSERT_TRUE(store_->Reschedule(b, "r2", clock_.Now() + absl::Minutes(10), "ThrottlingException").ok());
+  EXPECT_EQ(store_->Reschedule(b, "r2", clock_.Now(), "again").code(), absl::StatusCode::kFailedPrecondition);
+  // C becomes due at t0 + 5 min; A never comes back; B only at +11 min.
+  clock_.Advance(absl::Minutes(5));
+  claimed = store_->Claim(Claim(clock_.Now(), "r3", 10, "iot.register"));
+  EXPECT_THAT(Keys(*claimed), ElementsAre("C"));
+  EXPECT_EQ((*claimed)[0].id, c);
+  ASSERT_TRUE(store_->Complete(c, "r3", clock_.Now()).ok());
+  clock_.Advance(absl::Minutes(5));
+  claimed = store_->Claim(Claim(clock_.Now(), "r3", 10, "iot.register"));
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*claimed)[0].id, b);
+  EXPECT_EQ((*claimed)[0].attempts, 3);
+  EXPECT_EQ((*claimed)[0].last_error, "ThrottlingException");
+  // The other kind was never touched by these claims; any kind gets it.
+  EXPECT_THAT(Keys(*store_->Claim(Claim(clock_.Now(), "r4"))), ElementsAre("W"));
+
+  EXPECT_EQ(store_->Claim(Claim(t0, "")).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Claim(Claim(t0, "r", 0)).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Enqueue({OutboxItem{}}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Two handles (two processes, two replicas) claiming the same outbox at once never both get an item.
+TEST_P(StoreConformanceTest, TwoClaimersNeverGetTheSameItem) {
+  std::vector<OutboxItem> items;
+  for (int i = 0; i < 300; ++i) items.push_back(OutboxItem{.kind = "k", .payload = absl::StrCat(i)});
+  ASSERT_TRUE(store_->Enqueue(items).ok());
+  auto second = backend_->Open(&clock_);
+  ASSERT_TRUE(second.ok()) << second.status();
+  std::vector<int64_t> got[2];
+  Store* stores[2] = {store_.get(), second->get()};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {
+      std::string owner = absl::StrCat("runner-", t);
+      for (int round = 0; round < 1000; ++round) {
+        auto claimed = stores[t]->Claim(Claim(clock_.Now(), owner, 7));
+        if (!claimed.ok() || claimed->empty()) break;
+        for (const auto& o : *claimed) {
+          got[t].push_back(o.id);
+          if (!stores[t]->Complete(o.id, owner, clock_.Now()).ok()) got[t].push_back(-1);
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::set<int64_t> all;
+  for (const auto& g : got) {
+    for (int64_t id : g) {
+      EXPECT_NE(id, -1) << "a claimed item could not be completed by its claimer";
+      EXPECT_TRUE(all.insert(id).second) << "item " << id << " was claimed twice";
+    }
+  }
+  EXPECT_EQ(all.size(), 300u);
+}
+
+}  // namespace
+}  // namespace linesign::store::testing
