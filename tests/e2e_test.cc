@@ -140,7 +140,7 @@ TEST_F(EndToEndTest, IssuedCertificateVerifiesAndFollowsTheProfile) {
 TEST_F(EndToEndTest, SerialProfileAddsKeyAgreementCrlDistributionPointAndPolicy) {
   v1::SignCsrResponse resp;
   grpc::Status st = Sign(Request(testing::Csr("ec-p256", "/CN=AB12CD34EF56/O=Acme", {"DNS:unit-1.devices.example"}),
-                                 "e2e-serial-1", "serial"),
+                                 "e2e-serial-profile-1", "serial"),
                          &resp);
   ASSERT_TRUE(st.ok()) << st.error_message();
   auto cert = testing::ParseDer(resp.certificate_der());

@@ -1,4 +1,4 @@
-// Upgrade: a database written by linesign-server before schema migrations existed (tests/fixtures/v1.db, made by
+// Upgrade: a database written by linesign-server before schema migrations existed (tests/fixtures/v1-store.sqlite-fixture, made by
 // tests/fixtures/make_v1_db.sh with the binaries of commit 84fe66f) opens with this binary, is migrated, keeps
 // answering for its certificates, and takes new ones beside them; a database from a newer binary is refused.
 #include <openssl/bn.h>
@@ -48,10 +48,10 @@ OldCertificate ReadOld(int n) {
   return out;
 }
 
-// CopyFixture copies v1.db into a new directory and returns the copy's path.
+// CopyFixture copies v1-store.sqlite-fixture into a new directory and returns the copy's path.
 std::string CopyFixture() {
   std::string path = testing::TempDir("upgrade") + "/linesign.db";
-  auto db = ReadFile(Fixture("v1.db"));
+  auto db = ReadFile(Fixture("v1-store.sqlite-fixture"));
   EXPECT_TRUE(db.ok()) << db.status();
   EXPECT_TRUE(WriteFile(path, *db, 0600).ok());
   return path;
