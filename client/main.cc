@@ -10,7 +10,9 @@
 #include "CLI/CLI.hpp"
 #include "client/connect.h"
 #include "client/keygen.h"
+#include "client/output.h"
 #include "common/openssl_util.h"
+#include "common/utf8.h"
 #include "linesign/v1/ca.grpc.pb.h"
 
 namespace {
@@ -55,8 +57,8 @@ int main(int argc, char** argv) {
   sign->add_option("--profile", profile, "Profile name (default: the server's default profile)");
   sign->add_option("--request-id", request_id, "Idempotency key; a retry with the same id returns the same "
                                                "certificate (default: random)");
-  sign->add_option("--out", out, "Where to write the certificate (PEM)")->required();
-  sign->add_option("--chain-out", chain_out, "Where to write the CA chain (PEM)");
+  sign->add_option("--out", out, "Where to write the certificate (PEM); - for standard output")->required();
+  sign->add_option("--chain-out", chain_out, "Where to write the CA chain (PEM); - for standard output");
   sign->add_option("--timeout", timeout_s, "Deadline in seconds")->capture_default_str();
 
   std::string subject, key_out, csr_out, algorithm = "ec-p256";
@@ -89,10 +91,12 @@ int main(int argc, char** argv) {
     if (!key.ok()) return Fail(std::string(key.status().message()));
     auto csr = linesign::client::MakeCsr(key->get(), subject, sans);
     if (!csr.ok()) return Fail(std::string(csr.status().message()));
-    if (auto st = linesign::WriteFile(key_out, linesign::client::PrivateKeyPem(key->get()), 0600); !st.ok()) {
+    if (auto st = linesign::client::WriteOutput(key_out, linesign::client::PrivateKeyPem(key->get()), 0600);
+        !st.ok()) {
       return Fail(std::string(st.message()));
     }
-    if (auto st = linesign::WriteFile(csr_out, linesign::PemEncode("CERTIFICATE REQUEST", *csr)); !st.ok()) {
+    if (auto st = linesign::client::WriteOutput(csr_out, linesign::PemEncode("CERTIFICATE REQUEST", *csr));
+        !st.ok()) {
       return Fail(std::string(st.message()));
     }
     return 0;
@@ -109,7 +113,7 @@ int main(int argc, char** argv) {
     if (!st.ok()) return FailRpc("ca-chain", st);
     if (out.empty()) {
       std::cout << resp.chain_pem();
-    } else if (auto ws = linesign::WriteFile(out, resp.chain_pem()); !ws.ok()) {
+    } else if (auto ws = linesign::client::WriteOutput(out, resp.chain_pem()); !ws.ok()) {
       return Fail(std::string(ws.message()));
     }
     return 0;
@@ -121,14 +125,24 @@ int main(int argc, char** argv) {
     linesign::v1::GetCertificateResponse resp;
     grpc::Status st = stub->GetCertificate(&ctx, req, &resp);
     if (!st.ok()) return FailRpc("show", st);
-    std::cout << "serial:     " << resp.serial_hex() << "\nsubject:    " << resp.subject()
-              << "\nsans:       " << resp.sans() << "\nprofile:    " << resp.profile()
-              << "\nstation:    " << resp.station() << "\nrequest_id: " << resp.request_id()
+    // Station-supplied values are quoted and escaped (QuoteForDisplay): a newline or a comma in a SAN, a subject
+    // or a request id can never look like another line or another SAN. One line per SAN.
+    using linesign::QuoteForDisplay;
+    std::cout << "serial:     " << resp.serial_hex() << "\nsubject:    " << QuoteForDisplay(resp.subject()) << "\n";
+    for (const auto& san : resp.san()) {
+      std::cout << "san:        " << linesign::QuoteForDisplayUnlessPlain(san.type()) << ":"
+                << QuoteForDisplay(san.raw_value().empty() ? san.value() : san.raw_value()) << "\n";
+    }
+    if (resp.san().empty() && !resp.sans().empty()) {  // a server that predates typed SANs
+      std::cout << "sans:       " << QuoteForDisplay(resp.sans()) << "\n";
+    }
+    std::cout << "profile:    " << QuoteForDisplay(resp.profile()) << "\nstation:    " << QuoteForDisplay(resp.station())
+              << "\nrequest_id: " << QuoteForDisplay(resp.request_id())
               << "\nnot_before: " << absl::FormatTime(absl::FromUnixSeconds(resp.not_before().seconds()))
               << "\nnot_after:  " << absl::FormatTime(absl::FromUnixSeconds(resp.not_after().seconds()))
               << "\nissued_at:  " << absl::FormatTime(absl::FromUnixSeconds(resp.issued_at().seconds())) << "\n";
     if (!out.empty()) {
-      auto ws = linesign::WriteFile(out, linesign::PemEncode("CERTIFICATE", resp.certificate_der()));
+      auto ws = linesign::client::WriteOutput(out, linesign::PemEncode("CERTIFICATE", resp.certificate_der()));
       if (!ws.ok()) return Fail(std::string(ws.message()));
     }
     return 0;
@@ -156,11 +170,15 @@ int main(int argc, char** argv) {
   linesign::v1::SignCsrResponse resp;
   grpc::Status st = stub->SignCsr(&ctx, req, &resp);
   if (!st.ok()) return FailRpc("sign", st);
-  if (auto ws = linesign::WriteFile(out, resp.certificate_pem()); !ws.ok()) return Fail(std::string(ws.message()));
+  if (auto ws = linesign::client::WriteOutput(out, resp.certificate_pem()); !ws.ok()) {
+    return Fail(std::string(ws.message()));
+  }
   if (!chain_out.empty()) {
-    if (auto ws = linesign::WriteFile(chain_out, resp.chain_pem()); !ws.ok()) return Fail(std::string(ws.message()));
+    if (auto ws = linesign::client::WriteOutput(chain_out, resp.chain_pem()); !ws.ok()) {
+      return Fail(std::string(ws.message()));
+    }
   }
   std::cerr << "issued serial " << resp.serial_hex() << (resp.replayed() ? " (replayed: issued earlier)" : "")
-            << " -> " << out << "\n";
+            << " -> " << (out == "-" ? "standard output" : out) << "\n";
   return 0;
 }

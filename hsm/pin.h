@@ -27,7 +27,10 @@ class Pin {
 // the file, never its content, when it is missing, unreadable, empty, or readable by others (mode o+r).
 absl::StatusOr<Pin> LoadPinFromFile(const std::string& path);
 
-// LoadPinFromEnv reads the PIN from environment variable `name`; fails when it is unset or empty.
+// LoadPinFromEnv reads the PIN from environment variable `name`, then removes the variable from the environment
+// (children started later do not inherit it) and wipes it from the process's initial environment block (it no
+// longer shows in /proc/PID/environ). Fails when it is unset or empty. Not thread-safe (it changes environ): call
+// it at start-up, before threads that read the environment exist.
 absl::StatusOr<Pin> LoadPinFromEnv(const std::string& name);
 
 }  // namespace linesign::hsm

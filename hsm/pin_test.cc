@@ -36,6 +36,8 @@ TEST(PinTest, ReadsEnvironment) {
   auto pin = LoadPinFromEnv("LINESIGN_TEST_PIN");
   ASSERT_TRUE(pin.ok());
   EXPECT_EQ(pin->value(), "1234");
+  EXPECT_EQ(getenv("LINESIGN_TEST_PIN"), nullptr) << "the PIN stays in the environment";
+  EXPECT_FALSE(LoadPinFromEnv("LINESIGN_TEST_PIN").ok());  // read once
   EXPECT_FALSE(LoadPinFromEnv("LINESIGN_TEST_PIN_UNSET").ok());
 }
 

@@ -10,12 +10,16 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/openssl_util.h"
+#include "common/utf8.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "hsm/pkcs11_module.h"
 #include "linesign/v1/ca.grpc.pb.h"
+#include "nlohmann/json.hpp"
 #include "server/config/config.h"
 #include "tests/testing/certs.h"
 #include "tests/testing/server_process.h"
@@ -518,7 +522,8 @@ std::vector<BadCase> BadCases() {
        },
        grpc::StatusCode::INVALID_ARGUMENT, "exceeds the limit of 65536 bytes"},
       {"UnknownProfile", [&] { return req(testing::Csr("ec-p256", "/CN=PROF"), "no-such-profile"); },
-       grpc::StatusCode::INVALID_ARGUMENT, "unknown profile 'no-such-profile'"},
+       grpc::StatusCode::PERMISSION_DENIED,
+       "station 'station-1' may not use profile 'no-such-profile' (allowed: device, server, serial)"},
       {"MissingRequestId",
        [&] {
          v1::SignCsrRequest r = req(testing::Csr("ec-p256", "/CN=NOID"));
@@ -617,6 +622,281 @@ TEST_P(BadInputTest, IsRefusedWithItsOwnMessageAndRecordsNothing) {
 
 INSTANTIATE_TEST_SUITE_P(Matrix, BadInputTest, ::testing::ValuesIn(BadCases()),
                          [](const auto& info) { return info.param.name; });
+
+// ---- Station-controlled text and request identity: a server of its own, with an audit file and a profile that
+// takes URI and email SANs. ----
+
+class StationTextTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto ca = TestCa::Create("ec-p256");
+    ASSERT_TRUE(ca.ok()) << ca.status();
+    ca_ = new TestCa(*ca);
+    v1::ServerConfig c = ca_->Config(ca_->dir + "/text.db");
+    v1::Profile& names = (*c.mutable_profiles())["names"];
+    names = c.profiles().at("device");
+    names.add_san_types("uri");
+    names.add_san_types("email");
+    c.mutable_access(0)->add_profiles("names");  // station-1
+    c.mutable_audit()->set_file(ca_->dir + "/audit.jsonl");
+    auto server = ServerProcess::Start({"--config", testing::WriteConfig(ca_->dir, config::ToYaml(c))});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = server->release();
+  }
+  static void TearDownTestSuite() {
+    if (server_ != nullptr) {
+      auto r = server_->Stop(SIGTERM);
+      EXPECT_EQ(r.exit_code, 0) << r.output;
+      delete server_;
+    }
+    delete ca_;
+  }
+  static std::unique_ptr<v1::CertificateAuthority::Stub> Stub(const std::string& identity = "station-1") {
+    return v1::CertificateAuthority::NewStub(ca_->Channel(server_->address(), identity));
+  }
+  static grpc::Status Sign(const v1::SignCsrRequest& req, v1::SignCsrResponse* resp,
+                           const std::string& identity = "station-1") {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    return Stub(identity)->SignCsr(&ctx, req, resp);
+  }
+  static int64_t Records() {
+    return std::stoll(testing::SqliteScalar(ca_->dir + "/text.db", "SELECT COUNT(*) FROM certificates"));
+  }
+  // AuditLines returns the audit entries that mention `needle`.
+  static std::vector<nlohmann::json> AuditLines(const std::string& needle) {
+    std::vector<nlohmann::json> out;
+    std::string text = *ReadFile(ca_->dir + "/audit.jsonl");
+    for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+      if (absl::StrContains(line, needle)) out.push_back(nlohmann::json::parse(line));
+    }
+    return out;
+  }
+
+  static TestCa* ca_;
+  static ServerProcess* server_;
+};
+TestCa* StationTextTest::ca_ = nullptr;
+ServerProcess* StationTextTest::server_ = nullptr;
+
+// CsrWithRawSans makes a P-256 CSR whose SANs hold exactly `names` (GEN_DNS, GEN_URI, GEN_EMAIL with raw bytes).
+std::string CsrWithRawSans(const std::vector<std::pair<int, std::string>>& names) {
+  OsslPtr<EVP_PKEY> key(EVP_EC_gen("P-256"));
+  OsslPtr<X509_REQ> req(X509_REQ_new());
+  X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req.get()), "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>("RAWSANS"), -1, -1, 0);
+  GENERAL_NAMES* gns = GENERAL_NAMES_new();
+  for (const auto& [type, value] : names) {
+    GENERAL_NAME* name = GENERAL_NAME_new();
+    ASN1_IA5STRING* v = ASN1_IA5STRING_new();
+    ASN1_STRING_set(v, value.data(), static_cast<int>(value.size()));
+    GENERAL_NAME_set0_value(name, type, v);
+    sk_GENERAL_NAME_push(gns, name);
+  }
+  STACK_OF(X509_EXTENSION)* exts = sk_X509_EXTENSION_new_null();
+  sk_X509_EXTENSION_push(exts, X509V3_EXT_i2d(NID_subject_alt_name, 0, gns));
+  X509_REQ_add_extensions(req.get(), exts);
+  sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+  GENERAL_NAMES_free(gns);
+  X509_REQ_set_pubkey(req.get(), key.get());
+  X509_REQ_sign(req.get(), key.get(), EVP_sha256());
+  return ToDer(i2d_X509_REQ, static_cast<const X509_REQ*>(req.get()));
+}
+
+// A SAN whose value holds a comma and the text of another SAN (a valid URN) reads back as exactly the SANs sent:
+// typed in GetCertificateResponse.san, quoted in the display string, one line each in `linesign show`. (The record
+// used to join them with commas, so this certificate read back as four SANs, one a DNS name it does not hold.)
+TEST_F(StationTextTest, SansReadBackExactlyAsSent) {
+  v1::SignCsrRequest req;
+  req.set_csr_der(CsrWithRawSans({{GEN_URI, "urn:example:a,DNS:evil.example"},
+                                  {GEN_DNS, "d.example"},
+                                  {GEN_EMAIL, "ops@example.com"}}));
+  req.set_request_id("text-sans-1");
+  req.set_profile("names");
+  v1::SignCsrResponse signed_resp;
+  grpc::Status st = Sign(req, &signed_resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+
+  v1::GetCertificateRequest get;
+  get.set_serial_hex(signed_resp.serial_hex());
+  v1::GetCertificateResponse record;
+  grpc::ClientContext ctx;
+  st = Stub("admin")->GetCertificate(&ctx, get, &record);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_EQ(record.san_size(), 3);
+  EXPECT_EQ(record.san(0).type(), "URI");
+  EXPECT_EQ(record.san(0).value(), "urn:example:a,DNS:evil.example");
+  EXPECT_EQ(record.san(1).type(), "DNS");
+  EXPECT_EQ(record.san(1).value(), "d.example");
+  EXPECT_EQ(record.san(2).type(), "email");
+  EXPECT_EQ(record.san(2).value(), "ops@example.com");
+  for (const auto& san : record.san()) EXPECT_TRUE(san.raw_value().empty());
+  EXPECT_EQ(record.sans(), R"(URI:"urn:example:a,DNS:evil.example", DNS:"d.example", email:"ops@example.com")");
+
+  std::string dir = testing::TempDir("linesign-show");
+  ASSERT_TRUE(tls::WriteCredentials(dir + "/admin", ca_->station_ca.certificate_pem,
+                                    ca_->StationCredentials("admin"))
+                  .ok());
+  auto show = testing::RunCommand({testing::ClientBinary(), "show", "--server", server_->address(), "--tls-dir",
+                                   dir + "/admin", "--serial", signed_resp.serial_hex()});
+  ASSERT_EQ(show.exit_code, 0) << show.output;
+  std::vector<std::string> san_lines;
+  for (absl::string_view line : absl::StrSplit(show.output, '\n')) {
+    if (absl::StartsWith(line, "san:")) san_lines.emplace_back(line);
+  }
+  EXPECT_THAT(san_lines, ::testing::ElementsAre(R"(san:        URI:"urn:example:a,DNS:evil.example")",
+                                                R"(san:        DNS:"d.example")",
+                                                R"(san:        email:"ops@example.com")"));
+  EXPECT_THAT(show.output, HasSubstr("subject:    \"CN=RAWSANS\"\n"));
+  EXPECT_THAT(show.output, HasSubstr("request_id: \"text-sans-1\"\n"));
+}
+
+// A request id names one request: the same id and CSR under another profile is ALREADY_EXISTS naming the earlier
+// serial and profile, audited as refused (it used to return the device certificate with replayed=true).
+TEST_F(StationTextTest, SameRequestIdUnderAnotherProfileIsAlreadyExists) {
+  std::string csr = testing::Csr("ec-p256", "/CN=gateway7", {"DNS:gw7.example"});
+  v1::SignCsrRequest req;
+  req.set_csr_der(csr);
+  req.set_request_id("text-profile-1");
+  req.set_profile("device");
+  v1::SignCsrResponse first;
+  ASSERT_TRUE(Sign(req, &first).ok());
+  int64_t before = Records();
+  req.set_profile("server");
+  v1::SignCsrResponse second;
+  grpc::Status st = Sign(req, &second);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(st.error_message(),
+            absl::StrCat("request_id 'text-profile-1' was already used for serial ", first.serial_hex(),
+                         " under profile 'device'; a different profile (here 'server') is a different request: "
+                         "use a new request_id"));
+  EXPECT_TRUE(second.certificate_der().empty());
+  EXPECT_FALSE(second.replayed());
+  EXPECT_EQ(Records(), before);
+  auto audit = AuditLines("\"text-profile-1\"");
+  ASSERT_EQ(audit.size(), 2u);
+  EXPECT_EQ(audit[1]["profile"], "server");
+  EXPECT_EQ(audit[1]["outcome"], "refused");
+  EXPECT_EQ(audit[1]["code"], "ALREADY_EXISTS");
+
+  // The same profile again is still a retry.
+  req.set_profile("device");
+  v1::SignCsrResponse third;
+  ASSERT_TRUE(Sign(req, &third).ok());
+  EXPECT_TRUE(third.replayed());
+  EXPECT_EQ(third.certificate_der(), first.certificate_der());
+}
+
+// Which profile names exist is nobody's business: an identity no rule matches is refused the same way whatever
+// profile it names (an unknown one used to be INVALID_ARGUMENT, an existing one PERMISSION_DENIED), and a station
+// gets the same answer for an unknown profile as for one it may not use.
+TEST_F(StationTextTest, ProfileNamesDoNotLeak) {
+  std::string csr = testing::Csr("ec-p256", "/CN=PROBE");
+  std::map<std::string, std::string> stranger;
+  for (const char* profile : {"device", "serial", "no-such-profile", ""}) {
+    v1::SignCsrRequest req;
+    req.set_csr_der(csr);
+    req.set_request_id("probe");
+    req.set_profile(profile);
+    v1::SignCsrResponse resp;
+    grpc::Status st = Sign(req, &resp, "stranger");
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << profile;
+    stranger[profile] = st.error_message();
+  }
+  for (const auto& [profile, message] : stranger) {
+    EXPECT_EQ(message, "identity 'stranger' may not call SignCsr: no access rule matches it") << profile;
+  }
+  for (const char* profile : {"serial", "no-such-profile"}) {
+    v1::SignCsrRequest req;
+    req.set_csr_der(csr);
+    req.set_request_id("probe");
+    req.set_profile(profile);
+    v1::SignCsrResponse resp;
+    grpc::Status st = Sign(req, &resp, "line1-st1");
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << profile;
+    EXPECT_EQ(st.error_message(),
+              absl::StrCat("station 'line1-st1' may not use profile '", profile, "' (allowed: device)"));
+  }
+}
+
+// The text fields are `bytes` on the wire type of `string`: bytes that are not UTF-8 used to fail inside gRPC's
+// parser (UNIMPLEMENTED, no message, no audit entry). Each is now INVALID_ARGUMENT naming the field, audited
+// with the bytes escaped, on the unary call and on the stream.
+TEST_F(StationTextTest, InvalidUtf8InEachFieldIsInvalidArgumentAndAudited) {
+  const std::string csr = testing::Csr("ec-p256", "/CN=UTF8");
+  struct Case {
+    std::string field;
+    std::function<void(v1::SignCsrRequest*)> set;
+  };
+  const std::vector<Case> cases = {
+      {"request_id", [](v1::SignCsrRequest* r) { r->set_request_id("utf8-\xFF\xFE-id"); }},
+      {"profile", [](v1::SignCsrRequest* r) { r->set_profile("dev\xC3"); }},
+      {"csr_pem",
+       [&](v1::SignCsrRequest* r) { r->set_csr_pem(PemEncode("CERTIFICATE REQUEST", csr) + "\xED\xA0\x80"); }},
+  };
+  int64_t before = Records();
+  for (const Case& c : cases) {
+    v1::SignCsrRequest req;
+    req.set_csr_der(csr);
+    req.set_request_id("utf8-" + c.field);
+    c.set(&req);
+    v1::SignCsrResponse resp;
+    grpc::Status st = Sign(req, &resp);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.field << ": " << st.error_message();
+    EXPECT_THAT(st.error_message(), HasSubstr(c.field + " is not valid UTF-8 (byte 0x")) << c.field;
+
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    auto stub = Stub();
+    auto stream = stub->SignCsrStream(&ctx);
+    ASSERT_TRUE(stream->Write(req)) << c.field;
+    stream->WritesDone();
+    v1::SignCsrStreamResponse answer;
+    ASSERT_TRUE(stream->Read(&answer)) << c.field;
+    EXPECT_TRUE(IsValidUtf8(answer.request_id()));
+    ASSERT_TRUE(answer.has_error()) << c.field;
+    EXPECT_EQ(answer.error().code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT)) << c.field;
+    EXPECT_THAT(answer.error().message(), HasSubstr(c.field + " is not valid UTF-8")) << c.field;
+    EXPECT_FALSE(stream->Read(&answer));
+    EXPECT_TRUE(stream->Finish().ok()) << c.field;
+  }
+  EXPECT_EQ(Records(), before);
+  // The stream echoes a request id that is not UTF-8 escaped; the audit log carries it escaped the same way.
+  auto audit = AuditLines(R"(utf8-\\xFF\\xFE-id)");
+  ASSERT_EQ(audit.size(), 2u);  // unary and stream
+  for (const auto& line : audit) {
+    EXPECT_EQ(line["outcome"], "refused");
+    EXPECT_EQ(line["code"], "INVALID_ARGUMENT");
+    EXPECT_EQ(line["request_id"], "utf8-\\xFF\\xFE-id");
+    EXPECT_THAT(line["reason"].get<std::string>(), HasSubstr("request_id is not valid UTF-8 (byte 0xFF at offset 5)"));
+  }
+  EXPECT_EQ(AuditLines(R"(profile is not valid UTF-8 (byte 0xC3 at offset 3))").size(), 2u);
+  EXPECT_EQ(AuditLines(R"(csr_pem is not valid UTF-8 (byte 0xED)").size(), 2u);
+}
+
+// `linesign sign --out -` writes the certificate to standard output (and never a file named "-").
+TEST_F(StationTextTest, ClientWritesToStandardOutputForDash) {
+  std::string dir = testing::TempDir("linesign-stdout");
+  ASSERT_TRUE(tls::WriteCredentials(dir + "/station", ca_->station_ca.certificate_pem,
+                                    ca_->StationCredentials("station-1"))
+                  .ok());
+  ASSERT_TRUE(WriteFile(dir + "/device.csr", PemEncode("CERTIFICATE REQUEST", testing::Csr("ec-p256", "/CN=STDOUT")))
+                  .ok());
+  auto sign = testing::RunCommand({"/bin/sh", "-c",
+                                   absl::StrCat("cd '", dir, "' && '", testing::ClientBinary(), "' sign --server ",
+                                                server_->address(), " --tls-dir station --csr device.csr --out - ",
+                                                "2>stderr.txt")});
+  ASSERT_EQ(sign.exit_code, 0) << sign.output;
+  EXPECT_TRUE(absl::StartsWith(sign.output, "-----BEGIN CERTIFICATE-----\n")) << sign.output;
+  auto cert = ParseCertificatesPem(sign.output, "stdout");
+  ASSERT_TRUE(cert.ok() && cert->size() == 1u) << sign.output;
+  EXPECT_THAT(*ReadFile(dir + "/stderr.txt"), HasSubstr("-> standard output"));
+  struct stat st;
+  EXPECT_NE(stat((dir + "/-").c_str(), &st), 0);
+  // The database the server created is owner-only.
+  ASSERT_EQ(stat((ca_->dir + "/text.db").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
 
 }  // namespace
 }  // namespace linesign

@@ -95,6 +95,29 @@ TEST_F(StartupTest, WrongPinIsNamedWithoutPrintingIt) {
   EXPECT_THAT(r.output, Not(HasSubstr("0000wrong0000")));
 }
 
+// hsm.pin_env: the server reads the PIN, then removes the variable from its environment and wipes it from the
+// block the kernel shows in /proc/PID/environ (it used to stay there for the process's life).
+TEST_F(StartupTest, PinFromTheEnvironmentIsGoneFromProcEnviron) {
+  std::string pin = *ReadFile(ca_->pin_file);
+  while (!pin.empty() && (pin.back() == '\n' || pin.back() == '\r')) pin.pop_back();
+  ASSERT_GE(pin.size(), 4u);
+  v1::ServerConfig c = Good();
+  c.mutable_hsm()->clear_pin_file();
+  c.mutable_hsm()->set_pin_env("LINESIGN_STARTUP_TEST_PIN");
+  std::string path = testing::WriteConfig(ca_->dir, config::ToYaml(c));
+  setenv("LINESIGN_STARTUP_TEST_PIN", pin.c_str(), 1);  // inherited by the child at exec
+  auto server = testing::ServerProcess::Start({"--config", path});
+  unsetenv("LINESIGN_STARTUP_TEST_PIN");
+  ASSERT_TRUE(server.ok()) << server.status();  // it logged in with the PIN: it did read it
+  auto environ_text = ReadFile(absl::StrCat("/proc/", (*server)->pid(), "/environ"));
+  ASSERT_TRUE(environ_text.ok()) << environ_text.status();
+  EXPECT_THAT(*environ_text, HasSubstr("PATH="));  // the rest of the environment is still there
+  EXPECT_THAT(*environ_text, Not(HasSubstr("LINESIGN_STARTUP_TEST_PIN")));
+  EXPECT_THAT(*environ_text, Not(HasSubstr("=" + pin)));
+  auto r = (*server)->Stop(SIGTERM);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
 TEST_F(StartupTest, KeyUriMatchingNothingIsNamed) {
   v1::ServerConfig c = Good();
   c.mutable_hsm()->set_key_uri("pkcs11:token=linesign;object=no-such-key;type=private");

@@ -1,13 +1,29 @@
 #include "server/issuance/batch_signer.h"
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "common/openssl_util.h"
 
 namespace linesign::issuance {
 namespace {
 // A serial collision needs 2^63 certificates to become likely; three tries means the CSPRNG is broken.
 constexpr int kSerialAttempts = 3;
+
+// ToSans types the CSR front's "TYPE:value" texts: the type is everything before the first ':' ("DNS",
+// "IP Address", "URI", "email"), the value everything after it, byte for byte. A text without ':' (the front
+// never makes one) is kept whole as the value of an empty type rather than dropped.
+std::vector<store::San> ToSans(const std::vector<std::string>& texts) {
+  std::vector<store::San> sans;
+  sans.reserve(texts.size());
+  for (const std::string& text : texts) {
+    size_t colon = text.find(':');
+    if (colon == std::string::npos) {
+      sans.push_back({"", text});
+    } else {
+      sans.push_back({text.substr(0, colon), text.substr(colon + 1)});
+    }
+  }
+  return sans;
+}
 }  // namespace
 
 std::unique_ptr<BatchSigner> BatchSigner::Create(const CertificateBuilder* builder, store::IssuanceStore* store,
@@ -91,6 +107,13 @@ bool BatchSigner::AnswerFromStore(SignJob& job, const std::string& csr_sha256) {
                  "' for a different CSR (certificate serial ", (*existing)->serial_hex,
                  "); use a new request_id for a new CSR")),
              false);
+  } else if ((*existing)->profile != job.profile) {
+    // A request id names one request: the same CSR under another profile would be another certificate.
+    job.done(absl::AlreadyExistsError(absl::StrCat(
+                 "request_id '", job.request_id, "' was already used for serial ", (*existing)->serial_hex,
+                 " under profile '", (*existing)->profile, "'; a different profile (here '", job.profile,
+                 "') is a different request: use a new request_id")),
+             false);
   } else {
     job.done(std::move(**existing), true);
   }
@@ -123,7 +146,7 @@ void BatchSigner::ProcessBatch(std::vector<SignJob> batch) {
       r.issuer_id = builder_->ca().issuer_id;
       r.serial_hex = Hex(cert->serial);
       r.subject = job.csr.subject_text;
-      r.sans = absl::StrJoin(job.csr.sans, ",");
+      r.sans = ToSans(job.csr.sans);
       r.not_before = absl::ToUnixSeconds(cert->not_before);
       r.not_after = absl::ToUnixSeconds(cert->not_after);
       r.spki_sha256 = Hex(Sha256(job.csr.spki_der));

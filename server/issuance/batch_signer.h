@@ -72,7 +72,8 @@ class BatchSigner {
   void WorkerLoop();
   void ProcessBatch(std::vector<SignJob> batch);
   // AnswerFromStore completes `job`, whose (station, request_id) the store already holds, from that record: a
-  // replay when the CSR is the same, ALREADY_EXISTS otherwise. Returns false when there is no earlier record.
+  // replay when the CSR and the profile are the same, ALREADY_EXISTS otherwise (a request id names one request).
+  // Returns false when there is no earlier record.
   bool AnswerFromStore(SignJob& job, const std::string& csr_sha256);
 
   const CertificateBuilder* builder_;  // borrowed

@@ -5,6 +5,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/config/config.h"
@@ -23,6 +24,10 @@ class BatchSignerTest : public ::testing::Test {
     ASSERT_NE(ca_, nullptr);
     auto& p = (*config_.mutable_profiles())["device"];
     p.set_validity_days(1);
+    p.add_san_types("dns");
+    p.add_san_types("uri");
+    p.add_san_types("ip");
+    (*config_.mutable_profiles())["server"].set_validity_days(1);
     config::ApplyDefaults(&config_);
     auto builder = CertificateBuilder::Create(&ca_->ca, ca_->signer.get(), config_);
     ASSERT_TRUE(builder.ok());
@@ -36,11 +41,11 @@ class BatchSignerTest : public ::testing::Test {
 
   // Job returns a job for `request_id` whose result lands in the returned future.
   std::pair<SignJob, std::future<std::pair<absl::StatusOr<store::CertificateRecord>, bool>>> Job(
-      const std::string& request_id, const csr::CheckedCsr* csr = nullptr) {
+      const std::string& request_id, const csr::CheckedCsr* csr = nullptr, const std::string& profile = "device") {
     auto promise = std::make_shared<std::promise<std::pair<absl::StatusOr<store::CertificateRecord>, bool>>>();
     SignJob job;
     job.csr = csr != nullptr ? *csr : csr_;
-    job.profile = "device";
+    job.profile = profile;
     job.station = "station";
     job.request_id = request_id;
     job.done = [promise](absl::StatusOr<store::CertificateRecord> r, bool replayed) {
@@ -127,6 +132,48 @@ TEST_F(BatchSignerTest, DuplicateRequestIdsInOneBatchYieldOneCertificate) {
   auto [c, fc] = Job("same", &other);
   ASSERT_TRUE(signer->Submit(std::move(c)).ok());
   EXPECT_EQ(fc.get().first.status().code(), absl::StatusCode::kAlreadyExists);
+}
+
+// A request id names one request: the same id and CSR under another profile is not a retry (it was answered
+// with the device certificate and replayed=true) but ALREADY_EXISTS naming the earlier serial and profile.
+TEST_F(BatchSignerTest, SameRequestIdAndCsrUnderAnotherProfileIsAlreadyExists) {
+  auto signer = BatchSigner::Create(builder_.get(), store_.get(), {.workers = 1, .max_batch = 1});
+  auto [a, fa] = Job("profiled", nullptr, "device");
+  ASSERT_TRUE(signer->Submit(std::move(a)).ok());
+  auto first = fa.get();
+  ASSERT_TRUE(first.first.ok()) << first.first.status();
+  auto [b, fb] = Job("profiled", nullptr, "server");
+  ASSERT_TRUE(signer->Submit(std::move(b)).ok());
+  auto second = fb.get();
+  EXPECT_EQ(second.first.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(second.first.status().message(),
+            absl::StrCat("request_id 'profiled' was already used for serial ", first.first->serial_hex,
+                         " under profile 'device'; a different profile (here 'server') is a different request: "
+                         "use a new request_id"));
+  EXPECT_FALSE(second.second);
+  EXPECT_EQ(*store_->Count(), 1);
+  // The same profile again is still a replay.
+  auto [c, fc] = Job("profiled", nullptr, "device");
+  ASSERT_TRUE(signer->Submit(std::move(c)).ok());
+  auto third = fc.get();
+  ASSERT_TRUE(third.first.ok());
+  EXPECT_TRUE(third.second);
+  EXPECT_EQ(third.first->serial_hex, first.first->serial_hex);
+}
+
+// The record's SANs are typed at the one place the record is built: type before the first ':', value after it.
+TEST_F(BatchSignerTest, RecordHoldsTypedSans) {
+  auto signer = BatchSigner::Create(builder_.get(), store_.get(), {.workers = 1, .max_batch = 1});
+  auto csr = csr::CheckCsr(testing::Csr("ec-p256", "/CN=SANS", {"DNS:a.example", "URI:urn:x:a", "IP:10.6.6.6"}),
+                           config_.profiles().at("device"), "device");
+  ASSERT_TRUE(csr.ok()) << csr.status();
+  auto [job, f] = Job("typed-sans", &*csr);
+  ASSERT_TRUE(signer->Submit(std::move(job)).ok());
+  auto result = f.get();
+  ASSERT_TRUE(result.first.ok()) << result.first.status();
+  std::vector<store::San> want = {{"DNS", "a.example"}, {"URI", "urn:x:a"}, {"IP Address", "10.6.6.6"}};
+  EXPECT_EQ(result.first->sans, want);
+  EXPECT_EQ((*store_->FindBySerial(ca_->ca.issuer_id, result.first->serial_hex))->sans, want);
 }
 
 TEST_F(BatchSignerTest, FullQueueIsResourceExhaustedAndShutdownDrains) {

@@ -1,5 +1,6 @@
 #include "server/service/ca_service.h"
 
+#include <algorithm>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -9,8 +10,11 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/log.h"
 #include "common/openssl_util.h"
+#include "common/utf8.h"
 #include "server/service/grpc_status.h"
 
 namespace linesign::service {
@@ -31,7 +35,30 @@ absl::Status CheckRequestId(const std::string& id) {
   return absl::OkStatus();
 }
 
-std::string RequestIdForLog(const std::string& id) { return id.substr(0, kMaxRequestIdBytes); }
+// RequestIdForLog is the request id as the audit log carries it: at most 128 bytes, and
+// valid UTF-8 (each other byte \xHH).
+std::string RequestIdForLog(const std::string& id) { return ToValidUtf8(id.substr(0, kMaxRequestIdBytes)); }
+
+// CheckText refuses a request field that is not UTF-8, naming the field and the first offending byte.
+absl::Status CheckText(absl::string_view field, const std::string& value) {
+  size_t at = FirstInvalidUtf8(value);
+  if (at == value.size()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrFormat("%s is not valid UTF-8 (byte 0x%02X at offset %d)", field,
+                                                    static_cast<unsigned char>(value[at]), at));
+}
+
+// CheckProfileName: empty (the default profile) or a name as configuration allows them. The check is on the
+// form only, the same for every caller, so it tells nothing about which profiles exist.
+absl::Status CheckProfileName(const std::string& name) {
+  if (name.empty()) return absl::OkStatus();
+  bool ok = name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+              return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+            });
+  if (ok) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("profile ", QuoteForDisplay(name.substr(0, 64)),
+                                                 name.size() > 64 ? "..." : "",
+                                                 " is not a profile name (1 to 64 of [A-Za-z0-9_-])"));
+}
 
 }  // namespace
 
@@ -85,14 +112,28 @@ absl::StatusOr<std::string> CaService::Authenticate(const grpc::CallbackServerCo
 
 absl::StatusOr<issuance::SignJob> CaService::Check(const v1::SignCsrRequest& request, const std::string& identity,
                                                    std::string* profile_name) {
+  // An identity no rule matches learns nothing, not even which profile names exist: it is refused before the
+  // request is looked at.
+  if (auto st = p_.access->AllowRead(identity, "SignCsr"); !st.ok()) return st;
+  // The text fields are `bytes` in the proto so that bytes which are not UTF-8 reach this check (and the audit)
+  // instead of failing inside gRPC's parser.
+  if (auto st = CheckText("request_id", request.request_id()); !st.ok()) return st;
+  if (auto st = CheckText("profile", request.profile()); !st.ok()) return st;
+  if (request.csr_case() == v1::SignCsrRequest::kCsrPem) {
+    if (auto st = CheckText("csr_pem", request.csr_pem()); !st.ok()) return st;
+  }
   if (auto st = CheckRequestId(request.request_id()); !st.ok()) return st;
+  if (auto st = CheckProfileName(request.profile()); !st.ok()) return st;
   *profile_name = request.profile().empty() ? p_.config->default_profile() : request.profile();
+  // Authorisation comes before the profile is resolved and the CSR is looked at: a station learns nothing about
+  // profiles it may not use, not even whether they exist (an unknown name is refused like a forbidden one).
+  if (auto st = p_.access->AllowSign(identity, *profile_name, absl::Now()); !st.ok()) return st;
   auto profile = p_.config->profiles().find(*profile_name);
   if (profile == p_.config->profiles().end()) {
-    return absl::InvalidArgumentError(absl::StrCat("unknown profile '", profile_name->substr(0, 64), "'"));
+    // Validate refuses access rules that name unknown profiles: this is a configuration the server never runs.
+    return absl::FailedPreconditionError(
+        absl::StrCat("profile '", *profile_name, "' is allowed for '", identity, "' but not configured"));
   }
-  // Authorisation comes before the CSR is looked at: a station learns nothing about profiles it may not use.
-  if (auto st = p_.access->AllowSign(identity, *profile_name, absl::Now()); !st.ok()) return st;
   absl::string_view input = request.csr_case() == v1::SignCsrRequest::kCsrDer ? request.csr_der()
                                                                               : request.csr_pem();
   auto der = csr::DecodeCsr(input);
@@ -116,7 +157,7 @@ audit::Entry AuditEntry(Rpc rpc, const std::string& identity, const std::string&
   e.rpc = RpcName(rpc);
   e.identity = identity;
   e.peer = peer;
-  e.profile = profile;
+  e.profile = ToValidUtf8(profile);
   e.request_id = RequestIdForLog(request_id);
   e.code = StatusCodeName(code);
   return e;
@@ -239,13 +280,22 @@ void CaService::GetCertificateOffThread(grpc::ServerUnaryReactor* reactor, v1::G
     return;
   }
   const store::CertificateRecord& r = **record;
+  // Station-supplied text: a protobuf string must be valid UTF-8, or the response cannot be serialised.
   response->set_certificate_der(r.der);
-  response->set_serial_hex(r.serial_hex);
-  response->set_subject(r.subject);
-  response->set_sans(r.sans);
-  response->set_profile(r.profile);
-  response->set_station(r.station);
-  response->set_request_id(r.request_id);
+  response->set_serial_hex(ToValidUtf8(r.serial_hex));
+  response->set_subject(ToValidUtf8(r.subject));
+  std::vector<std::string> display;
+  for (const store::San& san : r.sans) {
+    v1::SubjectAltName* out = response->add_san();
+    out->set_type(ToValidUtf8(san.type));
+    out->set_value(ToValidUtf8(san.value));
+    if (!IsValidUtf8(san.value)) out->set_raw_value(san.value);
+    display.push_back(absl::StrCat(QuoteForDisplayUnlessPlain(san.type), ":", QuoteForDisplay(san.value)));
+  }
+  response->set_sans(absl::StrJoin(display, ", "));
+  response->set_profile(ToValidUtf8(r.profile));
+  response->set_station(ToValidUtf8(r.station));
+  response->set_request_id(ToValidUtf8(r.request_id));
   response->mutable_not_before()->set_seconds(r.not_before);
   response->mutable_not_after()->set_seconds(r.not_after);
   response->mutable_issued_at()->set_seconds(r.issued_at);
@@ -446,13 +496,13 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
   void Answer(const std::string& id, const absl::Status& status, const store::CertificateRecord* record,
               bool replayed, bool was_in_flight) {
     v1::SignCsrStreamResponse response;
-    response.set_request_id(id);
+    response.set_request_id(ToValidUtf8(id));  // a refused id may not be UTF-8; a protobuf string must be
     grpc::Status g = status.ok() ? grpc::Status::OK : ToGrpcStatus(status);
     if (record != nullptr) {
       FillResponse(*record, service_->p_.ca->chain_pem, replayed, response.mutable_certificate());
     } else {
       response.mutable_error()->set_code(static_cast<int>(g.error_code()));
-      response.mutable_error()->set_message(g.error_message());
+      response.mutable_error()->set_message(ToValidUtf8(g.error_message()));
     }
     bool resume_read = false;
     {

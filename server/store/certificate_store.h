@@ -19,13 +19,25 @@ enum class CertificateStatus {
   kSuperseded,  // renewed: renews_serial of its successor names it
 };
 
+// San is one subjectAltName of a record, as the CSR front rendered it: `type` is the text before the first ':'
+// ("DNS", "IP Address", "URI", "email"), `value` the bytes after it, exactly as the CSR carried them (they may hold
+// commas, newlines or bytes that are not UTF-8; escape them before showing or putting them in a protobuf string).
+// A row written before SANs were typed reads back as one San of type kLegacySanType holding the whole old
+// comma-joined text, because that text cannot be split back unambiguously.
+struct San {
+  std::string type;
+  std::string value;
+  bool operator==(const San&) const = default;
+};
+inline constexpr char kLegacySanType[] = "legacy";
+
 // CertificateRecord is everything recorded about one issued certificate (DESIGN invariant 2).
 struct CertificateRecord {
   int64_t id = 0;           // assigned by the store when recorded (ignored on write): the keyset paging order
   std::string issuer_id;    // hex SHA-256 of the issuing CA's SubjectPublicKeyInfo
   std::string serial_hex;   // upper-case hex, unique per issuer_id
   std::string subject;      // RFC 2253
-  std::string sans;         // the SANs as the issuer encodes them; the store keeps the string as it is
+  std::vector<San> sans;    // in the CSR's order
   int64_t not_before = 0;   // Unix seconds
   int64_t not_after = 0;
   std::string spki_sha256;  // hex SHA-256 of the certificate's SubjectPublicKeyInfo DER

@@ -1,14 +1,26 @@
 #include "server/store/sqlite/sqlite_store.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <tuple>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "common/log.h"
 #include "common/status_macros.h"
+#include "common/utf8.h"
+#include "nlohmann/json.hpp"
 #include "server/store/sqlite/migrations.h"
 
 namespace linesign::store {
@@ -87,6 +99,62 @@ std::string ColumnText(sqlite3_stmt* s, int i) {
   return p == nullptr ? "" : std::string(p, sqlite3_column_bytes(s, i));
 }
 
+// The sans column holds a JSON array of {"type": .., "value": ..}; a field whose bytes are not valid UTF-8 is
+// stored as "<name>_hex" (hex of the exact bytes) instead, so every value round-trips byte for byte.
+// Rows written before (a comma-joined "DNS:a,IP Address:b" text, never starting with '[') read back as one
+// San of type kLegacySanType with that text.
+void PutBytes(nlohmann::json& j, const char* name, const std::string& v) {
+  if (IsValidUtf8(v)) {
+    j[name] = v;
+  } else {
+    j[absl::StrCat(name, "_hex")] = absl::BytesToHexString(v);
+  }
+}
+
+bool GetBytes(const nlohmann::json& j, const char* name, std::string* out) {
+  if (auto it = j.find(name); it != j.end() && it->is_string()) {
+    *out = it->get<std::string>();
+    return true;
+  }
+  std::string hex_name = absl::StrCat(name, "_hex");
+  if (auto it = j.find(hex_name); it != j.end() && it->is_string()) {
+    std::string hex = it->get<std::string>();
+    if (hex.size() % 2 != 0 || !std::all_of(hex.begin(), hex.end(), [](char c) { return absl::ascii_isxdigit(c); })) {
+      return false;
+    }
+    *out = absl::HexStringToBytes(hex);
+    return true;
+  }
+  return false;
+}
+
+std::string EncodeSans(const std::vector<San>& sans) {
+  nlohmann::json array = nlohmann::json::array();
+  for (const San& san : sans) {
+    nlohmann::json j = nlohmann::json::object();
+    PutBytes(j, "type", san.type);
+    PutBytes(j, "value", san.value);
+    array.push_back(std::move(j));
+  }
+  return array.dump();  // every string in it is valid UTF-8: dump cannot throw
+}
+
+std::vector<San> DecodeSans(const std::string& text) {
+  if (text.empty()) return {};
+  if (text[0] == '[') {
+    nlohmann::json array = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    std::vector<San> sans;
+    bool ok = array.is_array();
+    for (size_t i = 0; ok && i < array.size(); ++i) {
+      San san;
+      ok = array[i].is_object() && GetBytes(array[i], "type", &san.type) && GetBytes(array[i], "value", &san.value);
+      sans.push_back(std::move(san));
+    }
+    if (ok) return sans;
+  }
+  return {San{kLegacySanType, text}};
+}
+
 int64_t Micros(absl::Time t) { return absl::ToUnixMicros(t); }
 absl::Time FromMicros(int64_t us) { return absl::FromUnixMicros(us); }
 
@@ -102,7 +170,7 @@ CertificateRecord ReadCertificate(sqlite3_stmt* s) {
   r.issuer_id = ColumnText(s, 1);
   r.serial_hex = ColumnText(s, 2);
   r.subject = ColumnText(s, 3);
-  r.sans = ColumnText(s, 4);
+  r.sans = DecodeSans(ColumnText(s, 4));
   r.not_before = sqlite3_column_int64(s, 5);
   r.not_after = sqlite3_column_int64(s, 6);
   r.spki_sha256 = ColumnText(s, 7);
@@ -156,9 +224,34 @@ absl::Status CheckBatch(const Batch& batch) {
   return absl::OkStatus();
 }
 
+// PrepareFileModes creates a missing database file 0600 before SQLite does (SQLite would create it 0644 less the
+// umask), and warns about an existing database, WAL or shared-memory file that group or others may read: the
+// records name every station and device. SQLite's unix VFS gives the -wal and -shm files it creates the database
+// file's mode, so a 0600 database keeps all three private. Existing modes are not changed: an operator may have
+// chosen them (a backup group); the warning says how to tighten them.
+absl::Status PrepareFileModes(const std::string& path) {
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd >= 0) {
+    fchmod(fd, 0600);  // whatever the umask
+    close(fd);
+  } else if (errno != EEXIST) {
+    return absl::UnavailableError(absl::StrCat("store.sqlite.path ", path, ": cannot create: ", std::strerror(errno)));
+  }
+  for (const std::string& file : {path, path + "-wal", path + "-shm"}) {
+    struct stat st;
+    if (stat(file.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+      LogWarning("store.sqlite.path: ", file, " has mode ", absl::StrFormat("%04o", st.st_mode & 07777),
+                 ": group or others can read the certificate records; run: chmod 600 ", path, " ", path, "-wal ",
+                 path, "-shm");
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, const Clock* clock) {
+  LINESIGN_RETURN_IF_ERROR(PrepareFileModes(path));
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                            nullptr);
@@ -334,7 +427,8 @@ absl::StatusOr<std::vector<RecordOutcome>> SqliteStore::RecordBatch(const Batch&
       BindText(ins.s, 1, r.issuer_id);
       BindText(ins.s, 2, r.serial_hex);
       BindText(ins.s, 3, r.subject);
-      BindText(ins.s, 4, r.sans);
+      const std::string sans = EncodeSans(r.sans);
+      BindText(ins.s, 4, sans);
       sqlite3_bind_int64(ins.s, 5, r.not_before);
       sqlite3_bind_int64(ins.s, 6, r.not_after);
       BindText(ins.s, 7, r.spki_sha256);

@@ -1,5 +1,6 @@
 #include "server/store/sqlite/sqlite_store.h"
 
+#include <sqlite3.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -11,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "server/store/sqlite/migrations.h"
 #include "server/store/testing/store_conformance.h"
+#include "tests/testing/certs.h"
 #include "tests/testing/test_ca.h"
 
 namespace linesign::store {
@@ -200,6 +202,86 @@ TEST(SqliteStoreTest, CheckpointsInTheBackground) {
   auto reopened = SqliteStore::Open(dir + "/db");
   ASSERT_TRUE(reopened.ok());
   EXPECT_EQ(*(*reopened)->Count(), batches * 16);
+}
+
+// SANs are stored typed, byte for byte: a comma, a text that looks like another SAN, a newline and bytes that are
+// not UTF-8 all read back as exactly the SANs recorded (the old comma-joined column read this back as 4 SANs).
+TEST(SqliteStoreTest, SansRoundTripExactlyWhateverTheyHold) {
+  std::string dir = linesign::testing::TempDir("store");
+  auto store = SqliteStore::Open(dir + "/db");
+  ASSERT_TRUE(store.ok()) << store.status();
+  CertificateRecord r = Record("0A", "sans");
+  r.sans = {{"DNS", "a.example,IP Address:10.6.6.6"},
+            {"DNS", "x.example\nprofile:    server"},
+            {"URI", "urn:x\nserial:     00"},
+            {"email", std::string("\xFF\xFEq\"@\0x", 7)},
+            {"IP Address", "10.1.2.3"}};
+  ASSERT_TRUE((*store)->RecordBatch(Certificates({r})).ok());
+  auto found = (*store)->FindBySerial("ISSUER", "0A");
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ((*found)->sans, r.sans);
+  EXPECT_EQ((*(*store)->FindByRequest("station-1", "sans"))->sans, r.sans);
+  // The column is a JSON array of {type, value}; the value that is not UTF-8 is kept as hex.
+  std::string column = linesign::testing::SqliteScalar(dir + "/db", "SELECT sans FROM certificates");
+  EXPECT_THAT(column, ::testing::StartsWith(R"([{"type":"DNS","value":"a.example,IP Address:10.6.6.6"},)"));
+  EXPECT_THAT(column, ::testing::HasSubstr(R"({"type":"email","value_hex":"fffe7122400078"})"));
+
+  CertificateRecord none = Record("0B", "no-sans");
+  ASSERT_TRUE((*store)->RecordBatch(Certificates({none})).ok());
+  EXPECT_TRUE((*(*store)->FindBySerial("ISSUER", "0B"))->sans.empty());
+}
+
+// A row written before SANs were typed holds "DNS:a,IP Address:b": it cannot be split back unambiguously, so it
+// reads back as one SAN of type "legacy" with the whole text. An empty legacy column is no SAN.
+TEST(SqliteStoreTest, LegacySansColumnReadsBackAsOneLegacyEntry) {
+  std::string dir = linesign::testing::TempDir("store");
+  auto store = SqliteStore::Open(dir + "/db");
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_TRUE((*store)->RecordBatch(Certificates({Record("01", "old"), Record("02", "old2")})).ok());
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir + "/db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "UPDATE certificates SET sans = 'DNS:a.example,IP Address:10.6.6.6' WHERE serial = '01';"
+                         "UPDATE certificates SET sans = '' WHERE serial = '02';",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  auto legacy = (*store)->FindBySerial("ISSUER", "01");
+  ASSERT_TRUE(legacy.ok() && legacy->has_value());
+  EXPECT_EQ((*legacy)->sans, (std::vector<San>{{"legacy", "DNS:a.example,IP Address:10.6.6.6"}}));
+  EXPECT_TRUE((*(*store)->FindBySerial("ISSUER", "02"))->sans.empty());
+}
+
+// The database, its WAL and its shared-memory file are created owner-only, whatever the umask (they were 0644).
+TEST(SqliteStoreTest, CreatesDatabaseWalAndShmOwnerOnly) {
+  std::string dir = linesign::testing::TempDir("store");
+  mode_t old = umask(022);
+  auto store = SqliteStore::Open(dir + "/db");
+  umask(old);
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_TRUE((*store)->RecordBatch(Certificates({Record("01", "a")})).ok());
+  ASSERT_TRUE((*store)->FindBySerial("ISSUER", "01").ok());
+  for (const char* file : {"/db", "/db-wal", "/db-shm"}) {
+    struct stat st;
+    ASSERT_EQ(stat((dir + file).c_str(), &st), 0) << file;
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << file;
+  }
+}
+
+// An existing database that group or others can read is reported at start-up, and left as the operator set it.
+TEST(SqliteStoreTest, WarnsAboutAnExistingDatabaseOthersCanRead) {
+  std::string dir = linesign::testing::TempDir("store");
+  ASSERT_TRUE(SqliteStore::Open(dir + "/db").ok());
+  ASSERT_EQ(chmod((dir + "/db").c_str(), 0644), 0);
+  ::testing::internal::CaptureStderr();
+  auto store = SqliteStore::Open(dir + "/db");
+  std::string err = ::testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_THAT(err, ::testing::HasSubstr(dir + "/db has mode 0644: group or others can read"));
+  EXPECT_THAT(err, ::testing::HasSubstr("chmod 600"));
+  struct stat st;
+  ASSERT_EQ(stat((dir + "/db").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0644u);
 }
 
 TEST(SqliteStoreTest, OpenFailsWithThePath) {
