@@ -210,7 +210,7 @@ TEST(SqliteStoreTest, SansRoundTripExactlyWhateverTheyHold) {
   std::string dir = linesign::testing::TempDir("store");
   auto store = SqliteStore::Open(dir + "/db");
   ASSERT_TRUE(store.ok()) << store.status();
-  CertificateRecord r = Record("0A", "sans");
+  CertificateRecord r = Certificate("0A", "sans");
   r.sans = {{"DNS", "a.example,IP Address:10.6.6.6"},
             {"DNS", "x.example\nprofile:    server"},
             {"URI", "urn:x\nserial:     00"},
@@ -226,7 +226,8 @@ TEST(SqliteStoreTest, SansRoundTripExactlyWhateverTheyHold) {
   EXPECT_THAT(column, ::testing::StartsWith(R"([{"type":"DNS","value":"a.example,IP Address:10.6.6.6"},)"));
   EXPECT_THAT(column, ::testing::HasSubstr(R"({"type":"email","value_hex":"fffe7122400078"})"));
 
-  CertificateRecord none = Record("0B", "no-sans");
+  CertificateRecord none = Certificate("0B", "no-sans");
+  none.sans.clear();
   ASSERT_TRUE((*store)->RecordBatch(Certificates({none})).ok());
   EXPECT_TRUE((*(*store)->FindBySerial("ISSUER", "0B"))->sans.empty());
 }
@@ -237,7 +238,7 @@ TEST(SqliteStoreTest, LegacySansColumnReadsBackAsOneLegacyEntry) {
   std::string dir = linesign::testing::TempDir("store");
   auto store = SqliteStore::Open(dir + "/db");
   ASSERT_TRUE(store.ok()) << store.status();
-  ASSERT_TRUE((*store)->RecordBatch(Certificates({Record("01", "old"), Record("02", "old2")})).ok());
+  ASSERT_TRUE((*store)->RecordBatch(Certificates({Certificate("01", "old"), Certificate("02", "old2")})).ok());
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open((dir + "/db").c_str(), &db), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(db,
@@ -259,7 +260,7 @@ TEST(SqliteStoreTest, CreatesDatabaseWalAndShmOwnerOnly) {
   auto store = SqliteStore::Open(dir + "/db");
   umask(old);
   ASSERT_TRUE(store.ok()) << store.status();
-  ASSERT_TRUE((*store)->RecordBatch(Certificates({Record("01", "a")})).ok());
+  ASSERT_TRUE((*store)->RecordBatch(Certificates({Certificate("01", "a")})).ok());
   ASSERT_TRUE((*store)->FindBySerial("ISSUER", "01").ok());
   for (const char* file : {"/db", "/db-wal", "/db-shm"}) {
     struct stat st;

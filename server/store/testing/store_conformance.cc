@@ -18,7 +18,7 @@ CertificateRecord Certificate(const std::string& serial, const std::string& requ
   r.issuer_id = "ISSUER";
   r.serial_hex = serial;
   r.subject = "CN=x";
-  r.sans = "DNS:x.example";
+  r.sans = {San{"DNS", "x.example"}};
   r.station = "station-1";
   r.profile = "device";
   r.request_id = request_id;
@@ -86,7 +86,7 @@ TEST_P(StoreConformanceTest, RecordsCertificatesEventsAndOutboxInOneBatch) {
   const CertificateRecord& r = **found;
   EXPECT_GT(r.id, 0);
   EXPECT_EQ(r.request_id, "b");
-  EXPECT_EQ(r.sans, "DNS:x.example");
+  EXPECT_EQ(r.sans, (std::vector<San>{San{"DNS", "x.example"}}));
   EXPECT_EQ(r.csr_sha256, "CSR-b");
   EXPECT_EQ(r.spki_sha256, "SPKI-b");
   EXPECT_EQ(r.der, std::string("\x30\x00", 2));
