@@ -1,13 +1,22 @@
 // libFuzzer target: the whole front of a signing request — DecodeCsr (DER or PEM), CheckCsr against a profile
 // that allows every key type and SAN type, then the profile's value rules (patterns, lengths, SAN from CN).
 // Anything may be refused; nothing may crash, leak or trip a sanitizer. Differentially: the fast decoder never
-// accepts a CSR OpenSSL's reference path refuses, and when both accept they yield the same fields.
+// accepts a CSR OpenSSL's reference path refuses, and when both accept they yield the same fields. And the
+// certificate: a CSR the front accepts is issued by the real builder (an in-memory CA key), and the certificate,
+// re-parsed by OpenSSL (d2i_X509) and walked name by name, must satisfy the strict value rules
+// (csr/strict_rules.h) — the target traps when an accepted CSR yields a certificate a strict parser rejects.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <tuple>
 
+#include <openssl/x509v3.h>
+
+#include "hsm/software_signer.h"
 #include "server/csr/csr.h"
+#include "server/csr/strict_rules.h"
+#include "server/issuance/certificate_builder.h"
 #include "server/policy/profile_policy.h"
 
 namespace {
@@ -34,6 +43,80 @@ linesign::v1::Profile FromSubject() {
   return p;
 }
 
+// Issuer is an in-memory CA: a self-signed P-256 certificate and its key as a software signer.
+struct Issuer {
+  linesign::issuance::IssuingCa ca;
+  std::unique_ptr<linesign::hsm::SoftwareSigner> signer;
+  std::unique_ptr<linesign::issuance::CertificateBuilder> builder;
+};
+
+Issuer* MakeIssuer(const linesign::v1::Profile& permissive, const linesign::v1::Profile& from_subject) {
+  auto* out = new Issuer;
+  linesign::OsslPtr<EVP_PKEY> key(EVP_EC_gen("P-256"));
+  linesign::OsslPtr<X509> cert(X509_new());
+  X509_set_version(cert.get(), 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 1);
+  X509_NAME_add_entry_by_txt(X509_get_subject_name(cert.get()), "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>("Fuzz CA"), -1, -1, 0);
+  X509_set_issuer_name(cert.get(), X509_get_subject_name(cert.get()));
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), 0);
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), 86400L * 3650);
+  X509_set_pubkey(cert.get(), key.get());
+  X509_sign(cert.get(), key.get(), EVP_sha256());
+  out->ca.certificate = std::move(cert);
+  out->ca.not_after = absl::Now() + absl::Hours(24 * 3650);
+  out->signer = *linesign::hsm::SoftwareSigner::FromKey(std::move(key), "fuzz");
+  linesign::v1::ServerConfig config;
+  (*config.mutable_profiles())["permissive"] = permissive;
+  (*config.mutable_profiles())["from-subject"] = from_subject;
+  for (auto& [name, p] : *config.mutable_profiles()) p.set_validity_days(1);
+  out->builder = *linesign::issuance::CertificateBuilder::Create(&out->ca, out->signer.get(), config);
+  return out;
+}
+
+// CheckIssued re-parses `der` with OpenSSL and applies the strict rules to what OpenSSL sees; false on any breach.
+bool CheckIssued(const std::string& der) {
+  using linesign::OsslPtr;
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  OsslPtr<X509> x(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  if (x == nullptr || p != reinterpret_cast<const unsigned char*>(der.data()) + der.size()) return false;
+  const X509_NAME* subject = X509_get_subject_name(x.get());
+  for (int i = 0; i < X509_NAME_entry_count(subject); ++i) {
+    const X509_NAME_ENTRY* e = X509_NAME_get_entry(subject, i);
+    std::string oid = linesign::ToDer(i2d_ASN1_OBJECT, static_cast<const ASN1_OBJECT*>(X509_NAME_ENTRY_get_object(e)));
+    const ASN1_STRING* v = X509_NAME_ENTRY_get_data(e);
+    if (!linesign::csr::CheckAttributeValue(oid, static_cast<uint8_t>(ASN1_STRING_type(v)),
+                                            absl::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(v)),
+                                                              ASN1_STRING_length(v)))
+             .ok()) {
+      return false;
+    }
+  }
+  int crit = 0;
+  auto* names = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(x.get(), NID_subject_alt_name, &crit, nullptr));
+  if (names == nullptr && crit != -1) return false;
+  bool ok = true;
+  for (int i = 0; names != nullptr && ok && i < sk_GENERAL_NAME_num(names); ++i) {
+    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names, i);
+    const ASN1_STRING* s = gn->type == GEN_EMAIL ? gn->d.rfc822Name
+                           : gn->type == GEN_DNS ? gn->d.dNSName
+                           : gn->type == GEN_URI ? gn->d.uniformResourceIdentifier
+                           : gn->type == GEN_IPADD ? gn->d.iPAddress
+                                                   : nullptr;
+    ok = s != nullptr && linesign::csr::CheckGeneralName(
+                             static_cast<uint8_t>(0x80 | gn->type),
+                             absl::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                                               ASN1_STRING_length(s)),
+                             false)
+                             .ok();
+  }
+  GENERAL_NAMES_free(names);
+  if (!ok) return false;
+  std::string spki =
+      linesign::ToDer(i2d_X509_PUBKEY, static_cast<const X509_PUBKEY*>(X509_get_X509_PUBKEY(x.get())));
+  return linesign::csr::CheckPublicKey(spki).ok() && X509_get0_pubkey(x.get()) != nullptr;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -41,6 +124,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const linesign::v1::Profile* from_subject = new linesign::v1::Profile(FromSubject());
   static const auto* policy = linesign::policy::ProfilePolicy::Create("fuzz", *permissive)->release();
   static const auto* policy_cn = linesign::policy::ProfilePolicy::Create("fuzz-cn", *from_subject)->release();
+  static const Issuer* issuer = MakeIssuer(*permissive, *from_subject);
 
   std::string input(reinterpret_cast<const char*>(data), size);
   auto der = linesign::csr::DecodeCsr(input);
@@ -58,14 +142,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
     }
   }
-  for (auto [profile, rules] : {std::pair{permissive, policy}, std::pair{from_subject, policy_cn}}) {
+  for (auto [profile, rules, name] : {std::tuple{permissive, policy, "permissive"},
+                                      std::tuple{from_subject, policy_cn, "from-subject"}}) {
     auto checked = linesign::csr::CheckCsr(*der, *profile, "fuzz");
     if (!checked.ok()) {
       if (checked.status().message().empty()) abort();  // every refusal says why
       continue;
     }
     if (checked->subject_der.empty() || checked->spki_der.empty() || checked->der != *der) abort();
-    if (auto st = rules->Apply(&*checked); !st.ok() && st.message().empty()) abort();
+    if (auto st = rules->Apply(&*checked); !st.ok()) {
+      if (st.message().empty()) abort();
+      continue;
+    }
+    // Accepted by the front: the builder must issue it, and what it issues must pass the strict rules as
+    // OpenSSL sees the certificate.
+    auto issued = issuer->builder->Issue(*checked, name, linesign::issuance::NewSerial(), absl::Now());
+    if (!issued.ok() || !CheckIssued(issued->der)) abort();
   }
   return 0;
 }

@@ -17,6 +17,7 @@ PACKAGES=(
   nlohmann-json3-dev                              # the JSON-lines audit log
   libjemalloc-dev                                 # the allocator of the server and the load generator
   gnutls-bin                                      # certtool: an independent verifier used by the tests
+  python3-cryptography                            # a strict third parser of every certificate the tests issue
   clang libclang-rt-14-dev                        # libFuzzer + sanitizers for scripts/fuzz.sh
 )
 

@@ -23,6 +23,7 @@
 #include "server/config/config.h"
 #include "tests/testing/certs.h"
 #include "tests/testing/server_process.h"
+#include "tests/testing/strict_parse.h"
 #include "tests/testing/test_ca.h"
 
 namespace linesign {
@@ -62,10 +63,21 @@ class EndToEndTest : public ::testing::Test {
     delete ca_;
   }
 
+  // Every certificate a test receives is checked by strict parsers when the test ends (testing::StrictParse).
+  void TearDown() override {
+    EXPECT_TRUE(testing::StrictParseAll(*issued_).ok()) << testing::StrictParseAll(*issued_);
+    issued_->clear();
+  }
+  static void Issued(const std::string& der) {
+    if (!der.empty()) issued_->push_back(der);
+  }
+
   static grpc::Status Sign(const v1::SignCsrRequest& req, v1::SignCsrResponse* resp) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    return stub_->SignCsr(&ctx, req, resp);
+    grpc::Status st = stub_->SignCsr(&ctx, req, resp);
+    if (st.ok()) Issued(resp->certificate_der());
+    return st;
   }
   static v1::SignCsrRequest Request(const std::string& der, const std::string& id, const std::string& profile = "") {
     v1::SignCsrRequest req;
@@ -78,6 +90,7 @@ class EndToEndTest : public ::testing::Test {
 
   static TestCa* ca_;
   static std::string* db_;
+  static inline std::vector<std::string>* issued_ = new std::vector<std::string>;
   static ServerProcess* server_;
   static v1::CertificateAuthority::Stub* stub_;
 };
@@ -297,6 +310,7 @@ TEST_F(EndToEndTest, OpensslReqThroughTheClientVerifiesWithOpensslAndGnutls) {
   // certtool wants the whole chain, leaf first, in one file, and the root as the trust anchor.
   auto leaf = ReadFile(dir + "/device.crt");
   auto chain = ReadFile(dir + "/chain.pem");
+  if (auto parsed = ParseCertificatesPem(*leaf, "device.crt"); parsed.ok()) Issued(CertificateDer((*parsed)[0].get()));
   ASSERT_TRUE(WriteFile(dir + "/bundle.pem", *leaf + *chain).ok());
   auto certtool = testing::RunCommand({"/usr/bin/certtool", "--verify", "--load-ca-certificate", ca_->root_pem,
                                        "--infile", dir + "/bundle.pem"});
@@ -351,6 +365,7 @@ TEST_F(EndToEndTest, StreamAnswersEveryRequestByIdWithErrorsInline) {
       continue;
     }
     ASSERT_TRUE(a.has_certificate()) << a.error().message();
+    Issued(a.certificate().certificate_der());
     EXPECT_EQ(a.certificate().request_id(), a.request_id());
     auto cert = testing::ParseDer(a.certificate().certificate_der());
     ASSERT_NE(cert, nullptr);
@@ -379,12 +394,13 @@ struct BadCase {
 
 void PrintTo(const BadCase& c, std::ostream* os) { *os << c.name; }
 
-// CsrWithRawCn makes a P-256 CSR whose CN holds exactly `cn` (which may contain a NUL byte) as a UTF8String.
-std::string CsrWithRawCn(const std::string& cn) {
+// CsrWithRawCn makes a P-256 CSR whose CN holds exactly `cn` (which may contain a NUL byte) as a UTF8String, or
+// as the string type `type`, unchecked.
+std::string CsrWithRawCn(const std::string& cn, int type = V_ASN1_UTF8STRING) {
   OsslPtr<EVP_PKEY> key(EVP_EC_gen("P-256"));
   OsslPtr<X509_REQ> req(X509_REQ_new());
   X509_NAME* name = X509_REQ_get_subject_name(req.get());
-  X509_NAME_add_entry_by_txt(name, "CN", V_ASN1_UTF8STRING, reinterpret_cast<const unsigned char*>(cn.data()),
+  X509_NAME_add_entry_by_txt(name, "CN", type, reinterpret_cast<const unsigned char*>(cn.data()),
                              static_cast<int>(cn.size()), -1, 0);
   X509_REQ_set_pubkey(req.get(), key.get());
   X509_REQ_sign(req.get(), key.get(), EVP_sha256());
@@ -408,6 +424,21 @@ std::string CsrWithRawDnsSan(const std::string& dns) {
   X509_REQ_add_extensions(req.get(), exts);
   sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
   GENERAL_NAMES_free(names);
+  X509_REQ_set_pubkey(req.get(), key.get());
+  X509_REQ_sign(req.get(), key.get(), EVP_sha256());
+  return ToDer(i2d_X509_REQ, static_cast<const X509_REQ*>(req.get()));
+}
+
+// CsrWithKeyUsage makes a P-256 CSR asking for a keyUsage extension, which no profile takes from a CSR.
+std::string CsrWithKeyUsage() {
+  OsslPtr<EVP_PKEY> key(EVP_EC_gen("P-256"));
+  OsslPtr<X509_REQ> req(X509_REQ_new());
+  X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req.get()), "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>("KEYUSAGE"), -1, -1, 0);
+  STACK_OF(X509_EXTENSION)* exts = sk_X509_EXTENSION_new_null();
+  sk_X509_EXTENSION_push(exts, X509V3_EXT_conf_nid(nullptr, nullptr, NID_key_usage, "critical,digitalSignature"));
+  X509_REQ_add_extensions(req.get(), exts);
+  sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
   X509_REQ_set_pubkey(req.get(), key.get());
   X509_REQ_sign(req.get(), key.get(), EVP_sha256());
   return ToDer(i2d_X509_REQ, static_cast<const X509_REQ*>(req.get()));
@@ -548,12 +579,28 @@ std::vector<BadCase> BadCases() {
       {"SubjectValueTooLong", [&] { return req(CsrWithRawCn(std::string(65, 'A'))); },
        grpc::StatusCode::INVALID_ARGUMENT, "subject CN of 65 bytes exceeds the limit of 64 bytes"},
       {"SubjectEmbeddedNul", [&] { return req(CsrWithRawCn(std::string("DEVICE\0evil", 11))); },
-       grpc::StatusCode::INVALID_ARGUMENT, "subject CN contains a NUL byte"},
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "subject attribute CN (UTF8String) 'DEVICE\\x00evil' holds the control character 0x00 at offset 6"},
+      {"SubjectPrintableStringWithAt", [&] { return req(CsrWithRawCn("dev@ce", V_ASN1_PRINTABLESTRING)); },
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "subject attribute CN (PrintableString) 'dev@ce' holds 0x40 at offset 3, which a PrintableString may not"},
+      {"SanDnsNewline", [&] { return req(CsrWithRawDnsSan("a\nb.example")); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "subjectAltName dns 'a\\x0Ab.example' is not a valid DNS name: it contains the character 0x0A"},
+      {"ExtensionNotTaken", [&] { return req(CsrWithKeyUsage()); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "CSR requests the extension X509v3 Key Usage (2.5.29.15), which profile 'device' does not take from a CSR"},
+      {"PemTrailingData",
+       [&] {
+         v1::SignCsrRequest r;
+         r.set_csr_pem(PemEncode("CERTIFICATE REQUEST", testing::Csr("ec-p256", "/CN=PEMTRAIL")) + "junk");
+         r.set_request_id("bad-input");
+         return r;
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "CSR PEM has 4 bytes of trailing data after its END line"},
       {"SanEmbeddedNul", [&] { return req(CsrWithRawDnsSan(std::string("ok.example\0.evil.example", 23))); },
        grpc::StatusCode::INVALID_ARGUMENT, "subjectAltName dns contains a NUL byte"},
       {"SanValueTooLong",
        [&] { return req(testing::Csr("ec-p256", "/CN=LONGSAN", {"DNS:" + std::string(256, 'a') + ".example"})); },
-       grpc::StatusCode::INVALID_ARGUMENT, "subjectAltName dns of 264 bytes exceeds the limit of 255 bytes"},
+       grpc::StatusCode::INVALID_ARGUMENT, "is not a valid DNS name: it is 264 characters long, more than 253"},
       {"SubjectPatternMismatch", [&] { return req(testing::Csr("ec-p256", "/CN=device-7"), "serial"); },
        grpc::StatusCode::INVALID_ARGUMENT, "subject CN 'device-7' does not match the pattern '^[A-Z0-9]{12}$'"},
       {"SanPatternMismatch",
@@ -607,6 +654,7 @@ TEST_P(BadInputTest, IsRefusedWithItsOwnMessageAndRecordsNothing) {
   if (request.request_id() == "as-line-station") {
     grpc::ClientContext ctx;
     st = v1::CertificateAuthority::NewStub(Ca().Channel(Address(), "line1-st1"))->SignCsr(&ctx, request, &resp);
+    if (st.ok()) Issued(resp.certificate_der());
   } else {
     st = Sign(request, &resp);
   }

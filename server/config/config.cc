@@ -195,6 +195,10 @@ absl::Status ValidateProfile(const std::string& f, const v1::Profile& p) {
     }
     if (!allowed.contains("CN")) return FieldError(f + ".san_from_subject", "needs CN in subject_attributes");
   }
+  if (p.allow_wildcard_dns() && p.san_from_subject() != "dns" &&
+      std::find(p.san_types().begin(), p.san_types().end(), "dns") == p.san_types().end()) {
+    return FieldError(f + ".allow_wildcard_dns", "needs \"dns\" in san_types or san_from_subject: dns");
+  }
   if (p.max_subject_value_bytes() < 1 || p.max_subject_value_bytes() > 1024) {
     return FieldError(f + ".max_subject_value_bytes", "must be 1 to 1024");
   }

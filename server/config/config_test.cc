@@ -102,6 +102,7 @@ TEST(ConfigTest, ValidationErrorsNameTheField) {
       {"profiles:\n  device:\n    crl_distribution_point: 'file:///crl'\n",
        "profiles.device.crl_distribution_point: must be an http://"},
       {"profiles:\n  device:\n    policy_oids: ['1.2.x']\n", "profiles.device.policy_oids: '1.2.x' is not"},
+      {"profiles:\n  device:\n    allow_wildcard_dns: true\n", "profiles.device.allow_wildcard_dns: needs \"dns\" in san_types"},
       {"tls: {}\n", "tls.certificate_file: required"},
       {"tls: {insecure: true}\nlisten: 0.0.0.0:7443\n", "tls.insecure: plaintext is allowed only on a loopback"},
       {"tls: {certificate_file: /etc/hostname, key_file: /etc/hostname, client_ca_file: /etc/hostname}\n",

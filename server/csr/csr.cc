@@ -9,8 +9,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/ascii.h"
 #include "common/der.h"
 #include "common/openssl_util.h"
+#include "server/csr/strict_rules.h"
 
 namespace linesign::csr {
 namespace {
@@ -151,22 +154,31 @@ absl::Status CheckSubject(const X509_NAME* name, const v1::Profile& profile, abs
   return absl::OkStatus();
 }
 
+// AttributesDer re-encodes the CSR's attributes: the content of CertificationRequestInfo's [0], as it came (the
+// CSR was checked to be canonical DER).
+std::string AttributesDer(const X509_REQ* req) {
+  std::string out;
+  for (int i = 0; i < X509_REQ_get_attr_count(req); ++i) {
+    out += ToDer(i2d_X509_ATTRIBUTE, static_cast<const X509_ATTRIBUTE*>(X509_REQ_get_attr(req, i)));
+  }
+  return out;
+}
+
 absl::Status CheckExtensions(X509_REQ* req, const v1::Profile& profile, absl::string_view profile_name,
                              CheckedCsr* out) {
+  // The attributes' shape and which extensions may be asked for: the shared rules (strict_rules.h).
+  auto requested = ParseRequestAttributes(AttributesDer(req), profile_name);
+  if (!requested.ok()) return requested.status();
+  if (requested->san_der.empty()) return absl::OkStatus();
   std::unique_ptr<STACK_OF(X509_EXTENSION), ExtensionsDeleter> exts(X509_REQ_get_extensions(req));
-  if (exts == nullptr) return absl::OkStatus();
+  if (exts == nullptr) {
+    OpenSslErrors();
+    return Refuse("CSR extensionRequest attribute is malformed");
+  }
   for (int i = 0; i < sk_X509_EXTENSION_num(exts.get()); ++i) {
     X509_EXTENSION* ext = sk_X509_EXTENSION_value(exts.get(), i);
     int nid = OBJ_obj2nid(X509_EXTENSION_get_object(ext));
-    if (nid == NID_basic_constraints) {
-      std::unique_ptr<BASIC_CONSTRAINTS, decltype(&BASIC_CONSTRAINTS_free)> bc(
-          static_cast<BASIC_CONSTRAINTS*>(X509V3_EXT_d2i(ext)), BASIC_CONSTRAINTS_free);
-      if (bc == nullptr) return Refuse("CSR basicConstraints extension is malformed");
-      if (bc->ca) return Refuse("CSR asks for a CA certificate (basicConstraints CA:TRUE); devices get CA:FALSE");
-      continue;
-    }
-    if (nid != NID_subject_alt_name) continue;  // key usages come from the profile, not the CSR
-    if (!out->san_der.empty()) return Refuse("CSR carries two subjectAltName extensions");
+    if (nid != NID_subject_alt_name) continue;  // basicConstraints CA:FALSE: what every device certificate gets
     std::unique_ptr<GENERAL_NAMES, GeneralNamesDeleter> names(static_cast<GENERAL_NAMES*>(X509V3_EXT_d2i(ext)));
     if (names == nullptr) return Refuse("CSR subjectAltName extension is malformed");
     for (int j = 0; j < sk_GENERAL_NAME_num(names.get()); ++j) {
@@ -213,20 +225,26 @@ absl::Status CheckExtensions(X509_REQ* req, const v1::Profile& profile, absl::st
     const ASN1_OCTET_STRING* value = X509_EXTENSION_get_data(ext);
     out->san_der.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(value)), ASN1_STRING_length(value));
   }
-  return absl::OkStatus();
+  if (out->san_der != requested->san_der) return Refuse("CSR subjectAltName extension is malformed");
+  return CheckGeneralNames(out->san_der, profile.allow_wildcard_dns());
 }
 
-// DiagnoseUndecodable says why OpenSSL could not decode `der` when the reason is the public key (an EC point not on
-// its curve, say), which OpenSSL reports only as a failed parse of the whole request.
+// DiagnoseUndecodable says why OpenSSL could not decode `der` when the reason is the subject (a UTF8String that is
+// not UTF-8) or the public key (an EC point not on its curve, say), which OpenSSL reports only as a failed parse
+// of the whole request.
 absl::Status DiagnoseUndecodable(const std::string& der) {
   der::Reader outer(der);
-  absl::string_view request, info, version, name, spki_content, spki;
+  absl::string_view request, info, version, name, name_whole, spki_content, spki;
   if (outer.Expect(der::kSequence, &request)) {
     der::Reader r(request);
     if (r.Expect(der::kSequence, &info)) {
       der::Reader i(info);
-      if (i.Expect(der::kInteger, &version) && i.Expect(der::kSequence, &name) &&
+      if (i.Expect(der::kInteger, &version) && i.Expect(der::kSequence, &name, &name_whole) &&
           i.Expect(der::kSequence, &spki_content, &spki)) {
+        // OpenSSL refuses a subject value that is not valid for its string type (bad UTF-8) and some key
+        // encodings outright: the shared rules name them.
+        if (auto st = CheckName(name_whole); !st.ok()) return st;
+        if (auto st = CheckPublicKey(spki); !st.ok()) return st;
         const auto* p = reinterpret_cast<const unsigned char*>(spki.data());
         OsslPtr<EVP_PKEY> key(d2i_PUBKEY(nullptr, &p, static_cast<long>(spki.size())));
         bool valid = key != nullptr;
@@ -263,11 +281,24 @@ absl::StatusOr<std::string> DecodeCsr(absl::string_view in) {
   }
   std::string label = name;
   std::string der(reinterpret_cast<char*>(data), len);
+  bool has_headers = header != nullptr && header[0] != '\0';
   OPENSSL_free(name);
   OPENSSL_free(header);
   OPENSSL_free(data);
   if (label != "CERTIFICATE REQUEST" && label != "NEW CERTIFICATE REQUEST") {
     return Refuse(absl::StrCat("PEM label is '", label, "'; expected 'CERTIFICATE REQUEST'"));
+  }
+  if (has_headers) return Refuse("CSR PEM carries headers (Proc-Type, ...); send a plain CERTIFICATE REQUEST block");
+  // Exactly one block: what follows the END line may be whitespace, nothing else.
+  char* rest = nullptr;
+  long rest_len = BIO_get_mem_data(bio.get(), &rest);
+  absl::string_view after(rest, rest_len > 0 ? rest_len : 0);
+  after = absl::StripAsciiWhitespace(after);
+  if (!after.empty()) {
+    if (absl::StrContains(after, "-----BEGIN")) {
+      return Refuse("CSR PEM holds more than one PEM block; send exactly one CERTIFICATE REQUEST");
+    }
+    return Refuse(absl::StrCat("CSR PEM has ", after.size(), " bytes of trailing data after its END line"));
   }
   return der;
 }
@@ -300,6 +331,10 @@ absl::StatusOr<CheckedCsr> CheckCsrReference(const std::string& der, const v1::P
   if (out.key.type == "rsa") {
     if (auto st = CheckRsaExponent(key); !st.ok()) return st;
   }
+  // The key's encoding as the CSR carries it (point form, small-order Ed25519, exponent size), before any
+  // signature is verified with it.
+  std::string original_spki = ToDer(i2d_X509_PUBKEY, static_cast<const X509_PUBKEY*>(X509_REQ_get_X509_PUBKEY(req.get())));
+  if (auto st = CheckPublicKey(original_spki); !st.ok()) return st;
   if (auto st = CheckSignatureAlgorithm(req.get()); !st.ok()) return st;
   int verified = X509_REQ_verify(req.get(), key);
   if (verified != 1) {
@@ -309,6 +344,7 @@ absl::StatusOr<CheckedCsr> CheckCsrReference(const std::string& der, const v1::P
   const X509_NAME* subject = X509_REQ_get_subject_name(req.get());
   if (auto st = CheckSubject(subject, profile, profile_name); !st.ok()) return st;
   out.subject_der = ToDer(i2d_X509_NAME, subject);
+  if (auto st = CheckName(out.subject_der); !st.ok()) return st;
   for (int i = 0; i < X509_NAME_entry_count(subject); ++i) {
     const X509_NAME_ENTRY* e = X509_NAME_get_entry(subject, i);
     const ASN1_OBJECT* obj = X509_NAME_ENTRY_get_object(e);

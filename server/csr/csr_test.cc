@@ -31,6 +31,21 @@ TEST(DecodeCsrTest, AcceptsDerAndPemAndRefusesOtherLabels) {
   EXPECT_THAT(std::string(DecodeCsr(std::string(kMaxCsrBytes + 1, 'a')).status().message()), HasSubstr("exceeds"));
 }
 
+TEST(DecodeCsrTest, PemMustBeExactlyOneCsrBlockWithNothingAfterIt) {
+  std::string der = testing::Csr("ec-p256", "/CN=X");
+  std::string pem = PemEncode("CERTIFICATE REQUEST", der);
+  EXPECT_EQ(*DecodeCsr(pem + "\n  \r\n\t"), der);  // whitespace after the END line is fine
+  EXPECT_THAT(std::string(DecodeCsr(pem + "garbage").status().message()),
+              HasSubstr("CSR PEM has 7 bytes of trailing data after its END line"));
+  EXPECT_THAT(std::string(DecodeCsr(pem + pem).status().message()),
+              HasSubstr("CSR PEM holds more than one PEM block"));
+  EXPECT_THAT(std::string(DecodeCsr(pem + PemEncode("CERTIFICATE", der)).status().message()),
+              HasSubstr("more than one PEM block"));
+  std::string with_headers = pem;
+  with_headers.insert(with_headers.find('\n') + 1, "Proc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\n");
+  EXPECT_THAT(std::string(DecodeCsr(with_headers).status().message()), HasSubstr("CSR PEM carries headers"));
+}
+
 TEST(CheckCsrTest, CopiesSubjectKeyAndSans) {
   auto c = CheckCsr(testing::Csr("ec-p384", "/CN=DEV1/O=Acme", {"DNS:dev1.example"}), DeviceProfile(), "device");
   ASSERT_TRUE(c.ok()) << c.status();

@@ -17,6 +17,7 @@
 #include "common/utf8.h"
 #include "common/openssl_util.h"
 #include "server/csr/csr.h"
+#include "server/csr/strict_rules.h"
 
 namespace linesign::csr {
 namespace {
@@ -45,7 +46,8 @@ struct Oids {
   std::vector<std::pair<std::string, std::string>> attributes = {
       {der::Oid("2.5.4.3"), "CN"},  {der::Oid("2.5.4.10"), "O"}, {der::Oid("2.5.4.11"), "OU"},
       {der::Oid("2.5.4.6"), "C"},   {der::Oid("2.5.4.7"), "L"},  {der::Oid("2.5.4.8"), "ST"},
-      {der::Oid("2.5.4.5"), "serialNumber"}};
+      {der::Oid("2.5.4.5"), "serialNumber"}, {der::Oid("2.5.4.46"), "dnQualifier"},
+      {der::Oid("1.2.840.113549.1.9.1"), "emailAddress"}};
 };
 const Oids& O() {
   static const Oids* o = new Oids();
@@ -195,65 +197,6 @@ bool Subject(absl::string_view name_whole, std::vector<SubjectAttribute>* out) {
         return false;
     }
     out->push_back({it->second, std::move(text)});
-  }
-  return r.ok();
-}
-
-struct Extensions {
-  absl::string_view san;  // GeneralNames DER (the extension's value)
-  bool ca = false;
-  bool ok = true;
-};
-
-// RequestedExtensions reads the attributes: only an extensionRequest, at most one, with SAN and
-// basicConstraints looked at; any other attribute makes it the reference's job.
-bool RequestedExtensions(absl::string_view attributes, Extensions* out) {
-  Reader r(attributes);
-  int seen = 0;
-  while (!r.empty()) {
-    absl::string_view attr, oid_content, oid_whole, values, ext_seq;
-    if (!r.Expect(der::kSequence, &attr)) return false;
-    Reader a(attr);
-    if (!a.Expect(der::kOid, &oid_content, &oid_whole) || !a.Expect(der::kSet, &values) || !a.empty()) return false;
-    if (oid_whole != O().extension_request || ++seen > 1) return false;
-    Reader v(values);
-    if (!v.Expect(der::kSequence, &ext_seq) || !v.empty()) return false;
-    Reader e(ext_seq);
-    while (!e.empty()) {
-      absl::string_view ext, id_content, id_whole, value;
-      if (!e.Expect(der::kSequence, &ext)) return false;
-      Reader x(ext);
-      if (!x.Expect(der::kOid, &id_content, &id_whole)) return false;
-      uint8_t tag;
-      absl::string_view c;
-      if (!x.Next(&tag, &c)) return false;
-      if (tag == der::kBoolean) {
-        if (c != absl::string_view("\xff", 1) || !x.Expect(der::kOctetString, &value)) return false;
-      } else if (tag == der::kOctetString) {
-        value = c;
-      } else {
-        return false;
-      }
-      if (!x.empty()) return false;
-      if (id_whole == O().san) {
-        if (!out->san.empty()) return false;  // two SAN extensions: the reference refuses with its message
-        out->san = value;
-      } else if (id_whole == O().basic_constraints) {
-        Reader b(value);
-        absl::string_view bc;
-        if (!b.Expect(der::kSequence, &bc) || !b.empty()) return false;
-        Reader f(bc);
-        absl::string_view flag;
-        uint8_t t;
-        if (!f.empty()) {
-          if (!f.Next(&t, &flag)) return false;
-          if (t == der::kBoolean) {
-            if (flag != absl::string_view("\xff", 1)) return false;
-            out->ca = true;
-          }
-        }
-      }
-    }
   }
   return r.ok();
 }
@@ -429,8 +372,11 @@ std::optional<CheckedCsr> Fast(const std::string& der, const v1::Profile& profil
   Parsed p;
   if (!Decode(der, &p)) return std::nullopt;
   CheckedCsr out;
+  // The shared rules (strict_rules.h) before the signature is verified with the key; the reference names what
+  // is wrong.
+  if (!CheckPublicKey(p.spki).ok()) return std::nullopt;
   if (!Verify(p, profile, &out.key)) return std::nullopt;
-  if (!Subject(p.subject, &out.subject_attributes)) return std::nullopt;
+  if (!Subject(p.subject, &out.subject_attributes) || !CheckName(p.subject).ok()) return std::nullopt;
   for (const auto& a : out.subject_attributes) {
     if (a.value.empty() || !Allowed(profile.subject_attributes(), a.name)) return std::nullopt;
   }
@@ -440,13 +386,16 @@ std::optional<CheckedCsr> Fast(const std::string& der, const v1::Profile& profil
       return std::nullopt;
     }
   }
-  Extensions ext;
-  if (!RequestedExtensions(p.attributes, &ext) || ext.ca) return std::nullopt;
-  if (!ext.san.empty() && !Sans(ext.san, profile, &out.sans)) return std::nullopt;
+  auto ext = ParseRequestAttributes(p.attributes, "");
+  if (!ext.ok()) return std::nullopt;
+  if (!ext->san_der.empty() && (!Sans(ext->san_der, profile, &out.sans) ||
+                                !CheckGeneralNames(ext->san_der, profile.allow_wildcard_dns()).ok())) {
+    return std::nullopt;
+  }
   out.der = der;
   out.subject_der = std::string(p.subject);
   out.spki_der = std::string(p.spki);
-  out.san_der = std::string(ext.san);
+  out.san_der = std::move(ext->san_der);
   out.subject_text = SubjectText(p.subject);
   if (out.subject_text.empty() && !out.subject_attributes.empty()) return std::nullopt;
   return out;

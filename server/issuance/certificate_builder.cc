@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/der.h"
 #include "common/status_macros.h"
+#include "server/csr/strict_rules.h"
 
 namespace linesign::issuance {
 namespace {
@@ -136,6 +137,7 @@ absl::StatusOr<std::unique_ptr<CertificateBuilder>> CertificateBuilder::Create(c
     Template t;
     t.validity = absl::Hours(24) * p.validity_days();
     t.backdate = absl::Seconds(p.backdate_seconds());
+    t.allow_wildcard_dns = p.allow_wildcard_dns();
     // basicConstraints CA:FALSE (an empty SEQUENCE), critical.
     t.fixed_extensions += Extension("2.5.29.19", true, der::Sequence({}));
     // keyUsage, critical.
@@ -162,6 +164,14 @@ absl::StatusOr<std::string> CertificateBuilder::TbsDer(const csr::CheckedCsr& cs
   auto it = templates_.find(profile);
   if (it == templates_.end()) return absl::NotFoundError(absl::StrCat("unknown profile '", profile, "'"));
   const Template& t = it->second;
+  // What is signed is valid for strict parsers whatever let it through: the same rules as the front.
+  LINESIGN_RETURN_IF_ERROR(csr::CheckName(csr.subject_der));
+  LINESIGN_RETURN_IF_ERROR(csr::CheckPublicKey(csr.spki_der));
+  if (!csr.san_der.empty()) {
+    LINESIGN_RETURN_IF_ERROR(csr::CheckGeneralNames(csr.san_der, t.allow_wildcard_dns));
+  } else if (csr.subject_der.size() <= 2) {
+    return absl::InvalidArgumentError("a certificate needs a subject or a subjectAltName (RFC 5280 §4.1.2.6)");
+  }
   absl::Time issued = absl::FromUnixSeconds(absl::ToUnixSeconds(now));
   *not_before = issued - t.backdate;
   *not_after = std::min(issued + t.validity, ca_->not_after);

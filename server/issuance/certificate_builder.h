@@ -49,7 +49,9 @@ class CertificateBuilder {
   static absl::StatusOr<std::unique_ptr<CertificateBuilder>> Create(const IssuingCa* ca, const hsm::Signer* signer,
                                                                     const v1::ServerConfig& config);
 
-  // TbsDer returns the TBSCertificate for `csr` under `profile`, with `serial`, issued at `now`.
+  // TbsDer returns the TBSCertificate for `csr` under `profile`, with `serial`, issued at `now`. The subject,
+  // public key and SANs must satisfy csr/strict_rules.h (string types, SAN syntax, key encodings), whoever made
+  // `csr`: otherwise InvalidArgument naming what is wrong, and nothing is signed.
   absl::StatusOr<std::string> TbsDer(const csr::CheckedCsr& csr, const std::string& profile,
                                      const std::string& serial, absl::Time now, absl::Time* not_before,
                                      absl::Time* not_after) const;
@@ -65,6 +67,7 @@ class CertificateBuilder {
     absl::Duration validity;
     absl::Duration backdate;
     std::string fixed_extensions;  // basicConstraints, keyUsage, extendedKeyUsage: DER, concatenated
+    bool allow_wildcard_dns = false;
   };
   CertificateBuilder(const IssuingCa* ca, const hsm::Signer* signer) : ca_(ca), signer_(signer) {}
 

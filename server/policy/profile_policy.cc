@@ -6,6 +6,7 @@
 #include "common/der.h"
 #include "common/openssl_util.h"
 #include "common/status_macros.h"
+#include "server/csr/strict_rules.h"
 
 namespace linesign::policy {
 namespace {
@@ -23,23 +24,6 @@ bool SplitSan(absl::string_view san, std::string* type, absl::string_view* value
     }
   }
   return false;
-}
-
-// IsDnsName: letters, digits, '-' and '.', labels of 1..63, as a DNS SAN made from a CN must be.
-bool IsDnsName(absl::string_view s) {
-  if (s.empty() || s.size() > 253) return false;
-  size_t label = 0;
-  for (char c : s) {
-    if (c == '.') {
-      if (label == 0) return false;
-      label = 0;
-    } else if (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-') {
-      if (++label > 63) return false;
-    } else {
-      return false;
-    }
-  }
-  return label > 0;
 }
 
 }  // namespace
@@ -97,8 +81,8 @@ absl::Status ProfilePolicy::Apply(csr::CheckedCsr* csr) const {
       return Refuse(absl::StrCat("CSR carries subjectAltNames, but profile '", name_,
                                  "' makes the SAN from the subject CN"));
     }
-    if (!IsDnsName(cn)) {
-      return Refuse(absl::StrCat("subject CN '", cn, "' is not a DNS name, which profile '", name_,
+    if (auto st = csr::CheckDnsName(cn, profile_.allow_wildcard_dns()); !st.ok()) {
+      return Refuse(absl::StrCat("subject CN ", st.message(), ", which profile '", name_,
                                  "' needs to make the DNS SAN from it"));
     }
     csr->san_der = der::Tlv(der::kSequence, der::Tlv(0x82, cn));  // GeneralNames { dNSName [2] IA5String }

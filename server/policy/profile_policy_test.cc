@@ -76,7 +76,7 @@ TEST(ProfilePolicyTest, SanFromSubjectCn) {
   EXPECT_THAT(c->sans, ::testing::ElementsAre("DNS:gw-17.line4.example"));
   EXPECT_EQ(c->san_der, std::string("\x30\x15\x82\x13gw-17.line4.example", 23));
   c = Checked(p, "/CN=not a host");
-  EXPECT_THAT(c.status().message(), HasSubstr("subject CN 'not a host' is not a DNS name"));
+  EXPECT_THAT(c.status().message(), HasSubstr("subject CN 'not a host' is not a valid DNS name"));
 }
 
 }  // namespace
