@@ -2,8 +2,14 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/impl/server_builder_option.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -44,6 +50,57 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const
   return grpc::SslServerCredentials(options);
 }
 
+// ReflectionOption keeps gRPC's reflection plugin only when `enabled`: merely linking grpc++_reflection registers
+// it for every server (a static initializer), so without this option reflection would always be on.
+class ReflectionOption final : public grpc::ServerBuilderOption {
+ public:
+  explicit ReflectionOption(bool enabled) : enabled_(enabled) {}
+  void UpdateArguments(grpc::ChannelArguments* /*args*/) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    if (enabled_) return;
+    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
+                                  [](const auto& p) { return p->name() == "proto_server_reflection"; }),
+                   plugins->end());
+  }
+
+ private:
+  const bool enabled_;
+};
+
+// ListenFailure says why `listen` (host:port) cannot be bound, by trying a plain bind of its own: gRPC only logs
+// the reason. The usual one is another process (another linesign-server) listening there already.
+std::string ListenFailure(const std::string& listen) {
+  const auto colon = listen.rfind(':');
+  std::string host = listen.substr(0, colon);
+  const std::string port = listen.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  addrinfo hints = {};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* addresses = nullptr;
+  if (int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &addresses); rc != 0) {
+    return absl::StrCat("cannot resolve '", host, "': ", gai_strerror(rc));
+  }
+  std::string why = "gRPC could not bind it (see the log above)";
+  for (addrinfo* a = addresses; a != nullptr; a = a->ai_next) {
+    int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));  // as gRPC does: TIME_WAIT is no conflict
+    const int rc = bind(fd, a->ai_addr, a->ai_addrlen);
+    const int err = errno;
+    close(fd);
+    if (rc == 0) continue;
+    if (err == EADDRINUSE) {
+      why = "the address is in use (is another linesign-server running?)";
+      break;
+    }
+    why = err == EADDRNOTAVAIL ? "the address is not one of this machine's" : std::strerror(err);
+  }
+  freeaddrinfo(addresses);
+  return why;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::ServerConfig config) {
@@ -51,6 +108,8 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
   s->config_ = std::move(config);
   const v1::ServerConfig& c = s->config_;
   LINESIGN_ASSIGN_OR_RETURN(s->ca_, issuance::LoadIssuingCa(c.ca().chain_file(), absl::Now()));
+  // Before the key is opened: a client CA bundle that would let device certificates authenticate stops here.
+  LINESIGN_ASSIGN_OR_RETURN(s->authenticator_, auth::Authenticator::Create(c.tls(), c.ca().chain_file()));
   LINESIGN_ASSIGN_OR_RETURN(s->signer_,
                             hsm::OpenSigner(c.hsm(), X509_get0_pubkey(s->ca_.certificate.get()),
                                             static_cast<int>(c.signer().workers())));
@@ -64,7 +123,6 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
   opts.max_linger = absl::Microseconds(c.signer().max_linger_us());
   opts.queue_size = c.signer().queue_size();
   s->batch_signer_ = issuance::BatchSigner::Create(s->builder_.get(), s->store_.get(), opts);
-  LINESIGN_ASSIGN_OR_RETURN(s->authenticator_, auth::Authenticator::Create(c.tls()));
   LINESIGN_ASSIGN_OR_RETURN(s->access_, auth::AccessPolicy::Create(c.access()));
   LINESIGN_ASSIGN_OR_RETURN(s->audit_, audit::AuditLog::Open(c.audit().file()));
   LINESIGN_ASSIGN_OR_RETURN(s->policies_, policy::ProfilePolicies::Create(c));
@@ -73,21 +131,32 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
       &s->config_, &s->ca_, s->batch_signer_.get(), s->store_.get(), s->authenticator_.get(), s->access_.get(),
       s->audit_.get(), &s->policies_});
 
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  s->health_ = std::make_unique<observability::HealthService>(s->authenticator_.get(), s->audit_.get());
+
+  // gRPC's own health service would answer without a client certificate: ours (registered below) requires one.
+  grpc::EnableDefaultHealthCheckService(false);
+  // Reflection cannot be put behind the client-certificate check: it is off unless the configuration asks.
+  if (c.reflection()) {
+    LogWarning("reflection: true: the API schema is served to anyone who can connect to ", c.listen());
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  }
   grpc::ServerBuilder builder;
+  builder.SetOption(std::make_unique<ReflectionOption>(c.reflection()));
   int port = 0;
   builder.AddListeningPort(c.listen(), credentials, &port);
+  // gRPC sets SO_REUSEPORT by default: a second server on the same address would then "listen" too and the
+  // kernel would split the stations between the two. Without it the second one cannot bind and says so.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(s->service_.get());
+  builder.RegisterService(s->health_.get());
   builder.SetMaxReceiveMessageSize(1 << 20);
   s->grpc_server_ = builder.BuildAndStart();
   if (s->grpc_server_ == nullptr || port == 0) {
     s->batch_signer_->Shutdown();
-    return absl::UnavailableError(absl::StrCat("listen: cannot listen on ", c.listen(),
-                                               " (address in use or not local?)"));
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", c.listen(), ": ", ListenFailure(c.listen())));
   }
   s->address_ = absl::StrCat(c.listen().substr(0, c.listen().rfind(':')), ":", port);
-  s->grpc_server_->GetHealthCheckService()->SetServingStatus(true);
+  s->health_->SetServing(true);
   return s;
 }
 
@@ -100,7 +169,7 @@ void LinesignServer::Shutdown(absl::Duration grace) {
     shut_down_ = true;
   }
   if (grpc_server_ != nullptr) {
-    grpc_server_->GetHealthCheckService()->SetServingStatus(false);
+    health_->SetServing(false);
     // First our own drain, while every connection stays up: new signing calls are refused, open streams stop
     // reading and finish once each request they read is answered. Only then gRPC's shutdown, which closes a
     // connection as soon as its last call is done: closing it while the station's last answers are still on

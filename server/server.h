@@ -11,6 +11,7 @@
 #include "hsm/signer.h"
 #include "linesign/v1/config.pb.h"
 #include "server/issuance/batch_signer.h"
+#include "server/observability/health_service.h"
 #include "server/service/ca_service.h"
 #include "server/store/store.h"
 
@@ -51,6 +52,7 @@ class LinesignServer {
   std::unique_ptr<audit::AuditLog> audit_;
   policy::ProfilePolicies policies_;
   std::unique_ptr<service::CaService> service_;
+  std::unique_ptr<observability::HealthService> health_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::string address_;
   std::mutex mu_;

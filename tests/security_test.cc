@@ -10,11 +10,18 @@
 #include <set>
 #include <thread>
 
+#include <future>
+
+#include <grpcpp/generic/generic_stub.h>
+
 #include "absl/strings/str_cat.h"
+#include "client/keygen.h"
 #include "common/openssl_util.h"
 #include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "linesign/v1/ca.grpc.pb.h"
+#include "server/auth/station_credential.h"
 #include "nlohmann/json.hpp"
 #include "server/config/config.h"
 #include "server/tls/tls_pki.h"
@@ -28,6 +35,34 @@ namespace {
 using ::testing::HasSubstr;
 using testing::ServerProcess;
 using testing::TestCa;
+using grpc::health::v1::Health;
+using grpc::health::v1::HealthCheckRequest;
+using grpc::health::v1::HealthCheckResponse;
+
+// HealthCheck calls grpc.health.v1.Health/Check for `service` on `channel`.
+grpc::Status HealthCheck(const std::shared_ptr<grpc::Channel>& channel, HealthCheckResponse* response,
+                         const std::string& service = "") {
+  HealthCheckRequest req;
+  req.set_service(service);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  return Health::NewStub(channel)->Check(&ctx, req, response);
+}
+
+// ReflectionListServices calls the reflection service (ServerReflectionInfo, with one list_services request) as a
+// unary call on the raw method path, so the test needs no reflection client: UNIMPLEMENTED when it is not served.
+grpc::Status ReflectionListServices(const std::shared_ptr<grpc::Channel>& channel) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  const char kListServices[] = {0x3a, 0x00};  // ServerReflectionRequest{list_services: ""}
+  grpc::Slice slice(kListServices, sizeof(kListServices));
+  grpc::ByteBuffer request(&slice, 1), response;
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", grpc::StubOptions(),
+                 &request, &response, [&done](grpc::Status st) { done.set_value(st); });
+  return done.get_future().get();
+}
 
 class SecurityTest : public ::testing::Test {
  protected:
@@ -247,6 +282,39 @@ TEST_F(SecurityTest, UnauthenticatedStreamIsClosedWithTheReason) {
   EXPECT_THAT(st.error_message(), HasSubstr("no client certificate"));
 }
 
+// Health answers only a caller with a client certificate the authenticator accepts (hardening item 8).
+TEST_F(SecurityTest, HealthNeedsAClientCertificate) {
+  HealthCheckResponse resp;
+  grpc::Status st = HealthCheck(ca_->ChannelWith(server_->address(), {}), &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << st.error_message();
+  EXPECT_THAT(st.error_message(), HasSubstr("no client certificate"));
+  auto rogue = tls::MakeTlsCa("rogue CA", absl::Now() - absl::Hours(1), absl::Now() + absl::Hours(24));
+  ASSERT_TRUE(rogue.ok());
+  auto cert = tls::IssueLeaf(*rogue, {.common_name = "station-1", .not_before = absl::Now() - absl::Hours(1),
+                                      .not_after = absl::Now() + absl::Hours(1)});
+  ASSERT_TRUE(cert.ok());
+  st = HealthCheck(ca_->ChannelWith(server_->address(), *cert), &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << st.error_message();
+  EXPECT_THAT(st.error_message(), HasSubstr("is not issued by a trusted station CA"));
+
+  // Any authenticated identity, even one no access rule names.
+  for (const char* who : {"station-1", "intruder"}) {
+    st = HealthCheck(ca_->Channel(server_->address(), who), &resp);
+    ASSERT_TRUE(st.ok()) << who << ": " << st.error_message();
+    EXPECT_EQ(resp.status(), HealthCheckResponse::SERVING) << who;
+  }
+  st = HealthCheck(ca_->Channel(server_->address()), &resp, "linesign.v1.CertificateAuthority");
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(resp.status(), HealthCheckResponse::SERVING);
+  st = HealthCheck(ca_->Channel(server_->address()), &resp, "no.such.Service");
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND) << st.error_message();
+}
+
+TEST_F(SecurityTest, ReflectionIsOffByDefault) {
+  grpc::Status st = ReflectionListServices(ca_->Channel(server_->address()));
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNIMPLEMENTED) << st.error_message();
+}
+
 TEST_F(SecurityTest, AuditHoldsNoSecrets) {
   ASSERT_TRUE(Sign(Stub("station-1").get(), "secrets-1").ok());
   auto audit = ReadFile(ca_->dir + "/audit.jsonl");
@@ -374,6 +442,168 @@ TEST(TrustReloadTest, SighupRevokesAStationFromItsNextCall) {
   EXPECT_THAT(stopped.output, HasSubstr("received SIGHUP: station CA bundle and CRLs reloaded"));
   EXPECT_THAT(stopped.output, HasSubstr("received SIGHUP: reload failed, the previous station CAs and CRLs stay in "
                                         "force: tls.crl_files: " + crl_path + " holds no PEM or DER CRL"));
+}
+
+// Who is a station (hardening item 1): a station can obtain, through SignCsr, a device certificate whose CN, URI
+// SAN and DNS SAN all say "admin". When tls.client_ca_file also trusts linesign's own CAs, that certificate chains
+// to a trusted CA and carries clientAuth; it must still never authenticate, as anyone.
+class StationIdentityTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto ca = TestCa::Create("ec-p256");
+    ASSERT_TRUE(ca.ok()) << ca.status();
+    ca_ = new TestCa(*ca);
+    auto chain = ReadFile(ca_->chain_pem), root = ReadFile(ca_->root_pem);
+    ASSERT_TRUE(chain.ok() && root.ok());
+    ASSERT_TRUE(WriteFile(with_issuing(), ca_->station_ca.certificate_pem + *chain).ok());
+    ASSERT_TRUE(WriteFile(with_root(), ca_->station_ca.certificate_pem + *root + *chain).ok());
+  }
+  static void TearDownTestSuite() { delete ca_; }
+
+  static std::string with_issuing() { return ca_->dir + "/tls/station-and-issuing-ca.pem"; }
+  static std::string with_root() { return ca_->dir + "/tls/station-and-root-ca.pem"; }
+
+  // Config: the test configuration with `bundle` as tls.client_ca_file, URI SANs allowed in "device", and an audit
+  // file of its own.
+  static v1::ServerConfig Config(const std::string& name, const std::string& bundle, bool require_marker,
+                                 const std::string& identity = "subject_cn") {
+    v1::ServerConfig c = ca_->Config(ca_->dir + "/" + name + ".db");
+    c.mutable_tls()->set_client_ca_file(bundle);
+    c.mutable_tls()->set_require_station_marker(require_marker);
+    c.mutable_tls()->set_identity(identity);
+    (*c.mutable_profiles())["device"].add_san_types("uri");
+    c.mutable_audit()->set_file(ca_->dir + "/" + name + "-audit.jsonl");
+    return c;
+  }
+
+  // Credentials returns a station credential (with the marker) for `who` that names it under every identity
+  // source: CN, URI SAN and DNS SAN.
+  static tls::KeyAndCertificate Credentials(const std::string& who) {
+    return ca_->StationCredentials(who, {.dns_names = {who}, .uris = {who}});
+  }
+
+  static TestCa* ca_;
+};
+TestCa* StationIdentityTest::ca_ = nullptr;
+
+TEST_F(StationIdentityTest, ClientCaBundleWithLinesignsCaNeedsTheStationMarker) {
+  for (const std::string& bundle : {with_issuing(), with_root()}) {
+    v1::ServerConfig c = Config("refused", bundle, /*require_marker=*/false);
+    auto r = testing::RunCommand(
+        {testing::ServerBinary(), "--config", testing::WriteConfig(ca_->dir, config::ToYaml(c))}, 60);
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_THAT(r.output, HasSubstr("tls.client_ca_file: " + bundle + " trusts linesign's issuing CA '"));
+    EXPECT_THAT(r.output, HasSubstr("CN=linesign development intermediate CA,O=linesign development' (ca.chain_file " +
+                                    ca_->chain_pem + ") or a CA above it"));
+    EXPECT_THAT(r.output, HasSubstr("set tls.require_station_marker: true"));
+    EXPECT_THAT(r.output, ::testing::Not(HasSubstr("listening on")));
+  }
+}
+
+TEST_F(StationIdentityTest, DeviceCertificatesNeverAuthenticateByCnUriOrDnsSan) {
+  for (const std::string identity : {"subject_cn", "uri_san", "dns_san"}) {
+    SCOPED_TRACE(identity);
+    v1::ServerConfig c = Config("impersonate-" + identity, with_root(), /*require_marker=*/true, identity);
+    auto server = ServerProcess::Start({"--config", testing::WriteConfig(ca_->dir, config::ToYaml(c))});
+    ASSERT_TRUE(server.ok()) << server.status();
+    const std::string& address = (*server)->address();
+
+    // A proper station credential works, and obtains a device certificate naming "admin" every way it can.
+    auto station = v1::CertificateAuthority::NewStub(ca_->ChannelWith(address, Credentials("station-1")));
+    auto key = client::GenerateKey("ec-p256");
+    ASSERT_TRUE(key.ok());
+    auto csr = client::MakeCsr(key->get(), "/CN=admin", {"DNS:admin", "URI:admin"});
+    ASSERT_TRUE(csr.ok()) << csr.status();
+    v1::SignCsrRequest req;
+    req.set_csr_der(*csr);
+    req.set_request_id("get-admin-device-cert");
+    v1::SignCsrResponse issued;
+    {
+      grpc::ClientContext ctx;
+      grpc::Status st = station->SignCsr(&ctx, req, &issued);
+      ASSERT_TRUE(st.ok()) << st.error_message();
+    }
+    tls::KeyAndCertificate device{client::PrivateKeyPem(key->get()),
+                                  PemEncode("CERTIFICATE", issued.certificate_der()) + issued.chain_pem()};
+
+    // The device certificate is nobody: every RPC, health included, is UNAUTHENTICATED.
+    const std::string why = "is a device certificate (issued by linesign's issuing CA";
+    auto as_device = v1::CertificateAuthority::NewStub(ca_->ChannelWith(address, device));
+    for (const char* profile : {"", "server", "serial"}) {
+      req.set_csr_der(testing::Csr("ec-p256", "/CN=DEVICE"));
+      req.set_request_id(absl::StrCat("impersonate-sign-", profile));
+      req.set_profile(profile);
+      grpc::ClientContext ctx;
+      v1::SignCsrResponse resp;
+      grpc::Status st = as_device->SignCsr(&ctx, req, &resp);
+      EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << st.error_message();
+      EXPECT_THAT(st.error_message(), HasSubstr(why));
+    }
+    {
+      grpc::ClientContext ctx;
+      v1::GetStatsResponse stats;
+      grpc::Status st = as_device->GetStats(&ctx, {}, &stats);
+      EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << st.error_message();
+      EXPECT_THAT(st.error_message(), HasSubstr(why));
+    }
+    {
+      grpc::ClientContext ctx;
+      v1::GetCertificateRequest get;
+      get.set_serial_hex(issued.serial_hex());
+      v1::GetCertificateResponse resp;
+      EXPECT_EQ(as_device->GetCertificate(&ctx, get, &resp).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    }
+    {
+      grpc::ClientContext ctx;
+      v1::GetCaChainResponse resp;
+      EXPECT_EQ(as_device->GetCaChain(&ctx, {}, &resp).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    }
+    HealthCheckResponse health;
+    grpc::Status st = HealthCheck(ca_->ChannelWith(address, device), &health);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << st.error_message();
+    EXPECT_THAT(st.error_message(), HasSubstr(why));
+
+    // A certificate from the station CA without the marker is not a station credential either.
+    tls::KeyAndCertificate unmarked = *tls::IssueLeaf(
+        ca_->station_ca, {.common_name = "admin", .dns_names = {"admin"}, .uris = {"admin"},
+                          .not_before = absl::Now() - absl::Minutes(5), .not_after = absl::Now() + absl::Hours(1)});
+    {
+      grpc::ClientContext ctx;
+      v1::GetStatsResponse stats;
+      st = v1::CertificateAuthority::NewStub(ca_->ChannelWith(address, unmarked))->GetStats(&ctx, {}, &stats);
+      EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << st.error_message();
+      EXPECT_THAT(st.error_message(),
+                  HasSubstr(std::string("client certificate 'CN=admin' is not a station credential: it lacks the "
+                                        "linesign station EKU ") + auth::kStationEkuOid));
+    }
+
+    // The real administrator's credential is one, and sees the refusals counted.
+    {
+      grpc::ClientContext ctx;
+      v1::GetStatsResponse stats;
+      st = v1::CertificateAuthority::NewStub(ca_->ChannelWith(address, Credentials("admin")))
+               ->GetStats(&ctx, {}, &stats);
+      ASSERT_TRUE(st.ok()) << st.error_message();
+      EXPECT_EQ(stats.answers().at("SignCsr UNAUTHENTICATED"), 3u);
+      EXPECT_EQ(stats.certificates_recorded(), 1u);  // only the station's own request
+    }
+    auto stopped = (*server)->Stop(SIGTERM);
+    EXPECT_EQ(stopped.exit_code, 0) << stopped.output;
+
+    // The audit log names no device certificate as "admin": its refusals carry no identity.
+    std::ifstream in(c.audit().file());
+    int refusals = 0;
+    for (std::string line; std::getline(in, line);) {
+      auto j = nlohmann::json::parse(line);
+      if (j.value("request_id", "").rfind("impersonate-", 0) == 0 ||
+          j.value("reason", "").find(why) != std::string::npos) {
+        EXPECT_EQ(j["identity"], "") << line;
+        EXPECT_EQ(j["outcome"], "refused") << line;
+        ++refusals;
+      }
+    }
+    EXPECT_GE(refusals, 3);
+  }
 }
 
 }  // namespace

@@ -1,11 +1,17 @@
 // Start-up errors: every misconfiguration makes linesign-server exit non-zero with a message naming the cause.
 #include <sys/stat.h>
 
+#include <future>
+
+#include <grpcpp/generic/generic_stub.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "common/openssl_util.h"
 #include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "linesign/v1/ca.grpc.pb.h"
 #include "server/config/config.h"
 #include "tests/testing/server_process.h"
 #include "tests/testing/test_ca.h"
@@ -173,6 +179,64 @@ TEST_F(StartupTest, DevModeCreatesThenReusesItsDirectory) {
   // The generated configuration works with --config too.
   auto cfg = config::LoadConfigFile(dir + "/config.yaml");
   EXPECT_TRUE(cfg.ok()) << cfg.status();
+}
+
+// Hardening item 5: gRPC's default SO_REUSEPORT let a second server "listen" on a taken address and the kernel
+// split the stations between the two. The second one must refuse to start, and the first keep serving.
+TEST_F(StartupTest, SecondServerOnTheSameAddressIsRefused) {
+  auto first = testing::ServerProcess::Start({"--config", testing::WriteConfig(ca_->dir, config::ToYaml(Good()))});
+  ASSERT_TRUE(first.ok()) << first.status();
+  const std::string address = (*first)->address();
+  v1::ServerConfig c = Good();
+  c.set_listen(address);
+  c.mutable_store()->mutable_sqlite()->set_path(ca_->dir + "/second.db");
+  auto r = StartExpectingFailure(config::ToYaml(c));
+  EXPECT_THAT(r.output, HasSubstr("linesign-server: cannot listen on " + address +
+                                  ": the address is in use (is another linesign-server running?)"));
+  EXPECT_THAT(r.output, Not(HasSubstr("listening on")));
+
+  // Every call reaches the first server, which still serves.
+  for (int i = 0; i < 10; ++i) {
+    auto stub = v1::CertificateAuthority::NewStub(ca_->Channel(address));
+    v1::GetCaChainResponse chain;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    grpc::Status st = stub->GetCaChain(&ctx, {}, &chain);
+    EXPECT_TRUE(st.ok()) << i << ": " << st.error_message();
+  }
+  grpc::health::v1::HealthCheckResponse health;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(grpc::health::v1::Health::NewStub(ca_->Channel(address))->Check(&ctx, {}, &health).ok());
+  EXPECT_EQ(health.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  EXPECT_EQ((*first)->Stop(SIGTERM).exit_code, 0);
+}
+
+// Reflection is served only when the configuration asks for it (reflection: true); see also
+// SecurityTest.ReflectionIsOffByDefault.
+TEST_F(StartupTest, ReflectionWhenConfigured) {
+  v1::ServerConfig c = Good();
+  c.set_reflection(true);
+  auto server = testing::ServerProcess::Start({"--config", testing::WriteConfig(ca_->dir, config::ToYaml(c))});
+  ASSERT_TRUE(server.ok()) << server.status();
+  grpc::GenericStub stub(ca_->Channel((*server)->address()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  const char kListServices[] = {0x3a, 0x00};  // ServerReflectionRequest{list_services: ""}
+  grpc::Slice slice(kListServices, sizeof(kListServices));
+  grpc::ByteBuffer request(&slice, 1), response;
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", grpc::StubOptions(),
+                 &request, &response, [&done](grpc::Status st) { done.set_value(st); });
+  grpc::Status st = done.get_future().get();
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const auto& sl : slices) bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+  EXPECT_THAT(bytes, HasSubstr("linesign.v1.CertificateAuthority"));
+  auto stopped = (*server)->Stop(SIGTERM);
+  EXPECT_EQ(stopped.exit_code, 0);
+  EXPECT_THAT(stopped.output, HasSubstr("reflection: true: the API schema is served to anyone who can connect"));
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "server/auth/station_credential.h"
 
 namespace linesign::auth {
 namespace {
@@ -67,11 +68,73 @@ absl::StatusOr<std::vector<OsslPtr<X509_CRL>>> LoadCrls(const std::string& path)
   return out;
 }
 
+// SameCa says whether `a` and `b` are the same CA: the same subject name (a renewed or re-keyed certificate of the
+// same CA) or the same public key.
+bool SameCa(X509* a, X509* b) {
+  return X509_NAME_cmp(X509_get_subject_name(a), X509_get_subject_name(b)) == 0 ||
+         EVP_PKEY_eq(X509_get0_pubkey(a), X509_get0_pubkey(b)) == 1;
+}
+
+// OnlyTrustMatters lets a verification fail only for want of a trust anchor or a valid issuer signature: whether
+// a chain is expired, or its CAs' usages or policies fit, does not change whom the bundle trusts.
+int OnlyTrustMatters(int ok, X509_STORE_CTX* ctx) {
+  if (ok == 1) return 1;
+  switch (X509_STORE_CTX_get_error(ctx)) {
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+    case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+    case X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE:
+    case X509_V_ERR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY:
+      return 0;
+    default:
+      return 1;
+  }
+}
+
+// TrustsIssuingCa says whether a client CA bundle (`bundle`, loaded into `store`) trusts linesign's issuing CA
+// `chain[0]` or a CA above it: one of the chain's CAs is in the bundle, or the issuing CA verifies against the
+// bundle with the chain's other certificates as intermediates (a partial chain is enough). Every device
+// certificate would then chain to a trusted CA.
+bool TrustsIssuingCa(X509_STORE* store, const std::vector<OsslPtr<X509>>& bundle,
+                     const std::vector<OsslPtr<X509>>& chain) {
+  for (const auto& c : chain) {
+    for (const auto& b : bundle) {
+      if (SameCa(c.get(), b.get())) return true;
+    }
+  }
+  OsslPtr<STACK_OF(X509)> untrusted(sk_X509_new_null());
+  for (size_t i = 1; i < chain.size(); ++i) sk_X509_push(untrusted.get(), X509_dup(chain[i].get()));
+  OsslPtr<X509_STORE_CTX> ctx(X509_STORE_CTX_new());
+  X509_STORE_CTX_init(ctx.get(), store, chain[0].get(), untrusted.get());
+  X509_STORE_CTX_set_flags(ctx.get(), X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_NO_CHECK_TIME);
+  X509_STORE_CTX_set_verify_cb(ctx.get(), OnlyTrustMatters);
+  bool trusted = X509_verify_cert(ctx.get()) == 1;
+  OpenSslErrors();
+  return trusted;
+}
+
+// HasStationEku says whether `cert` carries kStationEkuOid in its extendedKeyUsage.
+bool HasStationEku(X509* cert) {
+  static const ASN1_OBJECT* const kMarker = OBJ_txt2obj(kStationEkuOid, 1);
+  auto* ekus = static_cast<EXTENDED_KEY_USAGE*>(X509_get_ext_d2i(cert, NID_ext_key_usage, nullptr, nullptr));
+  bool found = false;
+  for (int i = 0; ekus != nullptr && i < sk_ASN1_OBJECT_num(ekus); ++i) {
+    if (OBJ_cmp(sk_ASN1_OBJECT_value(ekus, i), kMarker) == 0) found = true;
+  }
+  EXTENDED_KEY_USAGE_free(ekus);
+  OpenSslErrors();
+  return found;
+}
+
 }  // namespace
 
 Authenticator::~Authenticator() = default;
 
-absl::StatusOr<std::shared_ptr<const Authenticator::Trust>> Authenticator::LoadTrust(const v1::TlsConfig& tls) {
+absl::StatusOr<std::shared_ptr<const Authenticator::Trust>> Authenticator::LoadTrust(
+    const v1::TlsConfig& tls) const {
   auto trust = std::make_shared<Trust>();
   trust->store.reset(X509_STORE_new());
   auto bundle = ReadFile(tls.client_ca_file());
@@ -79,6 +142,15 @@ absl::StatusOr<std::shared_ptr<const Authenticator::Trust>> Authenticator::LoadT
   auto cas = ParseCertificatesPem(*bundle, tls.client_ca_file());
   if (!cas.ok()) return absl::InvalidArgumentError(absl::StrCat("tls.client_ca_file: ", cas.status().message()));
   for (auto& ca : *cas) X509_STORE_add_cert(trust->store.get(), ca.get());
+  if (!tls.require_station_marker() && TrustsIssuingCa(trust->store.get(), *cas, issuing_chain_)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tls.client_ca_file: ", tls.client_ca_file(), " trusts linesign's issuing CA '",
+        SubjectText(issuing_chain_.front().get()), "' (ca.chain_file ", issuing_chain_file_,
+        ") or a CA above it, so every device certificate issued through SignCsr would authenticate as whatever its "
+        "CN or SAN says, administrator included. Use a station CA of its own for tls.client_ca_file, or set "
+        "tls.require_station_marker: true and give every station and administrator certificate ",
+        kStationEkuName, " (see README, \"Who is a station\")"));
+  }
   for (const auto& path : tls.crl_files()) {
     auto crls = LoadCrls(path);
     if (!crls.ok()) return absl::InvalidArgumentError(absl::StrCat("tls.crl_files: ", crls.status().message()));
@@ -88,14 +160,22 @@ absl::StatusOr<std::shared_ptr<const Authenticator::Trust>> Authenticator::LoadT
   return trust;
 }
 
-absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Create(const v1::TlsConfig& tls) {
+absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Create(const v1::TlsConfig& tls,
+                                                                     const std::string& issuing_chain_file) {
   std::unique_ptr<Authenticator> a(new Authenticator());
   if (tls.insecure()) {
     a->insecure_ = true;
     return a;
   }
   a->identity_source_ = tls.identity().empty() ? "subject_cn" : tls.identity();
-  LINESIGN_ASSIGN_OR_RETURN(a->trust_, LoadTrust(tls));
+  a->require_marker_ = tls.require_station_marker();
+  a->issuing_chain_file_ = issuing_chain_file;
+  auto chain_pem = ReadFile(issuing_chain_file);
+  if (!chain_pem.ok()) return absl::InvalidArgumentError(absl::StrCat("ca.chain_file: ", chain_pem.status().message()));
+  auto chain = ParseCertificatesPem(*chain_pem, issuing_chain_file);
+  if (!chain.ok()) return absl::InvalidArgumentError(absl::StrCat("ca.chain_file: ", chain.status().message()));
+  a->issuing_chain_ = *std::move(chain);
+  LINESIGN_ASSIGN_OR_RETURN(a->trust_, a->LoadTrust(tls));
   return a;
 }
 
@@ -186,6 +266,24 @@ Authenticator::Cached Authenticator::Verify(const Trust& trust, absl::string_vie
       default:
         refused.identity = Refuse(absl::StrCat(who, " does not verify: ", X509_verify_cert_error_string(err)));
     }
+    return refused;
+  }
+  // Who is a station: never a certificate linesign's issuing CA signed (whatever the configuration says), and,
+  // with tls.require_station_marker, only a certificate carrying the station EKU.
+  STACK_OF(X509)* verified = X509_STORE_CTX_get0_chain(ctx.get());
+  for (int i = 1; i < sk_X509_num(verified); ++i) {
+    if (SameCa(sk_X509_value(verified, i), issuing_chain_.front().get())) {
+      refused.identity = Refuse(absl::StrCat(
+          "client certificate '", SubjectText(leaf.get()), "' is a device certificate (issued by linesign's issuing CA '",
+          SubjectText(issuing_chain_.front().get()), "'): device certificates never authenticate as a station or "
+          "administrator"));
+      return refused;
+    }
+  }
+  if (require_marker_ && !HasStationEku(leaf.get())) {
+    refused.identity = Refuse(absl::StrCat("client certificate '", SubjectText(leaf.get()),
+                                           "' is not a station credential: it lacks ", kStationEkuName,
+                                           " (tls.require_station_marker)"));
     return refused;
   }
   auto identity = IdentityOf(leaf.get());

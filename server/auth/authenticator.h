@@ -8,6 +8,12 @@
 // (a success for at most kSuccessCacheTime, a refusal for less), so the cost per call is one hash lookup.
 // Reload re-reads the CA bundle and the CRLs (SIGHUP): a station revoked in a new CRL is refused from its next
 // call on.
+//
+// Who is a station: only a certificate linesign can never issue through SignCsr. A client CA bundle that trusts
+// linesign's issuing CA (or any CA above it) is refused, at Create and at every Reload, unless
+// tls.require_station_marker is set; with it, every client certificate must carry kStationEkuOid
+// (station_credential.h), which no profile can issue. Independently of the configuration, a certificate issued by
+// linesign's issuing CA (a device certificate) never authenticates.
 #ifndef LINESIGN_SERVER_AUTH_AUTHENTICATOR_H_
 #define LINESIGN_SERVER_AUTH_AUTHENTICATOR_H_
 
@@ -15,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
@@ -30,9 +37,12 @@ inline constexpr absl::string_view kInsecureIdentity = "anonymous";
 
 class Authenticator {
  public:
-  // Create loads the client CA bundle and CRLs named by `tls`. InvalidArgument naming the field when a file is
-  // missing or holds no certificate / CRL.
-  static absl::StatusOr<std::unique_ptr<Authenticator>> Create(const v1::TlsConfig& tls);
+  // Create loads the client CA bundle and CRLs named by `tls`, and linesign's issuing CA chain from
+  // `issuing_chain_file` (ca.chain_file: the issuing CA first). InvalidArgument naming the field when a file is
+  // missing or holds no certificate / CRL, or when the bundle trusts the issuing CA or a CA above it while
+  // tls.require_station_marker is off (device certificates could then authenticate).
+  static absl::StatusOr<std::unique_ptr<Authenticator>> Create(const v1::TlsConfig& tls,
+                                                               const std::string& issuing_chain_file);
   ~Authenticator();
 
   // Authenticate verifies `leaf_pem` (the client certificate, "" when none was sent) with the untrusted
@@ -42,7 +52,8 @@ class Authenticator {
                                            absl::Time now) const;
 
   // Reload re-reads tls.client_ca_file and tls.crl_files from `tls` (the same files, possibly rewritten) and
-  // drops every cached result. On an error (naming the field) the trust in force stays as it was.
+  // drops every cached result. On an error (naming the field; including a bundle that now trusts linesign's issuing
+  // CA without tls.require_station_marker) the trust in force stays as it was.
   absl::Status Reload(const v1::TlsConfig& tls);
   // generation counts successful Reloads: a long-lived caller (a stream) that authenticated under an older
   // generation must authenticate again.
@@ -60,7 +71,7 @@ class Authenticator {
     OsslPtr<X509_STORE> store;
     bool check_crls = false;
   };
-  static absl::StatusOr<std::shared_ptr<const Trust>> LoadTrust(const v1::TlsConfig& tls);
+  absl::StatusOr<std::shared_ptr<const Trust>> LoadTrust(const v1::TlsConfig& tls) const;
   struct Cached {
     absl::StatusOr<std::string> identity;
     absl::Time valid_until;
@@ -70,7 +81,10 @@ class Authenticator {
   absl::StatusOr<std::string> IdentityOf(X509* leaf) const;
 
   bool insecure_ = false;
+  bool require_marker_ = false;  // tls.require_station_marker
   std::string identity_source_;  // subject_cn, uri_san, dns_san
+  std::string issuing_chain_file_;
+  std::vector<OsslPtr<X509>> issuing_chain_;  // ca.chain_file: linesign's issuing CA first, then the CAs above it
 
   std::atomic<uint64_t> generation_{0};
   mutable std::mutex mu_;

@@ -3,6 +3,7 @@
 #include "common/openssl_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/auth/station_credential.h"
 #include "server/tls/tls_pki.h"
 #include "tests/testing/test_ca.h"
 
@@ -22,6 +23,15 @@ class AuthenticatorTest : public ::testing::Test {
     ASSERT_TRUE(WriteFile(dir_ + "/ca.pem", ca_.certificate_pem).ok());
     config_.set_client_ca_file(dir_ + "/ca.pem");
     config_.set_identity("subject_cn");
+    // linesign's own CAs: an offline root and the issuing CA under it (ca.chain_file holds the issuing CA only).
+    auto root = tls::MakeTlsCa("linesign root CA", now_ - absl::Hours(1), now_ + absl::Hours(24 * 60), 1);
+    ASSERT_TRUE(root.ok()) << root.status();
+    root_ = *root;
+    auto issuing = tls::IssueCa(root_, "linesign issuing CA", now_ - absl::Hours(1), now_ + absl::Hours(24 * 30));
+    ASSERT_TRUE(issuing.ok()) << issuing.status();
+    issuing_ = *issuing;
+    chain_file_ = dir_ + "/chain.pem";
+    ASSERT_TRUE(WriteFile(chain_file_, issuing_.certificate_pem).ok());
   }
   tls::KeyAndCertificate Leaf(const tls::KeyAndCertificate& ca, tls::LeafSpec spec) {
     if (spec.not_before == absl::Time()) spec.not_before = now_ - absl::Minutes(5);
@@ -31,7 +41,7 @@ class AuthenticatorTest : public ::testing::Test {
     return leaf.value_or(tls::KeyAndCertificate{});
   }
   std::unique_ptr<Authenticator> Make() {
-    auto a = Authenticator::Create(config_);
+    auto a = Authenticator::Create(config_, chain_file_);
     EXPECT_TRUE(a.ok()) << a.status();
     return a.ok() ? *std::move(a) : nullptr;
   }
@@ -39,6 +49,9 @@ class AuthenticatorTest : public ::testing::Test {
   absl::Time now_;
   std::string dir_;
   tls::KeyAndCertificate ca_;
+  tls::KeyAndCertificate root_;     // linesign's root
+  tls::KeyAndCertificate issuing_;  // linesign's issuing CA (issues device certificates)
+  std::string chain_file_;
   v1::TlsConfig config_;
 };
 
@@ -131,7 +144,7 @@ TEST_F(AuthenticatorTest, CachedIdentityStillExpires) {
 TEST_F(AuthenticatorTest, InsecureIsAnonymous) {
   v1::TlsConfig insecure;
   insecure.set_insecure(true);
-  auto a = Authenticator::Create(insecure);
+  auto a = Authenticator::Create(insecure, "");
   ASSERT_TRUE(a.ok());
   EXPECT_EQ(*(*a)->Authenticate("", "", now_), "anonymous");
 }
@@ -139,9 +152,96 @@ TEST_F(AuthenticatorTest, InsecureIsAnonymous) {
 TEST_F(AuthenticatorTest, BadBundleNamesTheField) {
   ASSERT_TRUE(WriteFile(dir_ + "/empty.pem", "not a certificate\n").ok());
   config_.set_client_ca_file(dir_ + "/empty.pem");
-  auto a = Authenticator::Create(config_);
+  auto a = Authenticator::Create(config_, chain_file_);
   EXPECT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(a.status().message(), HasSubstr("tls.client_ca_file"));
+}
+
+// Who is a station: a client CA bundle that trusts linesign's issuing CA, directly or through the root above it,
+// would let every device certificate authenticate; it is refused unless the station marker is required.
+TEST_F(AuthenticatorTest, BundleTrustingLinesignsCasNeedsTheStationMarker) {
+  for (const auto* linesign_ca : {&issuing_, &root_}) {
+    ASSERT_TRUE(WriteFile(dir_ + "/both.pem", ca_.certificate_pem + linesign_ca->certificate_pem).ok());
+    config_.set_client_ca_file(dir_ + "/both.pem");
+    config_.set_require_station_marker(false);
+    auto a = Authenticator::Create(config_, chain_file_);
+    EXPECT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(a.status().message(),
+                HasSubstr("tls.client_ca_file: " + dir_ + "/both.pem trusts linesign's issuing CA "
+                          "'CN=linesign issuing CA' (ca.chain_file " + chain_file_ + ") or a CA above it"));
+    EXPECT_THAT(a.status().message(), HasSubstr("set tls.require_station_marker: true"));
+    config_.set_require_station_marker(true);
+    EXPECT_TRUE(Authenticator::Create(config_, chain_file_).ok());
+  }
+}
+
+// The same CA re-keyed (same name, new key) in the bundle is linesign's CA too.
+TEST_F(AuthenticatorTest, BundleWithARekeyedIssuingCaNeedsTheStationMarker) {
+  auto rekeyed = tls::IssueCa(root_, "linesign issuing CA", now_ - absl::Hours(1), now_ + absl::Hours(24));
+  ASSERT_TRUE(rekeyed.ok());
+  ASSERT_TRUE(WriteFile(dir_ + "/rekeyed.pem", ca_.certificate_pem + rekeyed->certificate_pem).ok());
+  config_.set_client_ca_file(dir_ + "/rekeyed.pem");
+  EXPECT_EQ(Authenticator::Create(config_, chain_file_).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(AuthenticatorTest, MarkerRequiredRefusesDeviceCertificatesByCnUriAndDnsSan) {
+  ASSERT_TRUE(WriteFile(dir_ + "/both.pem", ca_.certificate_pem + root_.certificate_pem).ok());
+  config_.set_client_ca_file(dir_ + "/both.pem");
+  config_.set_require_station_marker(true);
+  // A device certificate as SignCsr would make it: clientAuth, CN/URI/DNS "admin", from the issuing CA.
+  auto device = Leaf(issuing_, {.common_name = "admin", .dns_names = {"admin"}, .uris = {"admin"}});
+  for (const char* source : {"subject_cn", "uri_san", "dns_san"}) {
+    config_.set_identity(source);
+    auto id = Make()->Authenticate(device.certificate_pem, device.certificate_pem + issuing_.certificate_pem, now_);
+    EXPECT_EQ(id.status().code(), absl::StatusCode::kUnauthenticated) << source;
+    EXPECT_THAT(id.status().message(),
+                HasSubstr("client certificate 'CN=admin' is a device certificate (issued by linesign's issuing CA "
+                          "'CN=linesign issuing CA'): device certificates never authenticate"))
+        << source;
+  }
+  // A station credential from the station CA with the marker is a station; without it, it is not.
+  config_.set_identity("subject_cn");
+  auto auth = Make();
+  auto station = Leaf(ca_, {.common_name = "admin", .station_credential = true});
+  auto id = auth->Authenticate(station.certificate_pem, "", now_);
+  ASSERT_TRUE(id.ok()) << id.status();
+  EXPECT_EQ(*id, "admin");
+  auto unmarked = Leaf(ca_, {.common_name = "admin"});
+  id = auth->Authenticate(unmarked.certificate_pem, "", now_);
+  EXPECT_EQ(id.status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(id.status().message(),
+              HasSubstr(std::string("client certificate 'CN=admin' is not a station credential: it lacks the "
+                                    "linesign station EKU ") + kStationEkuOid + " (tls.require_station_marker)"));
+}
+
+// Defence in depth: even a certificate from linesign's issuing CA that carries the marker (as if a profile check
+// were bypassed) never authenticates.
+TEST_F(AuthenticatorTest, IssuingCaCertificatesNeverAuthenticateEvenWithTheMarker) {
+  ASSERT_TRUE(WriteFile(dir_ + "/all.pem", ca_.certificate_pem + root_.certificate_pem + issuing_.certificate_pem)
+                  .ok());
+  config_.set_client_ca_file(dir_ + "/all.pem");
+  config_.set_require_station_marker(true);
+  auto forged = Leaf(issuing_, {.common_name = "admin", .station_credential = true});
+  auto id = Make()->Authenticate(forged.certificate_pem, "", now_);
+  EXPECT_EQ(id.status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(id.status().message(), HasSubstr("device certificates never authenticate"));
+}
+
+// SIGHUP: a rewritten bundle that now trusts linesign's issuing CA without the marker is refused, and the trust
+// in force stays (same generation, stations still authenticate).
+TEST_F(AuthenticatorTest, ReloadRefusesABundleThatNowTrustsTheIssuingCa) {
+  auto auth = Make();
+  auto station = Leaf(ca_, {.common_name = "station-1"});
+  ASSERT_TRUE(auth->Authenticate(station.certificate_pem, "", now_).ok());
+  ASSERT_TRUE(WriteFile(dir_ + "/ca.pem", ca_.certificate_pem + root_.certificate_pem).ok());
+  absl::Status st = auth->Reload(config_);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(), HasSubstr("trusts linesign's issuing CA"));
+  EXPECT_EQ(auth->generation(), 0u);
+  auto device = Leaf(issuing_, {.common_name = "admin"});
+  EXPECT_EQ(auth->Authenticate(device.certificate_pem, issuing_.certificate_pem, now_ + absl::Hours(1))
+                .status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_TRUE(auth->Authenticate(station.certificate_pem, "", now_ + absl::Hours(1)).ok());
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include "common/utf8.h"
 #include "hsm/pkcs11_uri.h"
 #include "re2/re2.h"
+#include "server/auth/station_credential.h"
 
 namespace linesign::config {
 namespace {
@@ -130,6 +131,27 @@ absl::Status CheckPrivate(absl::string_view field, const std::string& path) {
   return absl::OkStatus();
 }
 
+// CheckNotStationMarker refuses, in a profile, the station EKU (auth::kStationEkuOid) and anyExtendedKeyUsage
+// (which a verifier may take for any usage, the station EKU included): a device certificate must never be able to
+// pass for a station or administrator credential. `value` is a name or a dotted OID, compared as an OID.
+absl::Status CheckNotStationMarker(const std::string& field, const std::string& value) {
+  static const ASN1_OBJECT* const kMarker = OBJ_txt2obj(auth::kStationEkuOid, 1);
+  std::unique_ptr<ASN1_OBJECT, decltype(&ASN1_OBJECT_free)> obj(OBJ_txt2obj(value.c_str(), 0), ASN1_OBJECT_free);
+  OpenSslErrors();
+  if (obj == nullptr) return absl::OkStatus();  // not an OID at all: refused later as unknown
+  if (OBJ_cmp(obj.get(), kMarker) == 0) {
+    return FieldError(field, absl::StrCat("'", value, "' is ", auth::kStationEkuName,
+                                          ", which marks station and administrator credentials; no profile may "
+                                          "issue it (tls.require_station_marker)"));
+  }
+  if (OBJ_obj2nid(obj.get()) == NID_anyExtendedKeyUsage) {
+    return FieldError(field, absl::StrCat("'", value, "' is anyExtendedKeyUsage (2.5.29.37.0), which would let a "
+                                          "device certificate pass for any usage, station credentials included; "
+                                          "list the usages the devices need"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateProfile(const std::string& f, const v1::Profile& p) {
   if (p.max_validity_days() < 1 || p.max_validity_days() > 3650) {
     return FieldError(f + ".max_validity_days", "must be 1 to 3650");
@@ -149,6 +171,7 @@ absl::Status ValidateProfile(const std::string& f, const v1::Profile& p) {
   }
   for (const auto& e : p.extended_key_usages()) {
     if (e == "none" && p.extended_key_usages_size() == 1) continue;
+    LINESIGN_RETURN_IF_ERROR(CheckNotStationMarker(f + ".extended_key_usages", e));
     int nid = OBJ_sn2nid(e.c_str());
     if (nid == NID_undef && der::Oid(e).empty()) {
       return FieldError(f + ".extended_key_usages", absl::StrCat("unknown usage '", e, "'"));
@@ -211,6 +234,7 @@ absl::Status ValidateProfile(const std::string& f, const v1::Profile& p) {
     return FieldError(f + ".crl_distribution_point", "must be an http://, https:// or ldap:// URL (at most 1024)");
   }
   for (const auto& oid : p.policy_oids()) {
+    LINESIGN_RETURN_IF_ERROR(CheckNotStationMarker(f + ".policy_oids", oid));
     if (der::Oid(oid).empty()) return FieldError(f + ".policy_oids", absl::StrCat("'", oid, "' is not a dotted OID"));
   }
   return absl::OkStatus();
@@ -223,6 +247,9 @@ absl::Status ValidateTls(const v1::ServerConfig& c) {
                              "on a loopback listen address");
   }
   if (t.insecure()) {
+    if (t.require_station_marker()) {
+      return FieldError("tls.require_station_marker", "cannot be combined with tls.insecure (no client certificates)");
+    }
     if (!IsLoopback(c.listen())) {
       return FieldError("tls.insecure", absl::StrCat("plaintext is allowed only on a loopback address, not ",
                                                      c.listen(), "; configure certificate_file, key_file and "

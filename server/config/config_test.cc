@@ -2,6 +2,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/auth/station_credential.h"
 
 namespace linesign::config {
 namespace {
@@ -131,6 +132,42 @@ store: {sqlite: {path: /tmp/x.db}}
     ApplyDefaults(&*parsed);
     EXPECT_THAT(std::string(Validate(*parsed).message()), HasSubstr(c.message)) << yaml;
   }
+}
+
+// Who is a station: no profile may put the station EKU (or anyExtendedKeyUsage, which would match it) into a
+// device certificate, by name or by OID, as a usage or as a policy.
+TEST(ConfigTest, NoProfileCanIssueTheStationMarker) {
+  const std::string marker = auth::kStationEkuOid;
+  struct Case {
+    std::string profile;
+    std::string message;
+  } cases[] = {
+      {"extended_key_usages: [clientAuth, '" + marker + "']",
+       "profiles.device.extended_key_usages: '" + marker + "' is the linesign station EKU " + marker +
+           ", which marks station and administrator credentials; no profile may issue it"},
+      {"policy_oids: ['" + marker + "']", "profiles.device.policy_oids: '" + marker + "' is the linesign station EKU"},
+      {"extended_key_usages: [anyExtendedKeyUsage]",
+       "profiles.device.extended_key_usages: 'anyExtendedKeyUsage' is anyExtendedKeyUsage (2.5.29.37.0)"},
+      {"extended_key_usages: ['2.5.29.37.0']",
+       "profiles.device.extended_key_usages: '2.5.29.37.0' is anyExtendedKeyUsage"},
+  };
+  for (const auto& c : cases) {
+    std::string yaml = std::string(kMinimal);
+    yaml.replace(yaml.find("    san_types: [dns]\n"), 0, "    " + c.profile + "\n");
+    auto parsed = ParseConfigYaml(yaml);
+    ASSERT_TRUE(parsed.ok()) << parsed.status() << "\n" << yaml;
+    ApplyDefaults(&*parsed);
+    EXPECT_THAT(std::string(Validate(*parsed).message()), HasSubstr(c.message)) << yaml;
+  }
+}
+
+TEST(ConfigTest, StationMarkerNeedsClientCertificates) {
+  auto c = ParseConfigYaml(kMinimal);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ApplyDefaults(&*c);
+  c->mutable_tls()->set_require_station_marker(true);
+  EXPECT_THAT(std::string(Validate(*c).message()),
+              HasSubstr("tls.require_station_marker: cannot be combined with tls.insecure"));
 }
 
 TEST(ConfigTest, MissingTlsSectionIsExplained) {

@@ -87,7 +87,9 @@ absl::Status PrepareTls(const std::string& dir) {
                        .not_before = now - absl::Minutes(5), .not_after = until};
   LINESIGN_ASSIGN_OR_RETURN(tls::KeyAndCertificate server_cert, tls::IssueLeaf(ca, server));
   for (const char* who : {kStationIdentity, kAdminIdentity}) {
-    tls::LeafSpec client{.common_name = who, .not_before = now - absl::Minutes(5), .not_after = until};
+    // Station credentials carry the station EKU, so tls.require_station_marker can be turned on with them.
+    tls::LeafSpec client{.common_name = who, .not_before = now - absl::Minutes(5), .not_after = until,
+                         .station_credential = true};
     LINESIGN_ASSIGN_OR_RETURN(tls::KeyAndCertificate cert, tls::IssueLeaf(ca, client));
     LINESIGN_RETURN_IF_ERROR(tls::WriteCredentials(
         absl::StrCat(dir, "/", std::string(who) == kAdminIdentity ? "admin" : "station"), ca.certificate_pem, cert));

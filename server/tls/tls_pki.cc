@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "common/openssl_util.h"
 #include "common/status_macros.h"
+#include "server/auth/station_credential.h"
 
 namespace linesign::tls {
 namespace {
@@ -90,15 +91,32 @@ absl::StatusOr<OsslPtr<X509>> ParseOne(const std::string& pem) {
 }  // namespace
 
 absl::StatusOr<KeyAndCertificate> MakeTlsCa(const std::string& common_name, absl::Time not_before,
-                                            absl::Time not_after) {
+                                            absl::Time not_after, int path_length) {
   LINESIGN_ASSIGN_OR_RETURN(OsslPtr<EVP_PKEY> key, NewKey());
   LINESIGN_ASSIGN_OR_RETURN(OsslPtr<X509> cert, NewCertificate(common_name, key.get(), nullptr, not_before,
                                                                not_after));
-  LINESIGN_RETURN_IF_ERROR(AddExtension(cert.get(), cert.get(), NID_basic_constraints, "critical,CA:TRUE,pathlen:0"));
+  LINESIGN_RETURN_IF_ERROR(AddExtension(cert.get(), cert.get(), NID_basic_constraints,
+                                        absl::StrCat("critical,CA:TRUE,pathlen:", path_length)));
   LINESIGN_RETURN_IF_ERROR(AddExtension(cert.get(), cert.get(), NID_key_usage, "critical,keyCertSign,cRLSign"));
   LINESIGN_RETURN_IF_ERROR(AddExtension(cert.get(), cert.get(), NID_subject_key_identifier, "hash"));
   if (X509_sign(cert.get(), key.get(), EVP_sha256()) <= 0) return OpenSslFailure("cannot sign the CA certificate");
   return KeyAndCertificate{KeyPem(key.get()), CertPem(cert.get())};
+}
+
+absl::StatusOr<KeyAndCertificate> IssueCa(const KeyAndCertificate& parent, const std::string& common_name,
+                                          absl::Time not_before, absl::Time not_after) {
+  LINESIGN_ASSIGN_OR_RETURN(OsslPtr<X509> parent_cert, ParseOne(parent.certificate_pem));
+  LINESIGN_ASSIGN_OR_RETURN(OsslPtr<EVP_PKEY> parent_key, ParseKey(parent.key_pem));
+  LINESIGN_ASSIGN_OR_RETURN(OsslPtr<EVP_PKEY> key, NewKey());
+  LINESIGN_ASSIGN_OR_RETURN(OsslPtr<X509> cert, NewCertificate(common_name, key.get(), parent_cert.get(),
+                                                               not_before, not_after));
+  X509* c = cert.get();
+  LINESIGN_RETURN_IF_ERROR(AddExtension(c, parent_cert.get(), NID_basic_constraints, "critical,CA:TRUE,pathlen:0"));
+  LINESIGN_RETURN_IF_ERROR(AddExtension(c, parent_cert.get(), NID_key_usage, "critical,keyCertSign,cRLSign"));
+  LINESIGN_RETURN_IF_ERROR(AddExtension(c, parent_cert.get(), NID_subject_key_identifier, "hash"));
+  LINESIGN_RETURN_IF_ERROR(AddExtension(c, parent_cert.get(), NID_authority_key_identifier, "keyid:always"));
+  if (X509_sign(c, parent_key.get(), EVP_sha256()) <= 0) return OpenSslFailure("cannot sign the CA certificate");
+  return KeyAndCertificate{KeyPem(key.get()), CertPem(c)};
 }
 
 absl::StatusOr<KeyAndCertificate> IssueLeaf(const KeyAndCertificate& ca, const LeafSpec& spec) {
@@ -110,8 +128,13 @@ absl::StatusOr<KeyAndCertificate> IssueLeaf(const KeyAndCertificate& ca, const L
   X509* c = cert.get();
   LINESIGN_RETURN_IF_ERROR(AddExtension(c, ca_cert.get(), NID_basic_constraints, "critical,CA:FALSE"));
   LINESIGN_RETURN_IF_ERROR(AddExtension(c, ca_cert.get(), NID_key_usage, "critical,digitalSignature"));
-  LINESIGN_RETURN_IF_ERROR(
-      AddExtension(c, ca_cert.get(), NID_ext_key_usage, spec.server ? "serverAuth" : "clientAuth"));
+  if (spec.server && spec.station_credential) {
+    return absl::InvalidArgumentError("a station credential is a client certificate, not a server's");
+  }
+  LINESIGN_RETURN_IF_ERROR(AddExtension(
+      c, ca_cert.get(), NID_ext_key_usage,
+      spec.server ? "serverAuth"
+                  : (spec.station_credential ? absl::StrCat("clientAuth,", auth::kStationEkuOid) : "clientAuth")));
   LINESIGN_RETURN_IF_ERROR(AddExtension(c, ca_cert.get(), NID_authority_key_identifier, "keyid:always"));
   std::vector<std::string> sans;
   for (const auto& d : spec.dns_names) sans.push_back(absl::StrCat("DNS:", d));

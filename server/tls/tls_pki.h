@@ -18,10 +18,15 @@ struct KeyAndCertificate {
   std::string certificate_pem;
 };
 
-// MakeTlsCa creates a self-signed CA (CA:TRUE pathlen:0, keyCertSign + cRLSign) named `common_name`, valid from
-// `not_before` to `not_after`.
+// MakeTlsCa creates a self-signed CA (CA:TRUE pathlen:`path_length`, keyCertSign + cRLSign) named `common_name`,
+// valid from `not_before` to `not_after`. pathlen 0 issues leaves only; 1 also subordinate CAs (IssueCa).
 absl::StatusOr<KeyAndCertificate> MakeTlsCa(const std::string& common_name, absl::Time not_before,
-                                            absl::Time not_after);
+                                            absl::Time not_after, int path_length = 0);
+
+// IssueCa issues a subordinate CA (CA:TRUE pathlen:0) named `common_name` under `parent`, which must allow it
+// (pathlen >= 1).
+absl::StatusOr<KeyAndCertificate> IssueCa(const KeyAndCertificate& parent, const std::string& common_name,
+                                          absl::Time not_before, absl::Time not_after);
 
 struct LeafSpec {
   std::string common_name;
@@ -31,6 +36,9 @@ struct LeafSpec {
   bool server = false;  // serverAuth, else clientAuth
   absl::Time not_before;
   absl::Time not_after;
+  // A station or administrator credential: the extendedKeyUsage gets the linesign station EKU
+  // (auth::kStationEkuOid) besides clientAuth, as tls.require_station_marker demands. Client certificates only.
+  bool station_credential = false;
 };
 
 // IssueLeaf issues a certificate for a new P-256 key under `ca`. The serial is random (16 octets).

@@ -117,6 +117,7 @@ v1::ServerConfig TestCa::Config(const std::string& db_path) const {
 tls::KeyAndCertificate TestCa::StationCredentials(const std::string& identity, tls::LeafSpec spec) const {
   absl::Time now = absl::Now();
   spec.common_name = identity;
+  spec.station_credential = true;
   if (spec.not_before == absl::Time()) spec.not_before = now - absl::Minutes(5);
   if (spec.not_after == absl::Time()) spec.not_after = now + absl::Hours(24);
   auto leaf = tls::IssueLeaf(station_ca, spec);

@@ -47,7 +47,8 @@ struct TestCa {
                                          const std::string& identity = "station-1") const;
 
   // StationCredentials issues a client certificate for `identity` from the station CA (valid now for a day
-  // unless `spec` says otherwise; spec.common_name is set to `identity`).
+  // unless `spec` says otherwise; spec.common_name is set to `identity`). It carries the linesign station EKU
+  // (spec.station_credential is set), as tls.require_station_marker demands.
   tls::KeyAndCertificate StationCredentials(const std::string& identity, tls::LeafSpec spec = {}) const;
   // ChannelWith opens a channel trusting the station CA (which issued the server certificate) and presenting
   // `client` (none when its certificate is empty).

@@ -1,0 +1,81 @@
+#include "server/observability/health_service.h"
+
+#include <grpc/grpc_security_constants.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/openssl_util.h"
+#include "server/service/grpc_status.h"
+
+namespace linesign::observability {
+namespace {
+
+using grpc::health::v1::HealthCheckRequest;
+using grpc::health::v1::HealthCheckResponse;
+
+constexpr size_t kMaxServiceNameInMessage = 64;
+
+// FinishedWriter is a Watch stream that ends at once with `status`.
+class FinishedWriter final : public grpc::ServerWriteReactor<HealthCheckResponse> {
+ public:
+  explicit FinishedWriter(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+absl::StatusOr<std::string> HealthService::Authenticate(grpc::CallbackServerContext* context,
+                                                        const char* rpc) const {
+  std::string leaf, chain;
+  if (auto auth = context->auth_context(); auth != nullptr) {
+    if (auto v = auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME); !v.empty()) {
+      leaf.assign(v.front().data(), v.front().size());
+    }
+    if (auto v = auth->FindPropertyValues(GRPC_X509_PEM_CERT_CHAIN_PROPERTY_NAME); !v.empty()) {
+      chain.assign(v.front().data(), v.front().size());
+    }
+  }
+  auto identity = authenticator_->Authenticate(leaf, chain, absl::Now());
+  if (!identity.ok()) {
+    audit::Entry e;
+    e.time = absl::Now();
+    e.rpc = rpc;
+    e.peer = context->peer();
+    e.outcome = "refused";
+    e.code = StatusCodeName(static_cast<int>(identity.status().code()));
+    e.reason = std::string(identity.status().message());
+    audit_->Record(e);
+  }
+  return identity;
+}
+
+grpc::ServerUnaryReactor* HealthService::Check(grpc::CallbackServerContext* context,
+                                               const HealthCheckRequest* request, HealthCheckResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto identity = Authenticate(context, "Health.Check");
+  if (!identity.ok()) {
+    reactor->Finish(service::ToGrpcStatus(identity.status()));
+    return reactor;
+  }
+  const std::string& service = request->service();
+  if (!service.empty() && service != "linesign.v1.CertificateAuthority") {
+    reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                 absl::StrCat("unknown service '", service.substr(0, kMaxServiceNameInMessage),
+                                              "' (known: \"\" and linesign.v1.CertificateAuthority)")));
+    return reactor;
+  }
+  response->set_status(serving_.load(std::memory_order_acquire) ? HealthCheckResponse::SERVING
+                                                                 : HealthCheckResponse::NOT_SERVING);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerWriteReactor<HealthCheckResponse>* HealthService::Watch(grpc::CallbackServerContext* context,
+                                                                    const HealthCheckRequest* request) {
+  auto identity = Authenticate(context, "Health.Watch");
+  if (!identity.ok()) return new FinishedWriter(service::ToGrpcStatus(identity.status()));
+  return new FinishedWriter(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                                         "Health.Watch is not offered by linesign; poll Health.Check"));
+}
+
+}  // namespace linesign::observability
