@@ -472,6 +472,9 @@ class StationIdentityTest : public ::testing::Test {
     c.mutable_tls()->set_require_station_marker(require_marker);
     c.mutable_tls()->set_identity(identity);
     (*c.mutable_profiles())["device"].add_san_types("uri");
+    v1::AccessRule* uri_admin = c.add_access();
+    uri_admin->set_identity("urn:admin");
+    uri_admin->set_admin(true);
     c.mutable_audit()->set_file(ca_->dir + "/" + name + "-audit.jsonl");
     return c;
   }
@@ -512,7 +515,8 @@ TEST_F(StationIdentityTest, DeviceCertificatesNeverAuthenticateByCnUriOrDnsSan) 
     auto station = v1::CertificateAuthority::NewStub(ca_->ChannelWith(address, Credentials("station-1")));
     auto key = client::GenerateKey("ec-p256");
     ASSERT_TRUE(key.ok());
-    auto csr = client::MakeCsr(key->get(), "/CN=admin", {"DNS:admin", "URI:admin"});
+    // A URI SAN must be an absolute URI (strict issuance), so under uri_san the administrator is "urn:admin".
+    auto csr = client::MakeCsr(key->get(), "/CN=admin", {"DNS:admin", "URI:urn:admin"});
     ASSERT_TRUE(csr.ok()) << csr.status();
     v1::SignCsrRequest req;
     req.set_csr_der(*csr);
