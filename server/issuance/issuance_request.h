@@ -19,8 +19,9 @@
 namespace linesign::issuance {
 
 // kServerIdentity is the requester identity of requests the server makes itself (renewal, CA verification
-// certificates). It holds a ':', which no station identity may (auth::Authenticator refuses it), so the store's
-// (station, request_id) uniqueness can never mix the server's requests with a station's.
+// certificates); the store's (station, request_id) uniqueness keys them by it. It must be a name no station
+// identity can have. NOT YET ENFORCED: a URI-SAN identity may hold ':' (urn:...), so auth/ has to reserve the
+// "linesign:" prefix before server-made requests are enabled (issue 11).
 inline constexpr char kServerIdentity[] = "linesign:server";
 
 struct IssuanceRequest {
