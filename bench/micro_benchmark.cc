@@ -38,6 +38,11 @@ v1::ServerConfig& Config() {
   return *c;
 }
 const v1::Profile& Device() { return Config().profiles().at("device"); }
+// DeviceProfile is the compiled "device" profile, as the front holds it.
+const std::shared_ptr<const profile::Profile>& DeviceProfile() {
+  static const auto* p = new std::shared_ptr<const profile::Profile>(*profile::Profile::Compile("device", Device()));
+  return *p;
+}
 
 const std::string& P256Csr() {
   static const std::string* s = new std::string(testing::Csr("ec-p256", "/CN=AB12CD34EF56/O=Acme"));
@@ -68,7 +73,7 @@ HsmCa& Hsm() {
     auto signer = hsm::OpenSigner(c.hsm(), X509_get0_pubkey(h->ca.certificate.get()), 4);
     if (!signer.ok()) abort();
     h->signer = *std::move(signer);
-    h->builder = *issuance::CertificateBuilder::Create(&h->ca, h->signer.get(), Config());
+    h->builder = *issuance::CertificateBuilder::Create(&h->ca, h->signer.get());
     return h;
   }();
   return *h;
@@ -82,7 +87,7 @@ SoftCa& Soft() {
   static SoftCa* s = [] {
     auto* s = new SoftCa();
     s->ca = testing::SoftwareCa::Create("ec-p256");
-    s->builder = *issuance::CertificateBuilder::Create(&s->ca->ca, s->ca->signer.get(), Config());
+    s->builder = *issuance::CertificateBuilder::Create(&s->ca->ca, s->ca->signer.get());
     return s;
   }();
   return *s;
@@ -91,7 +96,7 @@ SoftCa& Soft() {
 void BM_CheckCsr(benchmark::State& state, const std::string& (*csr)()) {
   const std::string& der = csr();
   for (auto _ : state) {
-    auto checked = csr::CheckCsr(der, Device(), "device");
+    auto checked = csr::CheckCsr(der, *DeviceProfile());  // what the front runs: key, types and value rules
     if (!checked.ok()) state.SkipWithError(std::string(checked.status().message()).c_str());
     benchmark::DoNotOptimize(checked);
   }
@@ -119,12 +124,17 @@ void BM_OpensslReqParseVerify(benchmark::State& state) {
 }
 BENCHMARK(BM_OpensslReqParseVerify)->ThreadRange(1, 2)->UseRealTime();
 
+// P256Request is the request the front makes from P256Csr.
+issuance::IssuanceRequest P256Request() {
+  return csr::MakeIssuanceRequest(*csr::CheckCsr(P256Csr(), *DeviceProfile()), DeviceProfile(), "bench", "r");
+}
+
 void BM_TbsBuild(benchmark::State& state) {
-  auto checked = *csr::CheckCsr(P256Csr(), Device(), "device");
+  const issuance::IssuanceRequest request = P256Request();
   std::string serial = issuance::NewSerial();
   absl::Time nb, na, now = absl::Now();
   for (auto _ : state) {
-    auto tbs = Soft().builder->TbsDer(checked, "device", serial, now, &nb, &na);
+    auto tbs = Soft().builder->TbsDer(request, serial, now, &nb, &na);
     benchmark::DoNotOptimize(tbs);
   }
 }
@@ -132,9 +142,9 @@ BENCHMARK(BM_TbsBuild);
 
 void BM_Issue(benchmark::State& state, bool hsm) {
   const issuance::CertificateBuilder* builder = hsm ? Hsm().builder.get() : Soft().builder.get();
-  auto checked = *csr::CheckCsr(P256Csr(), Device(), "device");
+  const issuance::IssuanceRequest request = P256Request();
   for (auto _ : state) {
-    auto cert = builder->Issue(checked, "device", issuance::NewSerial(), absl::Now());
+    auto cert = builder->Issue(request, issuance::NewSerial(), absl::Now());
     if (!cert.ok()) state.SkipWithError(std::string(cert.status().message()).c_str());
     benchmark::DoNotOptimize(cert);
   }
@@ -214,8 +224,7 @@ BENCHMARK(BM_AuditJson);
 void BM_StoreCommit(benchmark::State& state) {
   std::string path = testing::TempDir("linesign-bench-store") + "/bench.db";
   auto store = *store::SqliteStore::Open(path);
-  auto issued = *Soft().builder->Issue(*csr::CheckCsr(P256Csr(), Device(), "device"), "device",
-                                       issuance::NewSerial(), absl::Now());
+  auto issued = *Soft().builder->Issue(P256Request(), issuance::NewSerial(), absl::Now());
   const int batch = static_cast<int>(state.range(0));
   int64_t next = 0;
   for (auto _ : state) {

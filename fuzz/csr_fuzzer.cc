@@ -17,7 +17,7 @@
 #include "server/csr/csr.h"
 #include "server/csr/strict_rules.h"
 #include "server/issuance/certificate_builder.h"
-#include "server/policy/profile_policy.h"
+#include "server/profile/profile.h"
 
 namespace {
 
@@ -66,11 +66,7 @@ Issuer* MakeIssuer(const linesign::v1::Profile& permissive, const linesign::v1::
   out->ca.certificate = std::move(cert);
   out->ca.not_after = absl::Now() + absl::Hours(24 * 3650);
   out->signer = *linesign::hsm::SoftwareSigner::FromKey(std::move(key), "fuzz");
-  linesign::v1::ServerConfig config;
-  (*config.mutable_profiles())["permissive"] = permissive;
-  (*config.mutable_profiles())["from-subject"] = from_subject;
-  for (auto& [name, p] : *config.mutable_profiles()) p.set_validity_days(1);
-  out->builder = *linesign::issuance::CertificateBuilder::Create(&out->ca, out->signer.get(), config);
+  out->builder = *linesign::issuance::CertificateBuilder::Create(&out->ca, out->signer.get());
   return out;
 }
 
@@ -122,8 +118,11 @@ bool CheckIssued(const std::string& der) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const linesign::v1::Profile* permissive = new linesign::v1::Profile(Permissive());
   static const linesign::v1::Profile* from_subject = new linesign::v1::Profile(FromSubject());
-  static const auto* policy = linesign::policy::ProfilePolicy::Create("fuzz", *permissive)->release();
-  static const auto* policy_cn = linesign::policy::ProfilePolicy::Create("fuzz-cn", *from_subject)->release();
+  // The compiled profiles the front uses (validity 1 day: the CA's validity is what the fuzzer's CA has).
+  static const auto* compiled = new std::shared_ptr<const linesign::profile::Profile>(
+      *linesign::profile::Profile::Compile("fuzz", [] { auto p = Permissive(); p.set_validity_days(1); return p; }()));
+  static const auto* compiled_cn = new std::shared_ptr<const linesign::profile::Profile>(*linesign::profile::Profile::Compile(
+      "fuzz-cn", [] { auto p = FromSubject(); p.set_validity_days(1); return p; }()));
   static const Issuer* issuer = MakeIssuer(*permissive, *from_subject);
 
   std::string input(reinterpret_cast<const char*>(data), size);
@@ -142,21 +141,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
     }
   }
-  for (auto [profile, rules, name] : {std::tuple{permissive, policy, "permissive"},
-                                      std::tuple{from_subject, policy_cn, "from-subject"}}) {
+  for (auto [profile, rules] : {std::pair{permissive, compiled}, std::pair{from_subject, compiled_cn}}) {
     auto checked = linesign::csr::CheckCsr(*der, *profile, "fuzz");
     if (!checked.ok()) {
       if (checked.status().message().empty()) abort();  // every refusal says why
       continue;
     }
     if (checked->subject_der.empty() || checked->spki_der.empty() || checked->der != *der) abort();
-    if (auto st = rules->Apply(&*checked); !st.ok()) {
+    if (auto st = (*rules)->CheckValues(checked->subject_attributes, checked->sans); !st.ok()) {
+      if (st.message().empty()) abort();
+      continue;
+    }
+    if (auto st = (*rules)->MakeSans(checked->subject_attributes, &checked->sans); !st.ok()) {
       if (st.message().empty()) abort();
       continue;
     }
     // Accepted by the front: the builder must issue it, and what it issues must pass the strict rules as
     // OpenSSL sees the certificate.
-    auto issued = issuer->builder->Issue(*checked, name, linesign::issuance::NewSerial(), absl::Now());
+    auto issued = issuer->builder->Issue(linesign::csr::MakeIssuanceRequest(*std::move(checked), *rules, "fuzz", "r"),
+                                         linesign::issuance::NewSerial(), absl::Now());
     if (!issued.ok() || !CheckIssued(issued->der)) abort();
   }
   return 0;

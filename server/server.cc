@@ -115,7 +115,7 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
                                             static_cast<int>(c.signer().workers())));
   LogInfo("CA key: ", s->signer_->description(), " (", hsm::AlgorithmName(s->signer_->algorithm()), ")");
   LINESIGN_ASSIGN_OR_RETURN(s->store_, store::Open(c.store(), RealClock::Get()));
-  LINESIGN_ASSIGN_OR_RETURN(s->builder_, issuance::CertificateBuilder::Create(&s->ca_, s->signer_.get(), c));
+  LINESIGN_ASSIGN_OR_RETURN(s->builder_, issuance::CertificateBuilder::Create(&s->ca_, s->signer_.get()));
 
   issuance::BatchSigner::Options opts;
   opts.workers = static_cast<int>(c.signer().workers());
@@ -125,11 +125,11 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
   s->batch_signer_ = issuance::BatchSigner::Create(s->builder_.get(), s->store_.get(), opts);
   LINESIGN_ASSIGN_OR_RETURN(s->access_, auth::AccessPolicy::Create(c.access()));
   LINESIGN_ASSIGN_OR_RETURN(s->audit_, audit::AuditLog::Open(c.audit().file()));
-  LINESIGN_ASSIGN_OR_RETURN(s->policies_, policy::ProfilePolicies::Create(c));
+  LINESIGN_ASSIGN_OR_RETURN(s->profiles_, profile::Profiles::Compile(c));
   LINESIGN_ASSIGN_OR_RETURN(auto credentials, ServerCredentials(c.tls(), c.listen()));
   s->service_ = std::make_unique<service::CaService>(service::CaService::Parts{
       &s->config_, &s->ca_, s->batch_signer_.get(), s->store_.get(), s->authenticator_.get(), s->access_.get(),
-      s->audit_.get(), &s->policies_});
+      s->audit_.get(), &s->profiles_});
 
   s->health_ = std::make_unique<observability::HealthService>(s->authenticator_.get(), s->audit_.get());
 

@@ -50,7 +50,7 @@ class LinesignServer {
   std::unique_ptr<auth::Authenticator> authenticator_;
   std::unique_ptr<auth::AccessPolicy> access_;
   std::unique_ptr<audit::AuditLog> audit_;
-  policy::ProfilePolicies policies_;
+  profile::Profiles profiles_;
   std::unique_ptr<service::CaService> service_;
   std::unique_ptr<observability::HealthService> health_;
   std::unique_ptr<grpc::Server> grpc_server_;

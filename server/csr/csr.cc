@@ -183,43 +183,37 @@ absl::Status CheckExtensions(X509_REQ* req, const v1::Profile& profile, absl::st
     if (names == nullptr) return Refuse("CSR subjectAltName extension is malformed");
     for (int j = 0; j < sk_GENERAL_NAME_num(names.get()); ++j) {
       const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names.get(), j);
-      std::string type, text;
+      SanType san_type;
       const ASN1_STRING* s = nullptr;
       switch (gn->type) {
         case GEN_DNS:
-          type = "dns", s = gn->d.dNSName, text = "DNS:";
+          san_type = SanType::kDns, s = gn->d.dNSName;
           break;
         case GEN_URI:
-          type = "uri", s = gn->d.uniformResourceIdentifier, text = "URI:";
+          san_type = SanType::kUri, s = gn->d.uniformResourceIdentifier;
           break;
         case GEN_EMAIL:
-          type = "email", s = gn->d.rfc822Name, text = "email:";
+          san_type = SanType::kEmail, s = gn->d.rfc822Name;
           break;
         case GEN_IPADD:
-          type = "ip", s = gn->d.iPAddress, text = "IP:";
+          san_type = SanType::kIp, s = gn->d.iPAddress;
           break;
         default:
           return Refuse(absl::StrCat("subjectAltName of type ", gn->type, " is not supported"));
       }
+      absl::string_view type = SanTypeName(san_type);
       if (!Contains(profile.san_types(), type)) {
         return Refuse(absl::StrCat("subjectAltName type ", type, " is not allowed by profile '", profile_name, "'"));
       }
       absl::string_view raw(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)), ASN1_STRING_length(s));
       if (raw.empty()) return Refuse(absl::StrCat("subjectAltName ", type, " is empty"));
-      if (raw.find('\0') != absl::string_view::npos && type != "ip") {
+      if (raw.find('\0') != absl::string_view::npos && san_type != SanType::kIp) {
         return Refuse(absl::StrCat("subjectAltName ", type, " contains a NUL byte"));
       }
-      if (type == "ip") {
-        char buf[64];
-        OsslPtr<BIO> bio(BIO_new(BIO_s_mem()));
-        GENERAL_NAME_print(bio.get(), const_cast<GENERAL_NAME*>(gn));
-        int n = BIO_read(bio.get(), buf, sizeof(buf) - 1);
-        text = std::string(buf, n > 0 ? n : 0);
-        if (raw.size() != 4 && raw.size() != 16) return Refuse("subjectAltName IP address must be 4 or 16 bytes");
-      } else {
-        absl::StrAppend(&text, raw);
+      if (san_type == SanType::kIp && raw.size() != 4 && raw.size() != 16) {
+        return Refuse("subjectAltName IP address must be 4 or 16 bytes");
       }
-      out->sans.push_back(std::move(text));
+      out->sans.push_back({san_type, std::string(raw)});
     }
     if (out->sans.empty()) return Refuse("CSR subjectAltName extension is empty");
     const ASN1_OCTET_STRING* value = X509_EXTENSION_get_data(ext);

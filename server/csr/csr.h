@@ -3,6 +3,7 @@
 #ifndef LINESIGN_SERVER_CSR_CSR_H_
 #define LINESIGN_SERVER_CSR_CSR_H_
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -10,6 +11,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "linesign/v1/config.pb.h"
+#include "server/csr/strict_rules.h"
+#include "server/issuance/issuance_request.h"
+#include "server/profile/profile.h"
 
 namespace linesign::csr {
 
@@ -22,13 +26,6 @@ struct KeyInfo {
   int bits = 0;
 };
 
-// SubjectAttribute is one attribute of the subject, in order.
-struct SubjectAttribute {
-  std::string name;   // OpenSSL short name ("CN", "O", "serialNumber") or the dotted OID when unknown
-  std::string value;  // the value as UTF-8 text
-  bool operator==(const SubjectAttribute&) const = default;
-};
-
 // CheckedCsr is a CSR that decoded, verified and passed its profile. The byte fields are copied verbatim from
 // the CSR, so the certificate carries exactly what the device asked for and the profile allowed.
 struct CheckedCsr {
@@ -38,7 +35,7 @@ struct CheckedCsr {
   std::vector<SubjectAttribute> subject_attributes;
   std::string spki_der;          // SubjectPublicKeyInfo, DER
   std::string san_der;           // GeneralNames, DER; empty when the CSR asks for no SAN
-  std::vector<std::string> sans; // "DNS:x", "IP:1.2.3.4", ... for records
+  std::vector<San> sans;         // typed, in the CSR's order
   KeyInfo key;
 };
 
@@ -55,6 +52,16 @@ absl::StatusOr<std::string> DecodeCsr(absl::string_view der_or_pem);
 // strict decoder does not (BER inside the request) is refused as non-canonical.
 absl::StatusOr<CheckedCsr> CheckCsr(const std::string& der, const v1::Profile& profile,
                                     absl::string_view profile_name);
+
+// CheckCsr with a compiled profile is what the front calls: the checks above under profile.config(), then the
+// profile's value rules (Profile::CheckValues) and its SAN derivation (Profile::MakeSans): the checked CSR's
+// `sans` are the certificate's.
+absl::StatusOr<CheckedCsr> CheckCsr(const std::string& der, const profile::Profile& profile);
+
+// MakeIssuanceRequest turns `csr`, checked by CheckCsr against `profile`, into the request for a new
+// certificate for `station` (the authenticated identity) and its `request_id`, keeping the CSR's hash.
+issuance::IssuanceRequest MakeIssuanceRequest(CheckedCsr csr, std::shared_ptr<const profile::Profile> profile,
+                                              std::string station, std::string request_id);
 
 // CheckCsrReference does the same with OpenSSL's X509_REQ API. It is the reference the fast path is tested
 // against (identical CheckedCsr for every accepted CSR; never accepts less), and the source of its messages

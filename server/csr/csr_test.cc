@@ -51,7 +51,7 @@ TEST(CheckCsrTest, CopiesSubjectKeyAndSans) {
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->subject_text, "O=Acme,CN=DEV1");
   EXPECT_EQ(c->key.type, "ec-p384");
-  EXPECT_THAT(c->sans, ::testing::ElementsAre("DNS:dev1.example"));
+  EXPECT_THAT(c->sans, ::testing::ElementsAre(San{SanType::kDns, "dev1.example"}));
   EXPECT_FALSE(c->san_der.empty());
 }
 

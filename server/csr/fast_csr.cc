@@ -201,49 +201,18 @@ bool Subject(absl::string_view name_whole, std::vector<SubjectAttribute>* out) {
   return r.ok();
 }
 
-// Sans renders the GeneralNames of a SAN as the reference does; false for anything unusual.
-bool Sans(absl::string_view general_names, const v1::Profile& profile, std::vector<std::string>* out) {
-  Reader outer(general_names);
-  absl::string_view names;
-  if (!outer.Expect(der::kSequence, &names) || !outer.empty()) return false;
-  Reader r(names);
-  while (!r.empty()) {
-    uint8_t tag;
-    absl::string_view v;
-    if (!r.Next(&tag, &v)) return false;
-    std::string type, text;
-    switch (tag) {
-      case 0x81:
-        type = "email", text = absl::StrCat("email:", v);
-        break;
-      case 0x82:
-        type = "dns", text = absl::StrCat("DNS:", v);
-        break;
-      case 0x86:
-        type = "uri", text = absl::StrCat("URI:", v);
-        break;
-      case 0x87: {
-        type = "ip";
-        const auto* b = reinterpret_cast<const unsigned char*>(v.data());
-        if (v.size() == 4) {
-          text = absl::StrFormat("IP Address:%d.%d.%d.%d", b[0], b[1], b[2], b[3]);
-        } else if (v.size() == 16) {
-          text = "IP Address:";
-          for (int i = 0; i < 16; i += 2) absl::StrAppendFormat(&text, "%s%X", i ? ":" : "", b[i] << 8 | b[i + 1]);
-        } else {
-          return false;
-        }
-        break;
-      }
-      default:
-        return false;
-    }
-    if (v.empty() || std::find(profile.san_types().begin(), profile.san_types().end(), type) ==
-                         profile.san_types().end()) {
+// Sans takes apart the GeneralNames of a SAN into typed SANs; false for anything unusual.
+bool Sans(absl::string_view general_names, const v1::Profile& profile, std::vector<San>* out) {
+  if (!ParseSans(general_names, out)) return false;
+  for (const San& san : *out) {
+    if (san.value.empty() || std::find(profile.san_types().begin(), profile.san_types().end(),
+                                       SanTypeName(san.type)) == profile.san_types().end()) {
       return false;
     }
-    if (type != "ip" && v.find('\0') != absl::string_view::npos) return false;
-    out->push_back(std::move(text));
+    if (san.type == SanType::kIp ? san.value.size() != 4 && san.value.size() != 16
+                                 : san.value.find('\0') != std::string::npos) {
+      return false;
+    }
   }
   return !out->empty();
 }
@@ -420,6 +389,28 @@ absl::StatusOr<CheckedCsr> CheckCsr(const std::string& der, const v1::Profile& p
   if (auto fast = Fast(der, profile); fast.has_value()) return *std::move(fast);
   // Refused, or a shape the fast decoder leaves to the reference (other attributes, string types, RDNs).
   return CheckCsrReference(der, profile, profile_name);
+}
+
+absl::StatusOr<CheckedCsr> CheckCsr(const std::string& der, const profile::Profile& profile) {
+  auto checked = CheckCsr(der, profile.config(), profile.name());
+  if (!checked.ok()) return checked;
+  if (auto st = profile.CheckValues(checked->subject_attributes, checked->sans); !st.ok()) return st;
+  if (auto st = profile.MakeSans(checked->subject_attributes, &checked->sans); !st.ok()) return st;
+  return checked;
+}
+
+issuance::IssuanceRequest MakeIssuanceRequest(CheckedCsr csr, std::shared_ptr<const profile::Profile> profile,
+                                              std::string station, std::string request_id) {
+  issuance::IssuanceRequest r;
+  r.reason = issuance::IssuanceRequest::Reason::kNew;
+  r.subject_der = std::move(csr.subject_der);
+  r.subject_text = std::move(csr.subject_text);
+  r.spki_der = std::move(csr.spki_der);
+  r.sans = std::move(csr.sans);
+  r.profile = std::move(profile);
+  r.requester = {issuance::IssuanceRequest::Requester::Kind::kStation, std::move(station), std::move(request_id)};
+  r.csr_sha256 = Hex(Sha256(csr.der));
+  return r;
 }
 
 }  // namespace linesign::csr

@@ -394,6 +394,61 @@ absl::Status CheckGeneralNames(absl::string_view general_names_der, bool allow_w
   return absl::OkStatus();
 }
 
+absl::string_view SanTypeName(SanType type) {
+  switch (type) {
+    case SanType::kEmail:
+      return "email";
+    case SanType::kDns:
+      return "dns";
+    case SanType::kUri:
+      return "uri";
+    case SanType::kIp:
+      return "ip";
+  }
+  return "?";
+}
+
+std::string SanValueText(const San& san) {
+  if (san.type != SanType::kIp) return san.value;
+  const auto* b = reinterpret_cast<const unsigned char*>(san.value.data());
+  if (san.value.size() == 4) return absl::StrFormat("%d.%d.%d.%d", b[0], b[1], b[2], b[3]);
+  if (san.value.size() == 16) {
+    std::string text;
+    for (int i = 0; i < 16; i += 2) absl::StrAppendFormat(&text, "%s%X", i ? ":" : "", b[i] << 8 | b[i + 1]);
+    return text;
+  }
+  return "<invalid>";  // what OpenSSL prints; CheckGeneralName refuses such an address
+}
+
+std::string GeneralNamesDer(const std::vector<San>& sans) {
+  std::string names;
+  for (const San& san : sans) der::AppendTlv(&names, static_cast<uint8_t>(san.type), san.value);
+  return der::Tlv(der::kSequence, names);
+}
+
+bool ParseSans(absl::string_view general_names_der, std::vector<San>* out) {
+  Reader outer(general_names_der);
+  absl::string_view names;
+  if (!outer.Expect(der::kSequence, &names) || !outer.empty()) return false;
+  Reader r(names);
+  while (!r.empty()) {
+    uint8_t tag;
+    absl::string_view v;
+    if (!r.Next(&tag, &v)) return false;
+    switch (tag) {
+      case 0x81:
+      case 0x82:
+      case 0x86:
+      case 0x87:
+        out->push_back({static_cast<SanType>(tag), std::string(v)});
+        break;
+      default:
+        return false;
+    }
+  }
+  return true;
+}
+
 absl::Status CheckPublicKey(absl::string_view spki_der) {
   static const std::string kEc = der::Oid("1.2.840.10045.2.1"), kP256 = der::Oid("1.2.840.10045.3.1.7"),
                            kP384 = der::Oid("1.3.132.0.34"), kRsa = der::Oid("1.2.840.113549.1.1.1"),

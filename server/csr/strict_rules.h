@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -22,6 +23,13 @@ namespace linesign::csr {
 inline constexpr uint8_t kUtf8StringTag = 0x0c, kPrintableStringTag = 0x13, kTeletexStringTag = 0x14,
                          kIa5StringTag = 0x16, kVisibleStringTag = 0x1a, kUniversalStringTag = 0x1c,
                          kBmpStringTag = 0x1e;
+
+// SubjectAttribute is one attribute of a subject, in order.
+struct SubjectAttribute {
+  std::string name;   // OpenSSL short name ("CN", "O", "serialNumber") or the dotted OID when unknown
+  std::string value;  // the value as UTF-8 text
+  bool operator==(const SubjectAttribute&) const = default;
+};
 
 // EscapeValue renders station-supplied bytes for a message: printable ASCII as is (quote and backslash escaped),
 // every other octet as \xNN, cut after 64 octets with "...".
@@ -61,6 +69,32 @@ absl::Status CheckGeneralName(uint8_t tag, absl::string_view value, bool allow_w
 
 // CheckGeneralNames checks a GeneralNames SEQUENCE (DER TLV): at least one name, each as above.
 absl::Status CheckGeneralNames(absl::string_view general_names_der, bool allow_wildcard_dns);
+
+// SanType is a subjectAltName's GeneralName type; the value is its context tag (RFC 5280 §4.2.1.6).
+enum class SanType : uint8_t { kEmail = 0x81, kDns = 0x82, kUri = 0x86, kIp = 0x87 };
+
+// San is one subjectAltName: its type and the GeneralName's content octets, byte for byte (an IP address is its
+// 4 or 16 octets). This typed form is what travels from the CSR front to the certificate and the record: no
+// layer parses a "DNS:x" text again.
+struct San {
+  SanType type;
+  std::string value;
+  bool operator==(const San&) const = default;
+};
+
+// SanTypeName returns the profile's name of `type`: "email", "dns", "uri" or "ip".
+absl::string_view SanTypeName(SanType type);
+
+// SanValueText returns `san`'s value as text: an IP address in OpenSSL's notation ("192.0.2.1",
+// "2001:DB8:0:0:0:0:0:1"), every other value as it is.
+std::string SanValueText(const San& san);
+
+// GeneralNamesDer encodes `sans` as a GeneralNames SEQUENCE (DER TLV), in order.
+std::string GeneralNamesDer(const std::vector<San>& sans);
+
+// ParseSans takes apart a GeneralNames SEQUENCE into typed SANs. False when it is malformed or holds a type
+// other than the four above (CheckGeneralNames says why).
+bool ParseSans(absl::string_view general_names_der, std::vector<San>* out);
 
 // CheckPublicKey checks a SubjectPublicKeyInfo (DER TLV) before any signature is verified with it:
 //  - EC P-256/P-384: the uncompressed point form only (04 || x || y). Compressed points are refused rather than

@@ -8,21 +8,34 @@ namespace {
 // A serial collision needs 2^63 certificates to become likely; three tries means the CSPRNG is broken.
 constexpr int kSerialAttempts = 3;
 
-// ToSans types the CSR front's "TYPE:value" texts: the type is everything before the first ':' ("DNS",
-// "IP Address", "URI", "email"), the value everything after it, byte for byte. A text without ':' (the front
-// never makes one) is kept whole as the value of an empty type rather than dropped.
-std::vector<store::San> ToSans(const std::vector<std::string>& texts) {
-  std::vector<store::San> sans;
-  sans.reserve(texts.size());
-  for (const std::string& text : texts) {
-    size_t colon = text.find(':');
-    if (colon == std::string::npos) {
-      sans.push_back({"", text});
-    } else {
-      sans.push_back({text.substr(0, colon), text.substr(colon + 1)});
+// RecordSans renders typed SANs for the record with the type names records have always had ("DNS",
+// "IP Address", "URI", "email") and an IP address as text, so old and new rows read alike.
+std::vector<store::San> RecordSans(const std::vector<csr::San>& sans) {
+  std::vector<store::San> out;
+  out.reserve(sans.size());
+  for (const csr::San& san : sans) {
+    const char* type = "";
+    switch (san.type) {
+      case csr::SanType::kDns:
+        type = "DNS";
+        break;
+      case csr::SanType::kIp:
+        type = "IP Address";
+        break;
+      case csr::SanType::kUri:
+        type = "URI";
+        break;
+      case csr::SanType::kEmail:
+        type = "email";
+        break;
     }
+    out.push_back({type, csr::SanValueText(san)});
   }
-  return sans;
+  return out;
+}
+
+bool HasPredecessor(IssuanceRequest::Reason reason) {
+  return reason == IssuanceRequest::Reason::kRenewal || reason == IssuanceRequest::Reason::kRekey;
 }
 }  // namespace
 
@@ -94,24 +107,37 @@ void BatchSigner::WorkerLoop() {
   }
 }
 
-bool BatchSigner::AnswerFromStore(SignJob& job, const std::string& csr_sha256) {
-  auto existing = store_->FindByRequest(job.station, job.request_id);
+bool BatchSigner::AnswerFromStore(SignJob& job) {
+  const IssuanceRequest& req = job.request;
+  const std::string& identity = req.requester.identity;
+  const std::string& request_id = req.requester.request_id;
+  auto existing = store_->FindByRequest(identity, request_id);
   if (!existing.ok()) {
     job.done(absl::UnavailableError(absl::StrCat("store lookup failed: ", existing.status().message())), false);
     return true;
   }
   if (!existing->has_value()) return false;
-  if ((*existing)->csr_sha256 != csr_sha256) {
+  const store::CertificateRecord& earlier = **existing;
+  const std::string& profile = req.profile->name();
+  if (!req.csr_sha256.empty() && earlier.csr_sha256 != req.csr_sha256) {
     job.done(absl::AlreadyExistsError(absl::StrCat(
-                 "request_id '", job.request_id, "' was already used by station '", job.station,
-                 "' for a different CSR (certificate serial ", (*existing)->serial_hex,
+                 "request_id '", request_id, "' was already used by station '", identity,
+                 "' for a different CSR (certificate serial ", earlier.serial_hex,
                  "); use a new request_id for a new CSR")),
              false);
-  } else if ((*existing)->profile != job.profile) {
+  } else if (req.csr_sha256.empty() &&
+             (!earlier.csr_sha256.empty() || earlier.spki_sha256 != Hex(Sha256(req.spki_der)) ||
+              earlier.subject != req.subject_text)) {
+    // Without a CSR the request is its subject and key: the same request id for another one is another request.
+    job.done(absl::AlreadyExistsError(absl::StrCat(
+                 "request_id '", request_id, "' was already used by '", identity,
+                 "' for a different subject or key (certificate serial ", earlier.serial_hex, ")")),
+             false);
+  } else if (earlier.profile != profile) {
     // A request id names one request: the same CSR under another profile would be another certificate.
     job.done(absl::AlreadyExistsError(absl::StrCat(
-                 "request_id '", job.request_id, "' was already used for serial ", (*existing)->serial_hex,
-                 " under profile '", (*existing)->profile, "'; a different profile (here '", job.profile,
+                 "request_id '", request_id, "' was already used for serial ", earlier.serial_hex,
+                 " under profile '", earlier.profile, "'; a different profile (here '", profile,
                  "') is a different request: use a new request_id")),
              false);
   } else {
@@ -125,9 +151,6 @@ void BatchSigner::ProcessBatch(std::vector<SignJob> batch) {
   // reports a duplicate at commit, and only then is the earlier record read. A certificate signed for a duplicate
   // is never recorded and never leaves this function.
   std::vector<SignJob> pending = std::move(batch);
-  std::vector<std::string> csr_hashes;
-  csr_hashes.reserve(pending.size());
-  for (const auto& job : pending) csr_hashes.push_back(Hex(Sha256(job.csr.der)));
 
   for (int attempt = 0; attempt < kSerialAttempts && !pending.empty(); ++attempt) {
     absl::Time now = options_.clock();
@@ -136,7 +159,8 @@ void BatchSigner::ProcessBatch(std::vector<SignJob> batch) {
     std::vector<bool> answered(pending.size(), false);
     for (size_t i = 0; i < pending.size(); ++i) {
       SignJob& job = pending[i];
-      auto cert = builder_->Issue(job.csr, job.profile, NewSerial(), now);
+      const IssuanceRequest& req = job.request;
+      auto cert = builder_->Issue(req, NewSerial(), now);
       if (!cert.ok()) {
         job.done(cert.status(), false);
         answered[i] = true;
@@ -145,24 +169,35 @@ void BatchSigner::ProcessBatch(std::vector<SignJob> batch) {
       store::CertificateRecord r;
       r.issuer_id = builder_->ca().issuer_id;
       r.serial_hex = Hex(cert->serial);
-      r.subject = job.csr.subject_text;
-      r.sans = ToSans(job.csr.sans);
+      r.subject = req.subject_text;
+      r.sans = RecordSans(req.sans);
       r.not_before = absl::ToUnixSeconds(cert->not_before);
       r.not_after = absl::ToUnixSeconds(cert->not_after);
-      r.spki_sha256 = Hex(Sha256(job.csr.spki_der));
-      r.csr_sha256 = csr_hashes[i];
-      r.station = job.station;
-      r.profile = job.profile;
-      r.request_id = job.request_id;
+      r.spki_sha256 = Hex(Sha256(req.spki_der));
+      r.csr_sha256 = req.csr_sha256;
+      r.station = req.requester.identity;
+      r.profile = req.profile->name();
+      r.request_id = req.requester.request_id;
       r.der = std::move(cert->der);
       r.issued_at = absl::ToUnixSeconds(now);
+      if (HasPredecessor(req.reason)) r.renews_serial = req.predecessor_serial;
       store::BatchEntry entry;
+      entry.events.reserve(1 + req.events.size());
       entry.events.push_back(store::Event{.type = store::kEventIssued,
                                           .issuer_id = r.issuer_id,
                                           .serial_hex = r.serial_hex,
                                           .station = r.station,
                                           .profile = r.profile,
                                           .time = now});
+      // Copies: a serial collision retries the job with its events and outbox items.
+      for (store::Event e : req.events) {
+        if (e.issuer_id.empty() && e.serial_hex.empty()) e.issuer_id = r.issuer_id, e.serial_hex = r.serial_hex;
+        if (e.station.empty()) e.station = r.station;
+        if (e.profile.empty()) e.profile = r.profile;
+        if (e.time == absl::UnixEpoch()) e.time = now;
+        entry.events.push_back(std::move(e));
+      }
+      entry.outbox = req.outbox;
       entry.cert = std::move(r);
       batch.entries.push_back(std::move(entry));
       index.push_back(i);
@@ -178,7 +213,6 @@ void BatchSigner::ProcessBatch(std::vector<SignJob> batch) {
       return;
     }
     std::vector<SignJob> retry;
-    std::vector<std::string> retry_hashes;
     for (size_t k = 0; k < index.size(); ++k) {
       SignJob& job = pending[index[k]];
       switch ((*outcomes)[k]) {
@@ -186,18 +220,16 @@ void BatchSigner::ProcessBatch(std::vector<SignJob> batch) {
           job.done(std::move(batch.entries[k].cert), false);
           break;
         case store::RecordOutcome::kDuplicateRequest:
-          if (!AnswerFromStore(job, csr_hashes[index[k]])) {
+          if (!AnswerFromStore(job)) {
             job.done(absl::UnavailableError("store reported a duplicate request it cannot find"), false);
           }
           break;
         case store::RecordOutcome::kSerialCollision:
           retry.push_back(std::move(job));
-          retry_hashes.push_back(csr_hashes[index[k]]);
           break;
       }
     }
     pending = std::move(retry);
-    csr_hashes = std::move(retry_hashes);
   }
   for (auto& job : pending) job.done(absl::InternalError("serial collided repeatedly; CSPRNG suspect"), false);
 }

@@ -1,6 +1,6 @@
 // BatchSigner: the line-rate core. A bounded queue feeds N workers; each takes up to max_batch requests (waiting
 // at most max_linger for the batch to fill), signs them, records the whole batch in one durable store
-// transaction (each certificate with its ISSUED event), and only then completes every request of the batch
+// transaction (each certificate with its ISSUED event and the events and outbox items of its request), and only then completes every request of the batch
 // (DESIGN invariant 2).
 #ifndef LINESIGN_SERVER_ISSUANCE_BATCH_SIGNER_H_
 #define LINESIGN_SERVER_ISSUANCE_BATCH_SIGNER_H_
@@ -16,18 +16,15 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "server/csr/csr.h"
 #include "server/issuance/certificate_builder.h"
+#include "server/issuance/issuance_request.h"
 #include "server/store/store.h"
 
 namespace linesign::issuance {
 
-// SignJob is one request the front has already checked.
+// SignJob is one request its maker has already checked (the CSR front, renewal, ...).
 struct SignJob {
-  csr::CheckedCsr csr;
-  std::string profile;
-  std::string station;
-  std::string request_id;
+  IssuanceRequest request;
   // Called exactly once, from a worker thread, after the record is durable (or with the error). The record's
   // `der` is the certificate; `replayed` is true for a retry answered from the store.
   absl::AnyInvocable<void(absl::StatusOr<store::CertificateRecord> record, bool replayed)> done;
@@ -71,10 +68,11 @@ class BatchSigner {
       : builder_(builder), store_(store), options_(std::move(options)) {}
   void WorkerLoop();
   void ProcessBatch(std::vector<SignJob> batch);
-  // AnswerFromStore completes `job`, whose (station, request_id) the store already holds, from that record: a
-  // replay when the CSR and the profile are the same, ALREADY_EXISTS otherwise (a request id names one request).
-  // Returns false when there is no earlier record.
-  bool AnswerFromStore(SignJob& job, const std::string& csr_sha256);
+  // AnswerFromStore completes `job`, whose (requester identity, request_id) the store already holds, from that
+  // record: a replay when it is the same request (the same CSR, or without a CSR the same subject and key) under
+  // the same profile, ALREADY_EXISTS otherwise (a request id names one request). Returns false when there is no
+  // earlier record.
+  bool AnswerFromStore(SignJob& job);
 
   const CertificateBuilder* builder_;  // borrowed
   store::IssuanceStore* store_;        // borrowed

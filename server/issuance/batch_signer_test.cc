@@ -5,10 +5,15 @@
 #include <set>
 #include <thread>
 
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
 #include "absl/strings/str_cat.h"
+#include "common/openssl_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/config/config.h"
+#include "server/csr/csr.h"
 #include "server/store/sqlite/sqlite_store.h"
 #include "tests/testing/certs.h"
 #include "tests/testing/software_ca.h"
@@ -29,7 +34,10 @@ class BatchSignerTest : public ::testing::Test {
     p.add_san_types("ip");
     (*config_.mutable_profiles())["server"].set_validity_days(1);
     config::ApplyDefaults(&config_);
-    auto builder = CertificateBuilder::Create(&ca_->ca, ca_->signer.get(), config_);
+    auto profiles = profile::Profiles::Compile(config_);
+    ASSERT_TRUE(profiles.ok()) << profiles.status();
+    profiles_ = *std::move(profiles);
+    auto builder = CertificateBuilder::Create(&ca_->ca, ca_->signer.get());
     ASSERT_TRUE(builder.ok());
     builder_ = *std::move(builder);
     db_path_ = testing::TempDir("batch") + "/db";
@@ -44,10 +52,8 @@ class BatchSignerTest : public ::testing::Test {
       const std::string& request_id, const csr::CheckedCsr* csr = nullptr, const std::string& profile = "device") {
     auto promise = std::make_shared<std::promise<std::pair<absl::StatusOr<store::CertificateRecord>, bool>>>();
     SignJob job;
-    job.csr = csr != nullptr ? *csr : csr_;
-    job.profile = profile;
-    job.station = "station";
-    job.request_id = request_id;
+    job.request = csr::MakeIssuanceRequest(csr != nullptr ? *csr : csr_, *profiles_.Find(profile), "station",
+                                           request_id);
     job.done = [promise](absl::StatusOr<store::CertificateRecord> r, bool replayed) {
       promise->set_value({std::move(r), replayed});
     };
@@ -55,6 +61,7 @@ class BatchSignerTest : public ::testing::Test {
   }
 
   v1::ServerConfig config_;
+  profile::Profiles profiles_;
   std::unique_ptr<testing::SoftwareCa> ca_;
   std::unique_ptr<CertificateBuilder> builder_;
   std::string db_path_;
@@ -161,7 +168,7 @@ TEST_F(BatchSignerTest, SameRequestIdAndCsrUnderAnotherProfileIsAlreadyExists) {
   EXPECT_EQ(third.first->serial_hex, first.first->serial_hex);
 }
 
-// The record's SANs are typed at the one place the record is built: type before the first ':', value after it.
+// The record's SANs come from the request's typed SANs, with the type names records have always had.
 TEST_F(BatchSignerTest, RecordHoldsTypedSans) {
   auto signer = BatchSigner::Create(builder_.get(), store_.get(), {.workers = 1, .max_batch = 1});
   auto csr = csr::CheckCsr(testing::Csr("ec-p256", "/CN=SANS", {"DNS:a.example", "URI:urn:x:a", "IP:10.6.6.6"}),
@@ -174,6 +181,144 @@ TEST_F(BatchSignerTest, RecordHoldsTypedSans) {
   std::vector<store::San> want = {{"DNS", "a.example"}, {"URI", "urn:x:a"}, {"IP Address", "10.6.6.6"}};
   EXPECT_EQ(result.first->sans, want);
   EXPECT_EQ((*store_->FindBySerial(ca_->ca.issuer_id, result.first->serial_hex))->sans, want);
+}
+
+// SubjectAndKey returns the subject Name and SubjectPublicKeyInfo DER of the certificate `der`.
+std::pair<std::string, std::string> SubjectAndKey(const std::string& der) {
+  auto cert = testing::ParseDer(der);
+  if (cert == nullptr) return {};
+  return {ToDer(i2d_X509_NAME, static_cast<const X509_NAME*>(X509_get_subject_name(cert.get()))),
+          ToDer(i2d_X509_PUBKEY, static_cast<const X509_PUBKEY*>(X509_get_X509_PUBKEY(cert.get())))};
+}
+
+// Issuance without a CSR (the future renewal): a request made from a stored certificate's subject and key goes
+// through the same batch signer, chain-verifies, links its predecessor, and records its events and outbox item
+// in the certificate's transaction. The same renewal again is a replay, never a second certificate.
+TEST_F(BatchSignerTest, RenewalWithoutACsrThroughTheSameSigner) {
+  auto signer = BatchSigner::Create(builder_.get(), store_.get(), {.workers = 1, .max_batch = 4});
+  auto csr = csr::CheckCsr(testing::Csr("ec-p256", "/CN=RENEWME", {"DNS:renew.example"}), **profiles_.Find("device"));
+  ASSERT_TRUE(csr.ok()) << csr.status();
+  auto [first_job, f0] = Job("first", &*csr);
+  ASSERT_TRUE(signer->Submit(std::move(first_job)).ok());
+  auto first = f0.get();
+  ASSERT_TRUE(first.first.ok()) << first.first.status();
+  const store::CertificateRecord& old = *first.first;
+
+  auto renewal = [&] {
+    auto [subject_der, spki_der] = SubjectAndKey(old.der);
+    IssuanceRequest r;
+    r.reason = IssuanceRequest::Reason::kRenewal;
+    r.predecessor_serial = old.serial_hex;
+    r.subject_der = subject_der;
+    r.subject_text = old.subject;
+    r.spki_der = spki_der;
+    r.sans = {{csr::SanType::kDns, "renew.example"}};
+    r.profile = *profiles_.Find(old.profile);
+    r.requester = {IssuanceRequest::Requester::Kind::kServer, kServerIdentity, "renew:" + old.serial_hex};
+    r.events.push_back(store::Event{.type = "RENEWED", .data = "{\"renews\":\"" + old.serial_hex + "\"}"});
+    r.outbox.push_back(store::OutboxItem{.kind = "test.renewed", .dedupe_key = old.serial_hex, .payload = "p"});
+    return r;
+  };
+  auto submit = [&](IssuanceRequest r) {
+    auto promise = std::make_shared<std::promise<std::pair<absl::StatusOr<store::CertificateRecord>, bool>>>();
+    auto future = promise->get_future();
+    SignJob job{std::move(r), [promise](absl::StatusOr<store::CertificateRecord> rec, bool replayed) {
+                  promise->set_value({std::move(rec), replayed});
+                }};
+    EXPECT_TRUE(signer->Submit(std::move(job)).ok());
+    return future.get();
+  };
+  auto renewed = submit(renewal());
+  ASSERT_TRUE(renewed.first.ok()) << renewed.first.status();
+  const store::CertificateRecord& next = *renewed.first;
+  EXPECT_FALSE(renewed.second);
+  EXPECT_NE(next.serial_hex, old.serial_hex);
+  EXPECT_EQ(next.renews_serial, old.serial_hex);
+  EXPECT_EQ(next.station, kServerIdentity);
+  EXPECT_EQ(next.request_id, "renew:" + old.serial_hex);
+  EXPECT_TRUE(next.csr_sha256.empty());
+  EXPECT_EQ(next.spki_sha256, old.spki_sha256);
+  EXPECT_EQ(next.subject, old.subject);
+  EXPECT_EQ(next.sans, old.sans);
+  // Same subject and key, new serial, verifies against the CA with OpenSSL's chain verifier.
+  auto cert = testing::ParseDer(next.der);
+  ASSERT_NE(cert, nullptr);
+  EXPECT_EQ(SubjectAndKey(next.der), SubjectAndKey(old.der));
+  EXPECT_EQ(testing::VerifyChain(cert.get(), ca_->chain_file, ca_->chain_file), "");
+  // Recorded with it: the certificate, its ISSUED event, the request's event (filled with the certificate) and
+  // the outbox item.
+  auto stored = store_->FindBySerial(ca_->ca.issuer_id, next.serial_hex);
+  ASSERT_TRUE(stored.ok() && stored->has_value());
+  EXPECT_EQ((*stored)->renews_serial, old.serial_hex);
+  auto events = store_->ReadAfter(0, 100);
+  ASSERT_TRUE(events.ok()) << events.status();
+  int issued_for_next = 0, renewed_events = 0;
+  for (const auto& e : *events) {
+    if (e.serial_hex != next.serial_hex) continue;
+    EXPECT_EQ(e.issuer_id, ca_->ca.issuer_id);
+    EXPECT_EQ(e.station, kServerIdentity);
+    EXPECT_EQ(e.profile, "device");
+    if (e.type == store::kEventIssued) ++issued_for_next;
+    if (e.type == "RENEWED") {
+      ++renewed_events;
+      EXPECT_THAT(e.data, ::testing::HasSubstr(old.serial_hex));
+    }
+  }
+  EXPECT_EQ(issued_for_next, 1);
+  EXPECT_EQ(renewed_events, 1);
+  auto items = store_->Claim({.kind = "test.renewed", .now = absl::Now(), .limit = 10, .owner = "test"});
+  ASSERT_TRUE(items.ok()) << items.status();
+  ASSERT_EQ(items->size(), 1u);
+  EXPECT_EQ((*items)[0].dedupe_key, old.serial_hex);
+  EXPECT_EQ((*items)[0].payload, "p");
+
+  // The same renewal again: the store's (identity, request id) uniqueness answers it with the same certificate.
+  auto again = submit(renewal());
+  ASSERT_TRUE(again.first.ok()) << again.first.status();
+  EXPECT_TRUE(again.second);
+  EXPECT_EQ(again.first->serial_hex, next.serial_hex);
+  EXPECT_EQ(*store_->Count(), 2);
+  // The same request id for another key is refused, not replayed.
+  IssuanceRequest other = renewal();
+  other.spki_der = SubjectAndKey(first.first->der).second;
+  other.spki_der.back() ^= 1;
+  auto refused = submit(std::move(other));
+  EXPECT_EQ(refused.first.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(std::string(refused.first.status().message()), ::testing::HasSubstr("different subject or key"));
+  EXPECT_EQ(*store_->Count(), 2);
+}
+
+// A CA verification certificate (AWS IoT: CN = the registration code) needs no CSR either: any subject and key.
+TEST_F(BatchSignerTest, CaVerificationCertificateWithoutACsr) {
+  auto signer = BatchSigner::Create(builder_.get(), store_.get(), {.workers = 1, .max_batch = 1});
+  OsslPtr<EVP_PKEY> key(EVP_EC_gen("P-256"));
+  std::unique_ptr<X509_NAME, decltype(&X509_NAME_free)> name(X509_NAME_new(), X509_NAME_free);
+  ASSERT_EQ(X509_NAME_add_entry_by_txt(name.get(), "CN", MBSTRING_UTF8,
+                                       reinterpret_cast<const unsigned char*>("0123456789abcdef"), -1, -1, 0),
+            1);
+  IssuanceRequest r;
+  r.reason = IssuanceRequest::Reason::kCaVerification;
+  r.subject_der = ToDer(i2d_X509_NAME, static_cast<const X509_NAME*>(name.get()));
+  r.subject_text = "CN=0123456789abcdef";
+  r.spki_der = PublicKeyDer(key.get());
+  r.profile = *profiles_.Find("server");
+  r.requester = {IssuanceRequest::Requester::Kind::kAdministrator, "admin:ops", "verify:0123456789abcdef"};
+  auto promise = std::make_shared<std::promise<absl::StatusOr<store::CertificateRecord>>>();
+  auto future = promise->get_future();
+  ASSERT_TRUE(signer
+                  ->Submit(SignJob{std::move(r), [promise](absl::StatusOr<store::CertificateRecord> rec, bool) {
+                                     promise->set_value(std::move(rec));
+                                   }})
+                  .ok());
+  auto record = future.get();
+  ASSERT_TRUE(record.ok()) << record.status();
+  EXPECT_TRUE(record->renews_serial.empty());
+  EXPECT_EQ(record->profile, "server");
+  auto cert = testing::ParseDer(record->der);
+  ASSERT_NE(cert, nullptr);
+  EXPECT_EQ(X509_verify(cert.get(), X509_get0_pubkey(ca_->ca.certificate.get())), 1);
+  EXPECT_EQ(X509_NAME_cmp(X509_get_subject_name(cert.get()), name.get()), 0);
+  EXPECT_EQ(EVP_PKEY_eq(X509_get0_pubkey(cert.get()), key.get()), 1);
 }
 
 TEST_F(BatchSignerTest, FullQueueIsResourceExhaustedAndShutdownDrains) {

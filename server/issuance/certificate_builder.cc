@@ -5,7 +5,6 @@
 #include <openssl/x509v3.h>
 
 #include <algorithm>
-#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "common/der.h"
@@ -39,47 +38,6 @@ absl::StatusOr<std::string> SubjectKeyId(absl::string_view spki_der) {
   std::string out(SHA_DIGEST_LENGTH, '\0');
   SHA1(reinterpret_cast<const unsigned char*>(bits.data()), bits.size(), reinterpret_cast<unsigned char*>(out.data()));
   return out;
-}
-
-std::string EkuOid(const std::string& name) {
-  int nid = OBJ_sn2nid(name.c_str());
-  if (nid == NID_undef) return name;  // validated as a dotted OID
-  char buf[80];
-  OBJ_obj2txt(buf, sizeof(buf), OBJ_nid2obj(nid), 1);
-  return buf;
-}
-
-// KeyUsageDer encodes the named bits of `usages` (RFC 5280 §4.2.1.3) as a DER BIT STRING: trailing zero bits
-// dropped, the unused-bit count in the first octet. Empty means digitalSignature.
-std::string KeyUsageDer(const google::protobuf::RepeatedPtrField<std::string>& usages) {
-  static const std::map<std::string, int> kBits = {{"digitalSignature", 0}, {"nonRepudiation", 1},
-                                                   {"keyEncipherment", 2}, {"dataEncipherment", 3},
-                                                   {"keyAgreement", 4}};
-  uint8_t value = 0;
-  int highest = 0;
-  for (const auto& u : usages) {
-    auto it = kBits.find(u);
-    if (it == kBits.end()) continue;  // refused by config::Validate
-    value |= static_cast<uint8_t>(0x80 >> it->second);
-    highest = std::max(highest, it->second);
-  }
-  if (value == 0) value = 0x80;  // digitalSignature
-  return der::Tlv(der::kBitString, std::string{static_cast<char>(7 - highest), static_cast<char>(value)});
-}
-
-// CrlDistributionPointsDer: one DistributionPoint whose fullName is the URI `url`.
-std::string CrlDistributionPointsDer(const std::string& url) {
-  std::string uri = der::Tlv(0x86, url);                 // GeneralName uniformResourceIdentifier [6]
-  std::string full_name = der::Tlv(0xa0, uri);           // DistributionPointName fullName [0] IMPLICIT GeneralNames
-  std::string point_name = der::Tlv(0xa0, full_name);    // distributionPoint [0] (a CHOICE: explicit)
-  return der::Sequence({der::Sequence({point_name})});
-}
-
-// CertificatePoliciesDer: one PolicyInformation (no qualifiers) per OID.
-std::string CertificatePoliciesDer(const google::protobuf::RepeatedPtrField<std::string>& oids) {
-  std::string infos;
-  for (const auto& oid : oids) infos += der::Sequence({der::Oid(oid)});
-  return der::Tlv(der::kSequence, infos);
 }
 
 }  // namespace
@@ -118,8 +76,7 @@ absl::StatusOr<IssuingCa> LoadIssuingCa(const std::string& chain_file, absl::Tim
 }
 
 absl::StatusOr<std::unique_ptr<CertificateBuilder>> CertificateBuilder::Create(const IssuingCa* ca,
-                                                                                const hsm::Signer* signer,
-                                                                                const v1::ServerConfig& config) {
+                                                                                const hsm::Signer* signer) {
   std::unique_ptr<CertificateBuilder> b(new CertificateBuilder(ca, signer));
   X509* cert = ca->certificate.get();
   b->issuer_der_ = ToDer(i2d_X509_NAME, static_cast<const X509_NAME*>(X509_get_subject_name(cert)));
@@ -133,74 +90,55 @@ absl::StatusOr<std::unique_ptr<CertificateBuilder>> CertificateBuilder::Create(c
   }
   b->aki_extension_ = Extension("2.5.29.35", false, der::Sequence({der::Tlv(der::kContext0Primitive, ca_key_id)}));
 
-  for (const auto& [name, p] : config.profiles()) {
-    Template t;
-    t.validity = absl::Hours(24) * p.validity_days();
-    t.backdate = absl::Seconds(p.backdate_seconds());
-    t.allow_wildcard_dns = p.allow_wildcard_dns();
-    // basicConstraints CA:FALSE (an empty SEQUENCE), critical.
-    t.fixed_extensions += Extension("2.5.29.19", true, der::Sequence({}));
-    // keyUsage, critical.
-    t.fixed_extensions += Extension("2.5.29.15", true, KeyUsageDer(p.key_usages()));
-    if (!(p.extended_key_usages_size() == 1 && p.extended_key_usages(0) == "none")) {
-      std::string oids;
-      for (const auto& e : p.extended_key_usages()) oids += der::Oid(EkuOid(e));
-      t.fixed_extensions += Extension("2.5.29.37", false, der::Tlv(der::kSequence, oids));
-    }
-    if (!p.crl_distribution_point().empty()) {
-      t.fixed_extensions += Extension("2.5.29.31", false, CrlDistributionPointsDer(p.crl_distribution_point()));
-    }
-    if (!p.policy_oids().empty()) {
-      t.fixed_extensions += Extension("2.5.29.32", false, CertificatePoliciesDer(p.policy_oids()));
-    }
-    b->templates_.emplace(name, std::move(t));
-  }
   return b;
 }
 
-absl::StatusOr<std::string> CertificateBuilder::TbsDer(const csr::CheckedCsr& csr, const std::string& profile,
-                                                       const std::string& serial, absl::Time now,
-                                                       absl::Time* not_before, absl::Time* not_after) const {
-  auto it = templates_.find(profile);
-  if (it == templates_.end()) return absl::NotFoundError(absl::StrCat("unknown profile '", profile, "'"));
-  const Template& t = it->second;
+absl::StatusOr<std::string> CertificateBuilder::TbsDer(const IssuanceRequest& request, const std::string& serial,
+                                                       absl::Time now, absl::Time* not_before,
+                                                       absl::Time* not_after) const {
+  if (request.profile == nullptr) return absl::InvalidArgumentError("issuance request names no profile");
+  const profile::Profile& t = *request.profile;
   // What is signed is valid for strict parsers whatever let it through: the same rules as the front.
-  LINESIGN_RETURN_IF_ERROR(csr::CheckName(csr.subject_der));
-  LINESIGN_RETURN_IF_ERROR(csr::CheckPublicKey(csr.spki_der));
-  if (!csr.san_der.empty()) {
-    LINESIGN_RETURN_IF_ERROR(csr::CheckGeneralNames(csr.san_der, t.allow_wildcard_dns));
-  } else if (csr.subject_der.size() <= 2) {
+  LINESIGN_RETURN_IF_ERROR(csr::CheckName(request.subject_der));
+  LINESIGN_RETURN_IF_ERROR(csr::CheckPublicKey(request.spki_der));
+  for (const csr::San& san : request.sans) {
+    LINESIGN_RETURN_IF_ERROR(csr::CheckGeneralName(static_cast<uint8_t>(san.type), san.value, t.allow_wildcard_dns()));
+  }
+  if (request.sans.empty() && request.subject_der.size() <= 2) {
     return absl::InvalidArgumentError("a certificate needs a subject or a subjectAltName (RFC 5280 §4.1.2.6)");
   }
+  absl::Duration validity = t.validity();
+  if (request.validity.has_value()) validity = std::min(validity, *request.validity);
   absl::Time issued = absl::FromUnixSeconds(absl::ToUnixSeconds(now));
-  *not_before = issued - t.backdate;
-  *not_after = std::min(issued + t.validity, ca_->not_after);
+  *not_before = issued - t.backdate();
+  *not_after = std::min(issued + validity, ca_->not_after);
 
-  LINESIGN_ASSIGN_OR_RETURN(std::string key_id, SubjectKeyId(csr.spki_der));
-  std::string extensions = t.fixed_extensions;
+  LINESIGN_ASSIGN_OR_RETURN(std::string key_id, SubjectKeyId(request.spki_der));
+  std::string extensions = t.fixed_extensions();
   extensions += Extension("2.5.29.14", false, der::OctetString(key_id));
   extensions += aki_extension_;
-  if (!csr.san_der.empty()) {
-    // RFC 5280 §4.2.1.6: critical when the subject is empty.
-    extensions += Extension("2.5.29.17", csr.subject_der.size() <= 2, csr.san_der);
+  if (!request.sans.empty()) {
+    // RFC 5280 §4.2.1.6: critical when the subject is empty. Encoded from the typed SANs: for a CSR's SANs this
+    // gives back the CSR's bytes (checked canonical DER, values copied verbatim).
+    extensions += Extension("2.5.29.17", request.subject_der.size() <= 2, csr::GeneralNamesDer(request.sans));
   }
   std::string tbs_content;
-  tbs_content.reserve(512 + csr.spki_der.size() + csr.subject_der.size() + extensions.size());
+  tbs_content.reserve(512 + request.spki_der.size() + request.subject_der.size() + extensions.size());
   tbs_content += der::Tlv(der::kContext0Constructed, der::SmallInteger(2));  // version v3
   tbs_content += der::UnsignedInteger(serial);
   tbs_content += hsm::AlgorithmIdentifierDer(signer_->algorithm());
   tbs_content += issuer_der_;
   tbs_content += der::Sequence({der::Time(*not_before), der::Time(*not_after)});
-  tbs_content += csr.subject_der;
-  tbs_content += csr.spki_der;
+  tbs_content += request.subject_der;
+  tbs_content += request.spki_der;
   tbs_content += der::Tlv(der::kContext3Constructed, der::Tlv(der::kSequence, extensions));
   return der::Tlv(der::kSequence, tbs_content);
 }
 
-absl::StatusOr<IssuedCertificate> CertificateBuilder::Issue(const csr::CheckedCsr& csr, const std::string& profile,
-                                                            const std::string& serial, absl::Time now) const {
+absl::StatusOr<IssuedCertificate> CertificateBuilder::Issue(const IssuanceRequest& request, const std::string& serial,
+                                                            absl::Time now) const {
   IssuedCertificate out;
-  LINESIGN_ASSIGN_OR_RETURN(std::string tbs, TbsDer(csr, profile, serial, now, &out.not_before, &out.not_after));
+  LINESIGN_ASSIGN_OR_RETURN(std::string tbs, TbsDer(request, serial, now, &out.not_before, &out.not_after));
   LINESIGN_ASSIGN_OR_RETURN(std::string signature, signer_->Sign(tbs));
   out.der = der::Sequence({tbs, hsm::AlgorithmIdentifierDer(signer_->algorithm()), der::BitString(signature)});
   out.serial = serial;

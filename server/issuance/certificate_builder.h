@@ -1,11 +1,10 @@
-// CertificateBuilder: turns a checked CSR into a signed X.509 v3 certificate with the issuing CA's signer.
+// CertificateBuilder: turns an IssuanceRequest into a signed X.509 v3 certificate with the issuing CA's signer.
 //
-// The TBSCertificate is assembled directly in DER from per-profile parts prepared once (issuer name, algorithm,
-// fixed extensions) plus the per-request fields, so the cost per certificate is the signature and little else.
+// The TBSCertificate is assembled directly in DER from parts prepared once (the issuer name, algorithm and
+// authority key id here; the profile's fixed extensions in profile::Profile) plus the per-request fields, so the cost per certificate is the signature and little else.
 #ifndef LINESIGN_SERVER_ISSUANCE_CERTIFICATE_BUILDER_H_
 #define LINESIGN_SERVER_ISSUANCE_CERTIFICATE_BUILDER_H_
 
-#include <map>
 #include <memory>
 #include <string>
 
@@ -13,8 +12,7 @@
 #include "absl/time/time.h"
 #include "common/openssl_util.h"
 #include "hsm/signer.h"
-#include "linesign/v1/config.pb.h"
-#include "server/csr/csr.h"
+#include "server/issuance/issuance_request.h"
 
 namespace linesign::issuance {
 
@@ -45,37 +43,29 @@ struct IssuedCertificate {
 
 class CertificateBuilder {
  public:
-  // Create prepares the per-profile templates. `ca` and `signer` are borrowed and must outlive the builder.
-  static absl::StatusOr<std::unique_ptr<CertificateBuilder>> Create(const IssuingCa* ca, const hsm::Signer* signer,
-                                                                    const v1::ServerConfig& config);
+  // Create prepares the CA's parts. `ca` and `signer` are borrowed and must outlive the builder.
+  static absl::StatusOr<std::unique_ptr<CertificateBuilder>> Create(const IssuingCa* ca, const hsm::Signer* signer);
 
-  // TbsDer returns the TBSCertificate for `csr` under `profile`, with `serial`, issued at `now`. The subject,
-  // public key and SANs must satisfy csr/strict_rules.h (string types, SAN syntax, key encodings), whoever made
-  // `csr`: otherwise InvalidArgument naming what is wrong, and nothing is signed.
-  absl::StatusOr<std::string> TbsDer(const csr::CheckedCsr& csr, const std::string& profile,
-                                     const std::string& serial, absl::Time now, absl::Time* not_before,
-                                     absl::Time* not_after) const;
+  // TbsDer returns the TBSCertificate for `request` (under its profile's template), with `serial`, issued at
+  // `now`. The subject, public key and SANs must satisfy csr/strict_rules.h (string types, SAN syntax, key
+  // encodings), whoever made `request`: otherwise InvalidArgument naming what is wrong, and nothing is signed.
+  // InvalidArgument when the request has no profile.
+  absl::StatusOr<std::string> TbsDer(const IssuanceRequest& request, const std::string& serial, absl::Time now,
+                                     absl::Time* not_before, absl::Time* not_after) const;
 
   // Issue builds the TBSCertificate and signs it. Unavailable when the signer's device fails.
-  absl::StatusOr<IssuedCertificate> Issue(const csr::CheckedCsr& csr, const std::string& profile,
-                                          const std::string& serial, absl::Time now) const;
+  absl::StatusOr<IssuedCertificate> Issue(const IssuanceRequest& request, const std::string& serial,
+                                          absl::Time now) const;
 
   const IssuingCa& ca() const { return *ca_; }
 
  private:
-  struct Template {
-    absl::Duration validity;
-    absl::Duration backdate;
-    std::string fixed_extensions;  // basicConstraints, keyUsage, extendedKeyUsage: DER, concatenated
-    bool allow_wildcard_dns = false;
-  };
   CertificateBuilder(const IssuingCa* ca, const hsm::Signer* signer) : ca_(ca), signer_(signer) {}
 
   const IssuingCa* ca_;        // borrowed
   const hsm::Signer* signer_;  // borrowed
   std::string issuer_der_;
   std::string aki_extension_;
-  std::map<std::string, Template> templates_;
 };
 
 }  // namespace linesign::issuance

@@ -2,8 +2,10 @@
 
 #include <openssl/x509v3.h>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/config/config.h"
+#include "server/csr/csr.h"
 #include "tests/testing/certs.h"
 #include "tests/testing/software_ca.h"
 
@@ -19,20 +21,26 @@ v1::ServerConfig Config() {
   return c;
 }
 
+// Request checks `der` against the "device" profile of `config` and makes the request for a new certificate.
+IssuanceRequest Request(const std::string& der, const v1::ServerConfig& config) {
+  std::shared_ptr<const profile::Profile> profile = *profile::Profile::Compile("device", config.profiles().at("device"));
+  auto checked = csr::CheckCsr(der, *profile);
+  EXPECT_TRUE(checked.ok()) << checked.status();
+  return csr::MakeIssuanceRequest(*std::move(checked), profile, "station", "r1");
+}
+
 class CertificateBuilderTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CertificateBuilderTest, BuildsACertificateOpenSslAcceptsForEveryCaKey) {
   auto ca = testing::SoftwareCa::Create(GetParam());
   ASSERT_NE(ca, nullptr);
   v1::ServerConfig config = Config();
-  auto builder = CertificateBuilder::Create(&ca->ca, ca->signer.get(), config);
+  auto builder = CertificateBuilder::Create(&ca->ca, ca->signer.get());
   ASSERT_TRUE(builder.ok()) << builder.status();
-  auto checked = csr::CheckCsr(testing::Csr("ec-p256", "/CN=UNIT", {"DNS:a.example"}), config.profiles().at("device"),
-                               "device");
-  ASSERT_TRUE(checked.ok()) << checked.status();
+  IssuanceRequest request = Request(testing::Csr("ec-p256", "/CN=UNIT", {"DNS:a.example"}), config);
   absl::Time now = absl::FromUnixSeconds(1800000000);
   std::string serial = NewSerial();
-  auto cert = (*builder)->Issue(*checked, "device", serial, now);
+  auto cert = (*builder)->Issue(request, serial, now);
   ASSERT_TRUE(cert.ok()) << cert.status();
   auto x509 = testing::ParseDer(cert->der);
   ASSERT_NE(x509, nullptr);
@@ -47,12 +55,42 @@ TEST_P(CertificateBuilderTest, BuildsACertificateOpenSslAcceptsForEveryCaKey) {
 TEST_P(CertificateBuilderTest, ValidityIsCappedAtTheCaExpiry) {
   auto ca = testing::SoftwareCa::Create(GetParam());
   v1::ServerConfig config = Config();
-  auto builder = CertificateBuilder::Create(&ca->ca, ca->signer.get(), config);
-  auto checked = csr::CheckCsr(testing::Csr("ec-p256", "/CN=LATE"), config.profiles().at("device"), "device");
+  auto builder = CertificateBuilder::Create(&ca->ca, ca->signer.get());
   absl::Time late = ca->ca.not_after - absl::Hours(24);
-  auto cert = (*builder)->Issue(*checked, "device", NewSerial(), late);
+  auto cert = (*builder)->Issue(Request(testing::Csr("ec-p256", "/CN=LATE"), config), NewSerial(), late);
   ASSERT_TRUE(cert.ok());
   EXPECT_EQ(cert->not_after, ca->ca.not_after);
+}
+
+// A request without a CSR: typed SANs are encoded by the builder, a validity override is capped by the profile,
+// and what is signed still passes the strict rules.
+TEST_P(CertificateBuilderTest, IssuesWithoutACsrFromTypedSans) {
+  auto ca = testing::SoftwareCa::Create(GetParam());
+  v1::ServerConfig config = Config();
+  auto builder = CertificateBuilder::Create(&ca->ca, ca->signer.get());
+  IssuanceRequest request = Request(testing::Csr("ec-p256", "/CN=TYPED"), config);
+  request.csr_sha256.clear();
+  request.sans = {{csr::SanType::kDns, "t.example"}, {csr::SanType::kIp, std::string("\xc0\x00\x02\x01", 4)}};
+  absl::Time now = absl::FromUnixSeconds(1800000000);
+  request.validity = absl::Hours(1);
+  auto cert = (*builder)->Issue(request, NewSerial(), now);
+  ASSERT_TRUE(cert.ok()) << cert.status();
+  EXPECT_EQ(cert->not_after, now + absl::Hours(1));
+  auto x509 = testing::ParseDer(cert->der);
+  ASSERT_NE(x509, nullptr);
+  EXPECT_EQ(X509_verify(x509.get(), X509_get0_pubkey(ca->ca.certificate.get())), 1);
+  EXPECT_EQ(X509_check_host(x509.get(), "t.example", 0, 0, nullptr), 1);
+  EXPECT_EQ(X509_check_ip_asc(x509.get(), "192.0.2.1", 0), 1);
+  request.validity = absl::Hours(24 * 1000);  // longer than the profile's: the profile wins
+  cert = (*builder)->Issue(request, NewSerial(), now);
+  ASSERT_TRUE(cert.ok()) << cert.status();
+  EXPECT_EQ(cert->not_after, now + absl::Hours(240));
+  // The strict rules hold for requests without a CSR too.
+  request.sans = {{csr::SanType::kDns, "bad name.example"}};
+  EXPECT_EQ((*builder)->Issue(request, NewSerial(), now).status().code(), absl::StatusCode::kInvalidArgument);
+  request.profile = nullptr;
+  EXPECT_THAT(std::string((*builder)->Issue(request, NewSerial(), now).status().message()),
+              ::testing::HasSubstr("names no profile"));
 }
 
 INSTANTIATE_TEST_SUITE_P(CaKeys, CertificateBuilderTest, ::testing::Values("ec-p256", "ec-p384", "rsa-2048"),

@@ -17,7 +17,7 @@
 #include "server/csr/csr.h"
 #include "server/csr/strict_rules.h"
 #include "server/issuance/certificate_builder.h"
-#include "server/policy/profile_policy.h"
+#include "server/profile/profile.h"
 #include "tests/testing/software_ca.h"
 #include "tests/testing/strict_parse.h"
 
@@ -220,7 +220,7 @@ class StrictIssuanceTest : public ::testing::Test {
   void SetUp() override {
     ca_ = testing::SoftwareCa::Create("ec-p256");
     ASSERT_NE(ca_, nullptr);
-    auto b = CertificateBuilder::Create(&ca_->ca, ca_->signer.get(), config_);
+    auto b = CertificateBuilder::Create(&ca_->ca, ca_->signer.get());
     ASSERT_TRUE(b.ok()) << b.status();
     builder_ = std::move(*b);
   }
@@ -244,10 +244,11 @@ class StrictIssuanceTest : public ::testing::Test {
       EXPECT_EQ(fast->sans, reference->sans);
       EXPECT_EQ(fast->spki_der, reference->spki_der);
     }
-    auto policy = policy::ProfilePolicy::Create("device", profile);
-    if (auto st = (*policy)->Apply(&*checked); !st.ok()) return st;
-    auto builder = CertificateBuilder::Create(&ca_->ca, ca_->signer.get(), config);
-    auto issued = (*builder)->Issue(*checked, "device", NewSerial(), absl::Now());
+    std::shared_ptr<const profile::Profile> compiled = *profile::Profile::Compile("device", profile);
+    if (auto st = compiled->CheckValues(checked->subject_attributes, checked->sans); !st.ok()) return st;
+    if (auto st = compiled->MakeSans(checked->subject_attributes, &checked->sans); !st.ok()) return st;
+    auto issued = builder_->Issue(csr::MakeIssuanceRequest(*std::move(checked), compiled, "station", "r"),
+                                  NewSerial(), absl::Now());
     if (!issued.ok()) return issued.status();
     return issued->der;
   }
@@ -418,39 +419,41 @@ TEST_F(StrictIssuanceTest, RsaExponentIsBoundedBeforeTheSignatureIsChecked) {
 // ---- The builder on its own ----
 
 TEST_F(StrictIssuanceTest, BuilderRefusesWhatAStrictParserWouldRejectWhoeverMadeTheCheckedCsr) {
-  auto good = csr::CheckCsr(Csr(P256().get(), Name({{kCn, kUtf8, "GOOD"}}), ""), config_.profiles().at("device"),
-                            "device");
-  ASSERT_TRUE(good.ok()) << good.status();
-  ASSERT_TRUE(builder_->Issue(*good, "device", NewSerial(), absl::Now()).ok());
+  std::shared_ptr<const profile::Profile> compiled =
+      *profile::Profile::Compile("device", config_.profiles().at("device"));
+  auto checked = csr::CheckCsr(Csr(P256().get(), Name({{kCn, kUtf8, "GOOD"}}), ""), *compiled);
+  ASSERT_TRUE(checked.ok()) << checked.status();
+  const IssuanceRequest good = csr::MakeIssuanceRequest(*std::move(checked), compiled, "station", "r");
+  ASSERT_TRUE(builder_->Issue(good, NewSerial(), absl::Now()).ok());
   struct Bad {
     std::string name;
-    std::function<void(csr::CheckedCsr*)> mutate;
+    std::function<void(IssuanceRequest*)> mutate;
     std::string message;
   };
   OsslPtr<EVP_PKEY> key(EVP_EC_gen("P-256"));
   const std::vector<Bad> bad = {
-      {"printable @", [](csr::CheckedCsr* c) { c->subject_der = Name({{kCn, kPrintable, "a@b"}}); },
+      {"printable @", [](IssuanceRequest* c) { c->subject_der = Name({{kCn, kPrintable, "a@b"}}); },
        "which a PrintableString may not"},
-      {"country", [](csr::CheckedCsr* c) { c->subject_der = Name({{"2.5.4.6", kUtf8, "DEU"}}); },
+      {"country", [](IssuanceRequest* c) { c->subject_der = Name({{"2.5.4.6", kUtf8, "DEU"}}); },
        "is not a country code"},
       {"dns newline",
-       [](csr::CheckedCsr* c) { c->san_der = der::Tlv(der::kSequence, der::Tlv(0x82, "a\nb")); },
+       [](IssuanceRequest* c) { c->sans = {{csr::SanType::kDns, "a\nb"}}; },
        "is not a valid DNS name"},
       {"dns wildcard",
-       [](csr::CheckedCsr* c) { c->san_der = der::Tlv(der::kSequence, der::Tlv(0x82, "*.x.example")); },
+       [](IssuanceRequest* c) { c->sans = {{csr::SanType::kDns, "*.x.example"}}; },
        "a wildcard ('*.') is not allowed"},
-      {"compressed point", [&](csr::CheckedCsr* c) { c->spki_der = EcSpki(key.get(), "compressed"); },
+      {"compressed point", [&](IssuanceRequest* c) { c->spki_der = EcSpki(key.get(), "compressed"); },
        "compressed point"},
       {"small-order Ed25519",
-       [](csr::CheckedCsr* c) { c->spki_der = Ed25519Spki(std::string(32, '\0')); }, "small order"},
-      {"empty subject, no SAN", [](csr::CheckedCsr* c) { c->subject_der = der::Tlv(der::kSequence, ""); },
+       [](IssuanceRequest* c) { c->spki_der = Ed25519Spki(std::string(32, '\0')); }, "small order"},
+      {"empty subject, no SAN", [](IssuanceRequest* c) { c->subject_der = der::Tlv(der::kSequence, ""); },
        "needs a subject or a subjectAltName"},
   };
   for (const auto& b : bad) {
     SCOPED_TRACE(b.name);
-    csr::CheckedCsr c = *good;
+    IssuanceRequest c = good;
     b.mutate(&c);
-    auto issued = builder_->Issue(c, "device", NewSerial(), absl::Now());
+    auto issued = builder_->Issue(c, NewSerial(), absl::Now());
     EXPECT_EQ(issued.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(std::string(issued.status().message()), HasSubstr(b.message));
   }

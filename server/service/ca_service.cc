@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/openssl_util.h"
 #include "common/utf8.h"
+#include "server/csr/csr.h"
 #include "server/service/grpc_status.h"
 
 namespace linesign::service {
@@ -124,12 +125,13 @@ absl::StatusOr<issuance::SignJob> CaService::Check(const v1::SignCsrRequest& req
   }
   if (auto st = CheckRequestId(request.request_id()); !st.ok()) return st;
   if (auto st = CheckProfileName(request.profile()); !st.ok()) return st;
-  *profile_name = request.profile().empty() ? p_.config->default_profile() : request.profile();
+  *profile_name = request.profile().empty() ? p_.profiles->default_profile() : request.profile();
   // Authorisation comes before the profile is resolved and the CSR is looked at: a station learns nothing about
   // profiles it may not use, not even whether they exist (an unknown name is refused like a forbidden one).
   if (auto st = p_.access->AllowSign(identity, *profile_name, absl::Now()); !st.ok()) return st;
-  auto profile = p_.config->profiles().find(*profile_name);
-  if (profile == p_.config->profiles().end()) {
+  // The one place a profile name is resolved: the request carries the compiled profile from here on.
+  auto profile = p_.profiles->Find(*profile_name);
+  if (!profile.ok()) {
     // Validate refuses access rules that name unknown profiles: this is a configuration the server never runs.
     return absl::FailedPreconditionError(
         absl::StrCat("profile '", *profile_name, "' is allowed for '", identity, "' but not configured"));
@@ -138,14 +140,10 @@ absl::StatusOr<issuance::SignJob> CaService::Check(const v1::SignCsrRequest& req
                                                                               : request.csr_pem();
   auto der = csr::DecodeCsr(input);
   if (!der.ok()) return der.status();
-  auto checked = csr::CheckCsr(*der, profile->second, *profile_name);
+  auto checked = csr::CheckCsr(*der, **profile);
   if (!checked.ok()) return checked.status();
-  if (auto st = p_.policies->Find(*profile_name)->Apply(&*checked); !st.ok()) return st;
   issuance::SignJob job;
-  job.csr = *std::move(checked);
-  job.profile = *profile_name;
-  job.station = identity;
-  job.request_id = request.request_id();
+  job.request = csr::MakeIssuanceRequest(*std::move(checked), *std::move(profile), identity, request.request_id());
   return job;
 }
 

@@ -19,7 +19,7 @@
 #include "server/auth/access_policy.h"
 #include "server/auth/authenticator.h"
 #include "server/issuance/batch_signer.h"
-#include "server/policy/profile_policy.h"
+#include "server/profile/profile.h"
 
 namespace linesign::service {
 
@@ -40,7 +40,7 @@ class CaService final : public v1::CertificateAuthority::CallbackService {
     const auth::Authenticator* authenticator;
     auth::AccessPolicy* access;
     audit::AuditLog* audit;
-    const policy::ProfilePolicies* policies;
+    const profile::Profiles* profiles;
   };
   explicit CaService(Parts parts) : p_(parts) {}
 
