@@ -5,6 +5,7 @@
 
 #include <ctime>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "server/auth/station_credential.h"
@@ -49,6 +50,12 @@ absl::Status CheckIdentity(absl::string_view id, absl::string_view source) {
   }
   for (unsigned char c : id) {
     if (c < 0x20 || c == 0x7f) return Refuse(absl::StrCat("client certificate ", source, " has control characters"));
+  }
+  // The server's own requests (renewals, the AWS IoT verification certificate) carry a "linesign:" requester
+  // identity in the store's (station, request_id) key: no station may share that namespace.
+  if (absl::StartsWithIgnoreCase(id, kReservedIdentityPrefix)) {
+    return Refuse(absl::StrCat("client certificate ", source, " '", id, "' uses the prefix '",
+                               kReservedIdentityPrefix, "' reserved for the server's own requests"));
   }
   return absl::OkStatus();
 }

@@ -32,6 +32,10 @@
 
 namespace linesign::auth {
 
+// kReservedIdentityPrefix starts the requester identities of requests the server makes itself
+// (issuance::kServerIdentity); a client certificate naming an identity with it is refused.
+inline constexpr absl::string_view kReservedIdentityPrefix = "linesign:";
+
 // The identity of every caller when tls.insecure is set.
 inline constexpr absl::string_view kInsecureIdentity = "anonymous";
 

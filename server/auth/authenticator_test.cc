@@ -75,6 +75,17 @@ TEST_F(AuthenticatorTest, IdentityFromUriAndDnsSan) {
   EXPECT_EQ(*id, "st1.line4.example");
 }
 
+// The server's own requests are recorded under "linesign:server": no station identity may start with "linesign:".
+TEST_F(AuthenticatorTest, ReservedServerIdentityPrefixIsRefused) {
+  auto leaf = Leaf(ca_, {.common_name = "LineSign:server", .uris = {"linesign:server"}});
+  for (const char* source : {"subject_cn", "uri_san"}) {
+    config_.set_identity(source);
+    auto id = Make()->Authenticate(leaf.certificate_pem, "", now_);
+    EXPECT_EQ(id.status().code(), absl::StatusCode::kUnauthenticated) << source;
+    EXPECT_THAT(id.status().message(), HasSubstr("reserved for the server's own requests")) << source;
+  }
+}
+
 TEST_F(AuthenticatorTest, MissingUriSanIsRefused) {
   auto leaf = Leaf(ca_, {.common_name = "station-7"});
   config_.set_identity("uri_san");

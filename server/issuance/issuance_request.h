@@ -19,9 +19,9 @@
 namespace linesign::issuance {
 
 // kServerIdentity is the requester identity of requests the server makes itself (renewal, CA verification
-// certificates); the store's (station, request_id) uniqueness keys them by it. It must be a name no station
-// identity can have. NOT YET ENFORCED: a URI-SAN identity may hold ':' (urn:...), so auth/ has to reserve the
-// "linesign:" prefix before server-made requests are enabled (issue 11).
+// certificates); the store's (station, request_id) uniqueness keys them by it. No station identity can have it:
+// auth::Authenticator refuses every client certificate whose identity starts with "linesign:"
+// (auth::kReservedIdentityPrefix).
 inline constexpr char kServerIdentity[] = "linesign:server";
 
 struct IssuanceRequest {
