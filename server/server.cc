@@ -2,6 +2,7 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
 
 #include <algorithm>
 
@@ -81,6 +82,19 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
   builder.AddListeningPort(c.listen(), credentials, &port);
   builder.RegisterService(s->service_.get());
   builder.SetMaxReceiveMessageSize(1 << 20);
+  // What gRPC 1.51 offers to bound connections (it has no cap on their number): calls per connection, a
+  // timeout for connections without calls and for unfinished handshakes, and a memory quota under which gRPC
+  // shrinks its buffers and drops new connections. Streams are bounded by the service (limits.max_streams).
+  const v1::LimitsConfig& limits = c.limits();
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             static_cast<int>(limits.max_concurrent_streams_per_connection()));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                             static_cast<int>(limits.max_connection_idle_seconds()) * 1000);
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                             static_cast<int>(limits.handshake_timeout_seconds()) * 1000);
+  grpc::ResourceQuota quota("linesign-server");
+  quota.Resize(static_cast<size_t>(limits.grpc_memory_bytes()));
+  builder.SetResourceQuota(quota);
   s->grpc_server_ = builder.BuildAndStart();
   if (s->grpc_server_ == nullptr || port == 0) {
     s->batch_signer_->Shutdown();
