@@ -261,6 +261,9 @@ TEST_F(AbuseTest, StreamsOverallAreBoundedWithAMessageNamingTheLimit) {
   auto second = v1::CertificateAuthority::NewStub(ca_->Channel(server_->address(), "line1-st1"));
   auto third = v1::CertificateAuthority::NewStub(ca_->Channel(server_->address(), "line1-st2"));
   grpc::ClientContext c1, c2, c3;
+  for (grpc::ClientContext* c : {&c1, &c2, &c3}) {  // so that a stream wrongly admitted cannot hang the test
+    c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  }
   v1::SignCsrStreamResponse a1, a2, a3;
   auto s1 = open_stream(&c1, first.get(), "all-1", &a1);
   auto s2 = open_stream(&c2, second.get(), "all-2", &a2);
@@ -299,6 +302,7 @@ TEST_F(AbuseTest, CallsPerConnectionAreBoundedByHttp2) {
   StartServer();
   auto stub = v1::CertificateAuthority::NewStub(ca_->Channel(server_->address()));
   grpc::ClientContext sctx;
+  sctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   auto stream = stub->SignCsrStream(&sctx);
   v1::SignCsrRequest req;
   req.set_csr_der(testing::Csr("ec-p256", "/CN=CONN1"));
