@@ -6,6 +6,7 @@
 #include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <grpcpp/resource_quota.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -150,6 +151,19 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
   builder.RegisterService(s->service_.get());
   builder.RegisterService(s->health_.get());
   builder.SetMaxReceiveMessageSize(1 << 20);
+  // What gRPC 1.51 offers to bound connections (it has no cap on their number): calls per connection, a
+  // timeout for connections without calls and for unfinished handshakes, and a memory quota under which gRPC
+  // shrinks its buffers and drops new connections. Streams are bounded by the service (limits.max_streams).
+  const v1::LimitsConfig& limits = c.limits();
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             static_cast<int>(limits.max_concurrent_streams_per_connection()));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                             static_cast<int>(limits.max_connection_idle_seconds()) * 1000);
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                             static_cast<int>(limits.handshake_timeout_seconds()) * 1000);
+  grpc::ResourceQuota quota("linesign-server");
+  quota.Resize(static_cast<size_t>(limits.grpc_memory_bytes()));
+  builder.SetResourceQuota(quota);
   s->grpc_server_ = builder.BuildAndStart();
   if (s->grpc_server_ == nullptr || port == 0) {
     s->batch_signer_->Shutdown();

@@ -290,6 +290,31 @@ absl::Status ValidateAccess(const v1::ServerConfig& c) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateLimits(const v1::LimitsConfig& l) {
+  if (l.stream_window() < 1 || l.stream_window() > 4096) {
+    return FieldError("limits.stream_window", "must be 1 to 4096");
+  }
+  if (l.stream_window_bytes() < (64 << 10) || l.stream_window_bytes() > (64 << 20)) {
+    return FieldError("limits.stream_window_bytes", "must be 65536 to 67108864");
+  }
+  if (l.max_streams() < 1 || l.max_streams() > 100000) {
+    return FieldError("limits.max_streams", "must be 1 to 100000");
+  }
+  if (l.max_concurrent_streams_per_connection() < 1 || l.max_concurrent_streams_per_connection() > 10000) {
+    return FieldError("limits.max_concurrent_streams_per_connection", "must be 1 to 10000");
+  }
+  if (l.max_connection_idle_seconds() < 1 || l.max_connection_idle_seconds() > 86400) {
+    return FieldError("limits.max_connection_idle_seconds", "must be 1 to 86400");
+  }
+  if (l.handshake_timeout_seconds() < 1 || l.handshake_timeout_seconds() > 300) {
+    return FieldError("limits.handshake_timeout_seconds", "must be 1 to 300");
+  }
+  if (l.grpc_memory_bytes() < (uint64_t{16} << 20) || l.grpc_memory_bytes() > (uint64_t{1} << 40)) {
+    return FieldError("limits.grpc_memory_bytes", "must be 16777216 (16 MiB) to 1099511627776 (1 TiB)");
+  }
+  return absl::OkStatus();
+}
+
 void Resolve(const std::string& base, std::string* path) {
   if (!path->empty() && (*path)[0] != '/') *path = absl::StrCat(base, "/", *path);
 }
@@ -362,6 +387,14 @@ void ApplyDefaults(v1::ServerConfig* config) {
   if (!s->has_max_linger_us()) s->set_max_linger_us(200);
   if (s->queue_size() == 0) s->set_queue_size(4096);
   if (s->max_streams_per_station() == 0) s->set_max_streams_per_station(16);
+  auto* l = config->mutable_limits();
+  if (l->stream_window() == 0) l->set_stream_window(128);
+  if (l->stream_window_bytes() == 0) l->set_stream_window_bytes(2 << 20);
+  if (l->max_streams() == 0) l->set_max_streams(512);
+  if (l->max_concurrent_streams_per_connection() == 0) l->set_max_concurrent_streams_per_connection(100);
+  if (l->max_connection_idle_seconds() == 0) l->set_max_connection_idle_seconds(600);
+  if (l->handshake_timeout_seconds() == 0) l->set_handshake_timeout_seconds(10);
+  if (l->grpc_memory_bytes() == 0) l->set_grpc_memory_bytes(uint64_t{1} << 30);
 }
 
 absl::Status Validate(const v1::ServerConfig& c) {
@@ -417,6 +450,7 @@ absl::Status Validate(const v1::ServerConfig& c) {
   if (s.max_streams_per_station() < 1 || s.max_streams_per_station() > 1024) {
     return FieldError("signer.max_streams_per_station", "must be 1 to 1024");
   }
+  LINESIGN_RETURN_IF_ERROR(ValidateLimits(c.limits()));
   LINESIGN_RETURN_IF_ERROR(ValidateTls(c));
   LINESIGN_RETURN_IF_ERROR(ValidateAccess(c));
   return absl::OkStatus();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <grpc/grpc_security_constants.h>
@@ -22,6 +23,8 @@ namespace linesign::service {
 namespace {
 
 constexpr size_t kMaxRequestIdBytes = 128;
+// The longest error message a stream answer carries (a refusal is never much larger than this).
+constexpr size_t kMaxErrorBytes = 512;
 
 absl::Status CheckRequestId(const std::string& id) {
   if (id.empty()) return absl::InvalidArgumentError("request_id is required (1 to 128 printable ASCII characters)");
@@ -59,6 +62,15 @@ absl::Status CheckProfileName(const std::string& name) {
   return absl::InvalidArgumentError(absl::StrCat("profile ", QuoteForDisplay(name.substr(0, 64)),
                                                  name.size() > 64 ? "..." : "",
                                                  " is not a profile name (1 to 64 of [A-Za-z0-9_-])"));
+}
+
+// TruncateUtf8 returns at most `max` bytes of `s`, cut before a UTF-8 continuation byte so that a valid UTF-8
+// string stays valid (proto3 strings must be), with "…" appended when anything was cut.
+std::string TruncateUtf8(const std::string& s, size_t max) {
+  if (s.size() <= max) return s;
+  size_t end = max - 3;  // room for the ellipsis (3 bytes)
+  while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) --end;
+  return absl::StrCat(s.substr(0, end), "\u2026");
 }
 
 }  // namespace
@@ -330,9 +342,13 @@ grpc::ServerUnaryReactor* CaService::GetStats(grpc::CallbackServerContext* conte
 namespace linesign::service {
 
 // SignStreamReactor serves one SignCsrStream. Reads one request at a time; each checked request goes to the batch
-// signer, whose worker queues the answer here. Answers are written one at a time in completion order. At most
-// kWindow requests are in flight: beyond that no further read is started, which is HTTP/2 flow control for the
-// station. gRPC operations are started outside mu_, because gRPC may run a reaction inline.
+// signer, whose worker queues the answer here. Answers are written one at a time in completion order. The stream
+// holds at most limits.stream_window items — requests in flight plus answers (refusals included) not yet written
+// — and stops reading while it holds limits.stream_window_bytes (serialized sizes): no further read is started,
+// which is HTTP/2 flow control for the station. So a station that stops reading its answers stops being read,
+// and the server never queues more for it. Reading resumes when a write completes (or an answer smaller than its
+// request replaces it) and the stream is below both limits again. gRPC operations are started outside mu_,
+// because gRPC may run a reaction inline.
 //
 // Draining (SIGTERM): no further read is started; a request that was being read when the drain began is answered
 // UNAVAILABLE; once every request read is answered and written, the stream finishes, even with a read still
@@ -340,13 +356,14 @@ namespace linesign::service {
 // reference (CaService::BeginDrain holds one while it tells the stream to drain).
 class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrRequest, v1::SignCsrStreamResponse> {
  public:
-  static constexpr int kWindow = 128;
-
   // The stream's identity comes from its connection's client certificate: authenticated here, and again for a
   // request when the station trust was reloaded (SIGHUP) or the last check is older than the authenticator's
   // cache time, so a station revoked while its stream is open gets no further certificate on it.
   SignStreamReactor(CaService* service, grpc::CallbackServerContext* context)
-      : service_(service), peer_(context->peer()) {
+      : service_(service),
+        peer_(context->peer()),
+        window_(service->p_.config->limits().stream_window()),
+        window_bytes_(service->p_.config->limits().stream_window_bytes()) {
     std::tie(leaf_pem_, chain_pem_) = CaService::PeerCertificates(context);
     auto identity = Reauthenticate();
     if (!identity.ok()) {
@@ -373,6 +390,9 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
       return;
     }
     v1::SignCsrRequest request = std::move(request_);
+    request_.Clear();
+    // What a request in flight holds, at most: its checked job is smaller than the message it came in.
+    const size_t request_bytes = request.ByteSizeLong();
     bool draining;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -392,29 +412,31 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
                              : service_->Check(request, identity_, &profile);
     if (!job.ok()) {
       service_->Refused(Rpc::kSignCsrStream, identity_, peer_, profile, request.request_id(), job.status());
-      Answer(request.request_id(), job.status(), nullptr, false, /*was_in_flight=*/false);
+      Answer(request.request_id(), job.status(), nullptr, false, /*in_flight_bytes=*/std::nullopt);
     } else {
       {
         std::lock_guard<std::mutex> lock(mu_);
         ++in_flight_;
+        in_flight_bytes_ += request_bytes;
       }
       std::string id = request.request_id();
-      job->done = [this, id, profile](absl::StatusOr<store::CertificateRecord> record, bool replayed) {
+      job->done = [this, id, profile, request_bytes](absl::StatusOr<store::CertificateRecord> record,
+                                                     bool replayed) {
         service_->Completed(Rpc::kSignCsrStream, identity_, peer_, record, replayed, profile, id);
         Answer(id, record.ok() ? absl::OkStatus() : record.status(), record.ok() ? &*record : nullptr, replayed,
-               true);
+               request_bytes);
       };
-      // A stream bounds itself (kWindow in flight), so it is never refused for a full queue: it slows down.
+      // A stream bounds itself (its window), so it is never refused for a full queue: it slows down.
       if (absl::Status st = service_->p_.signer->Submit(*std::move(job), issuance::BatchSigner::Admission::kAlways);
           !st.ok()) {
         service_->Refused(Rpc::kSignCsrStream, identity_, peer_, profile, id, st);
-        Answer(id, st, nullptr, false, true);
+        Answer(id, st, nullptr, false, request_bytes);
       }
     }
     bool read_next;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      read_next = in_flight_ < kWindow && !draining_ && !finished_;
+      read_next = BelowWindowLocked() && !draining_ && !finished_;
       read_paused_ = !read_next;
       issuing_read_ = read_next;
     }
@@ -426,17 +448,25 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
   }
 
   void OnWriteDone(bool ok) override {
+    bool resume_read;
     {
       std::lock_guard<std::mutex> lock(mu_);
       writing_ = false;
       if (!ok) {
         broken_ = true;  // the station went away: drop what is left to write
         writes_.clear();
+        unwritten_bytes_ = 0;
       } else {
+        unwritten_bytes_ -= writes_.front().ByteSizeLong();
         writes_.pop_front();
       }
+      resume_read = ResumeReadLocked();
     }
-    Drive();
+    if (resume_read) {
+      IssueRead();
+    } else {
+      Drive();
+    }
   }
 
   void OnDone() override {
@@ -490,33 +520,55 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
     Drive();
   }
 
-  // Answer queues the response for `id`; `was_in_flight` releases a window slot.
+  // Answer queues the response for `id`. A request that was in flight passes its place in the window (and its
+  // `in_flight_bytes`) to its answer; a refused one never was in flight, and its answer takes a new place. Either
+  // way the place is held until the answer is written. A request id over its limit is not echoed (the answer's
+  // request_id is empty) and an error message is cut to kMaxErrorBytes, so a refusal stays small whatever the
+  // station sent.
   void Answer(const std::string& id, const absl::Status& status, const store::CertificateRecord* record,
-              bool replayed, bool was_in_flight) {
+              bool replayed, std::optional<size_t> in_flight_bytes) {
     v1::SignCsrStreamResponse response;
-    response.set_request_id(ToValidUtf8(id));  // a refused id may not be UTF-8; a protobuf string must be
+    if (id.size() <= kMaxRequestIdBytes) response.set_request_id(ToValidUtf8(id));  // never echo an over-long id; a refused id may not be UTF-8
     grpc::Status g = status.ok() ? grpc::Status::OK : ToGrpcStatus(status);
     if (record != nullptr) {
       FillResponse(*record, service_->p_.ca->chain_pem, replayed, response.mutable_certificate());
     } else {
       response.mutable_error()->set_code(static_cast<int>(g.error_code()));
-      response.mutable_error()->set_message(ToValidUtf8(g.error_message()));
+      response.mutable_error()->set_message(TruncateUtf8(ToValidUtf8(g.error_message()), kMaxErrorBytes));
     }
-    bool resume_read = false;
+    const size_t answer_bytes = response.ByteSizeLong();
+    bool resume_read;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (was_in_flight) --in_flight_;
-      if (!broken_ && !finished_) writes_.push_back(std::move(response));
-      if (read_paused_ && in_flight_ < kWindow && !reads_done_ && !draining_ && !finished_) {
-        read_paused_ = false;
-        resume_read = issuing_read_ = true;
+      if (in_flight_bytes.has_value()) {
+        --in_flight_;
+        in_flight_bytes_ -= *in_flight_bytes;
       }
+      if (!broken_ && !finished_) {
+        writes_.push_back(std::move(response));
+        unwritten_bytes_ += answer_bytes;
+      }
+      resume_read = ResumeReadLocked();
     }
     if (resume_read) {
       IssueRead();
     } else {
       Drive();
     }
+  }
+
+  // BelowWindowLocked says whether the stream may read one more request: it holds fewer than window_ items
+  // (requests in flight plus answers not yet written) and fewer than window_bytes_ bytes.
+  bool BelowWindowLocked() const {
+    return in_flight_ + writes_.size() < window_ && in_flight_bytes_ + unwritten_bytes_ < window_bytes_;
+  }
+  // ResumeReadLocked decides to restart a paused read (and marks it as being issued) once the stream is below
+  // its window again; the caller then calls IssueRead.
+  bool ResumeReadLocked() {
+    if (!read_paused_ || !BelowWindowLocked() || reads_done_ || draining_ || finished_) return false;
+    read_paused_ = false;
+    issuing_read_ = true;
+    return true;
   }
 
   // Drive starts the next write, or finishes the stream once everything read is signed and written and either
@@ -556,9 +608,14 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
   std::atomic<int> refs_{1};      // gRPC's, until OnDone; plus BeginDrain's while it drains this stream
   v1::SignCsrRequest request_;  // the one outstanding read's buffer
 
+  const size_t window_;        // limits.stream_window: items held (requests in flight + answers unwritten)
+  const size_t window_bytes_;  // limits.stream_window_bytes: their serialized bytes
+
   std::mutex mu_;
   std::deque<v1::SignCsrStreamResponse> writes_;  // guarded by mu_; front is being written when writing_
-  int in_flight_ = 0;                             // guarded by mu_
+  size_t in_flight_ = 0;                          // guarded by mu_; requests handed to the signer
+  size_t in_flight_bytes_ = 0;                    // guarded by mu_; their serialized size
+  size_t unwritten_bytes_ = 0;                    // guarded by mu_; serialized size of writes_
   bool writing_ = false;                          // guarded by mu_
   bool issuing_read_ = false;                     // guarded by mu_; a StartRead is about to be issued
   bool reads_done_ = false;                       // guarded by mu_
@@ -599,14 +656,21 @@ void CaService::Leave() {
 absl::Status CaService::AddStream(SignStreamReactor* stream, const std::string& identity) {
   std::lock_guard<std::mutex> lock(mu_);
   if (draining_) return Draining();
-  uint32_t& open = streams_by_identity_[identity];
+  auto known = streams_by_identity_.find(identity);
+  const uint32_t open = known == streams_by_identity_.end() ? 0 : known->second;
   const uint32_t limit = p_.config->signer().max_streams_per_station();
   if (open >= limit) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "station '", identity, "' already has ", open, " SignCsrStream streams open (signer.max_streams_per_station ",
         limit, "); send more requests on an open stream, or close one first"));
   }
-  ++open;
+  const uint32_t max_streams = p_.config->limits().max_streams();
+  if (streams_.size() >= max_streams) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the server already has ", streams_.size(), " SignCsrStream streams open (limits.max_streams ", max_streams,
+        "); retry with backoff, or send more requests on a stream already open"));
+  }
+  ++streams_by_identity_[identity];
   streams_.insert(stream);
   ++active_;
   return absl::OkStatus();
