@@ -362,6 +362,7 @@ void ApplyDefaults(v1::ServerConfig* config) {
   if (!s->has_max_linger_us()) s->set_max_linger_us(200);
   if (s->queue_size() == 0) s->set_queue_size(4096);
   if (s->max_streams_per_station() == 0) s->set_max_streams_per_station(16);
+  if (config->health_check_interval_ms() == 0) config->set_health_check_interval_ms(2000);
 }
 
 absl::Status Validate(const v1::ServerConfig& c) {
@@ -416,6 +417,9 @@ absl::Status Validate(const v1::ServerConfig& c) {
   if (s.queue_size() < 1 || s.queue_size() > 1000000) return FieldError("signer.queue_size", "must be 1 to 1000000");
   if (s.max_streams_per_station() < 1 || s.max_streams_per_station() > 1024) {
     return FieldError("signer.max_streams_per_station", "must be 1 to 1024");
+  }
+  if (c.health_check_interval_ms() < 100 || c.health_check_interval_ms() > 60000) {
+    return FieldError("health_check_interval_ms", "must be 100 to 60000");
   }
   LINESIGN_RETURN_IF_ERROR(ValidateTls(c));
   LINESIGN_RETURN_IF_ERROR(ValidateAccess(c));

@@ -43,6 +43,7 @@ TEST(ConfigTest, MinimalConfigGetsItsDefaults) {
   EXPECT_GE(c->signer().workers(), 1u);
   EXPECT_EQ(c->signer().max_batch(), 64u);
   EXPECT_EQ(c->signer().max_streams_per_station(), 16u);
+  EXPECT_EQ(c->health_check_interval_ms(), 2000u);
   EXPECT_THAT(p.key_usages(), ::testing::ElementsAre("digitalSignature"));
   EXPECT_EQ(p.max_subject_value_bytes(), 64u);
   EXPECT_EQ(p.max_san_value_bytes(), 255u);
@@ -89,6 +90,8 @@ TEST(ConfigTest, ValidationErrorsNameTheField) {
       {"default_profile: other\nprofiles:\n  a: {}\n", "'other' is not a key of profiles"},
       {"signer:\n  workers: 100\n", "signer.workers: must be 1 to 64"},
       {"signer:\n  max_streams_per_station: 2000\n", "signer.max_streams_per_station: must be 1 to 1024"},
+      {"health_check_interval_ms: 50\n", "health_check_interval_ms: must be 100 to 60000"},
+      {"health_check_interval_ms: 60001\n", "health_check_interval_ms: must be 100 to 60000"},
       {"profiles:\n  device:\n    validity_days: 400\n    max_validity_days: 365\n",
        "profiles.device.validity_days: must be 1 to max_validity_days (365)"},
       {"profiles:\n  device:\n    key_usages: [certSign]\n", "profiles.device.key_usages: unknown 'certSign'"},

@@ -130,7 +130,7 @@ void BatchSigner::ProcessBatch(std::vector<SignJob> batch) {
   for (const auto& job : pending) csr_hashes.push_back(Hex(Sha256(job.csr.der)));
 
   for (int attempt = 0; attempt < kSerialAttempts && !pending.empty(); ++attempt) {
-    absl::Time now = options_.clock();
+    absl::Time now = options_.clock->Now();
     store::Batch batch;
     std::vector<size_t> index;  // batch.entries[i] belongs to pending[index[i]]
     std::vector<bool> answered(pending.size(), false);

@@ -3,6 +3,8 @@
 #ifndef LINESIGN_SERVER_TASKS_BACKGROUND_TASK_H_
 #define LINESIGN_SERVER_TASKS_BACKGROUND_TASK_H_
 
+#include <functional>
+#include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
@@ -25,6 +27,21 @@ class BackgroundTask {
   // OnStop is called once, after the last RunOnce has returned, when the runner stops the task: the place to
   // drain what the task holds (a webhook sender's last batch). Default: nothing.
   virtual void OnStop() {}
+};
+
+// FunctionTask is a task that calls `run` every `interval` (the store's checkpoint: one call, no state).
+class FunctionTask final : public BackgroundTask {
+ public:
+  FunctionTask(std::string name, absl::Duration interval, std::function<absl::Status(absl::Time)> run)
+      : name_(std::move(name)), interval_(interval), run_(std::move(run)) {}
+  std::string_view name() const override { return name_; }
+  absl::Duration interval() const override { return interval_; }
+  absl::Status RunOnce(absl::Time now) override { return run_(now); }
+
+ private:
+  const std::string name_;
+  const absl::Duration interval_;
+  const std::function<absl::Status(absl::Time)> run_;
 };
 
 }  // namespace linesign::tasks
