@@ -145,33 +145,33 @@ TEST_F(HealthTest, StoreLockedPastItsBusyTimeoutIsNotServingUntilReleased) {
 }
 
 // The CA key taken away behind the server (its object files moved out of the SoftHSM2 token, as if the key were
-// deleted on the HSM): the health probe's signature fails and health says NOT_SERVING with the reason; with the
-// files back, the signer finds the key again (pkcs11_signer.cc's recovery) and health says SERVING again.
-TEST_F(HealthTest, DISABLED_KeyGoneFromTheTokenIsNotServingUntilItIsBack) {
+// deleted on the HSM): the health probe's signature fails, the signer's recovery (log in again, find the key
+// again) finds no key, and health says NOT_SERVING with that reason. Recovery is not checked here: a running
+// SoftHSM2 does not pick up objects or tokens put back on disk behind it (moving the files back, even after another
+// process wrote to the token, leaves the key unfound until the module is initialised again), so "SERVING again"
+// is proven with the store (above) and by the monitor's unit test.
+TEST_F(HealthTest, KeyGoneFromTheTokenIsNotServing) {
   ASSERT_EQ(Status(), HealthCheckResponse::SERVING);
   const std::string tokens = TokenDir(ca_->softhsm2_conf);
   ASSERT_FALSE(tokens.empty()) << "no directories.tokendir in " << ca_->softhsm2_conf;
   // tokendir/<token uuid>/<object uuid>.object beside token.object (the token's own record, left in place).
-  std::vector<std::pair<std::string, std::string>> moved;
   const std::string away = ca_->dir + "/objects-away";
   ASSERT_EQ(mkdir(away.c_str(), 0700), 0);
+  int moved = 0;
   for (const auto& token : std::filesystem::directory_iterator(tokens)) {
     if (!token.is_directory()) continue;
     for (const auto& f : std::filesystem::directory_iterator(token.path())) {
       const std::string name = f.path().filename();
       if (f.path().extension() != ".object" || name == "token.object") continue;
-      moved.emplace_back(f.path(), away + "/" + name);
+      ASSERT_EQ(rename(f.path().c_str(), (away + "/" + name).c_str()), 0) << f.path();
+      ++moved;
     }
   }
-  ASSERT_FALSE(moved.empty()) << "no key objects under " << tokens;
-  for (const auto& [from, to] : moved) ASSERT_EQ(rename(from.c_str(), to.c_str()), 0) << from;
-  const bool not_serving = WaitForStatus(HealthCheckResponse::NOT_SERVING);
-  for (const auto& [from, to] : moved) ASSERT_EQ(rename(to.c_str(), from.c_str()), 0) << to;
-  EXPECT_TRUE(not_serving) << "still SERVING without the key";
-  EXPECT_TRUE(WaitForStatus(HealthCheckResponse::SERVING)) << "not SERVING again with the key back";
+  ASSERT_GT(moved, 0) << "no key objects under " << tokens;
+  EXPECT_TRUE(WaitForStatus(HealthCheckResponse::NOT_SERVING)) << "still SERVING without the key";
   const std::string out = Stop();
-  EXPECT_THAT(out, HasSubstr("health: NOT_SERVING: hsm: "));
-  EXPECT_THAT(out, HasSubstr("health: SERVING again"));
+  EXPECT_THAT(out, HasSubstr("health: NOT_SERVING: hsm: C_SignInit: CKR_OBJECT_HANDLE_INVALID; logging in again "
+                             "failed: no private key on the token matches"));
 }
 
 }  // namespace
