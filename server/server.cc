@@ -23,6 +23,12 @@ namespace linesign {
 
 namespace {
 
+// kCheckpointEvery is how often the store-checkpoint task looks at the WAL's size: a WAL grows by at most this
+// long's commits past SqliteStore::kCheckpointPages before it is copied.
+constexpr absl::Duration kCheckpointEvery = absl::Milliseconds(250);
+// kHealthProbe is what the health monitor has the CA key sign (hashed first, like any message).
+constexpr absl::string_view kHealthProbe = "linesign health probe";
+
 // kSettle is how long a drained server keeps its connections open for the stations to read their last answers.
 constexpr absl::Duration kSettle = absl::Milliseconds(250);
 
@@ -104,18 +110,24 @@ std::string ListenFailure(const std::string& listen) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::ServerConfig config) {
+absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::ServerConfig config,
+                                                                     StartOptions options) {
   std::unique_ptr<LinesignServer> s(new LinesignServer());
+  s->clock_ = options.clock;
   s->config_ = std::move(config);
   const v1::ServerConfig& c = s->config_;
-  LINESIGN_ASSIGN_OR_RETURN(s->ca_, issuance::LoadIssuingCa(c.ca().chain_file(), absl::Now()));
+  LINESIGN_ASSIGN_OR_RETURN(s->ca_, issuance::LoadIssuingCa(c.ca().chain_file(), s->clock_->Now()));
   // Before the key is opened: a client CA bundle that would let device certificates authenticate stops here.
   LINESIGN_ASSIGN_OR_RETURN(s->authenticator_, auth::Authenticator::Create(c.tls(), c.ca().chain_file()));
   LINESIGN_ASSIGN_OR_RETURN(s->signer_,
                             hsm::OpenSigner(c.hsm(), X509_get0_pubkey(s->ca_.certificate.get()),
                                             static_cast<int>(c.signer().workers())));
   LogInfo("CA key: ", s->signer_->description(), " (", hsm::AlgorithmName(s->signer_->algorithm()), ")");
-  LINESIGN_ASSIGN_OR_RETURN(s->store_, store::Open(c.store(), RealClock::Get()));
+  LINESIGN_ASSIGN_OR_RETURN(s->store_, store::Open(c.store(), s->clock_));
+  // The tasks start once what they use is open, and stop (in reverse) before it is closed.
+  s->tasks_ = std::make_unique<tasks::TaskRunner>(s->clock_);
+  s->tasks_->Start(std::make_unique<tasks::FunctionTask>(
+      "store-checkpoint", kCheckpointEvery, [store = s->store_.get()](absl::Time) { return store->Checkpoint(); }));
   LINESIGN_ASSIGN_OR_RETURN(s->builder_, issuance::CertificateBuilder::Create(&s->ca_, s->signer_.get()));
 
   issuance::BatchSigner::Options opts;
@@ -123,6 +135,7 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
   opts.max_batch = static_cast<int>(c.signer().max_batch());
   opts.max_linger = absl::Microseconds(c.signer().max_linger_us());
   opts.queue_size = c.signer().queue_size();
+  opts.clock = s->clock_;
   s->batch_signer_ = issuance::BatchSigner::Create(s->builder_.get(), s->store_.get(), opts);
   LINESIGN_ASSIGN_OR_RETURN(s->access_, auth::AccessPolicy::Create(c.access()));
   LINESIGN_ASSIGN_OR_RETURN(s->audit_, audit::AuditLog::Open(c.audit().file()));
@@ -130,9 +143,20 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
   LINESIGN_ASSIGN_OR_RETURN(auto credentials, ServerCredentials(c.tls(), c.listen()));
   s->service_ = std::make_unique<service::CaService>(service::CaService::Parts{
       &s->config_, &s->ca_, s->batch_signer_.get(), s->store_.get(), s->authenticator_.get(), s->access_.get(),
-      s->audit_.get(), &s->profiles_});
+      s->audit_.get(), &s->profiles_, s->clock_});
 
-  s->health_ = std::make_unique<observability::HealthService>(s->authenticator_.get(), s->audit_.get());
+  s->health_ =
+      std::make_unique<observability::HealthService>(s->authenticator_.get(), s->audit_.get(), s->clock_);
+  // Health follows the HSM and the store from here on; the first round runs now, so the server starts serving
+  // gRPC already knowing whether it is healthy.
+  std::vector<observability::HealthMonitor::HealthProbe> probes;
+  probes.push_back({"hsm", [signer = s->signer_.get()] { return signer->Sign(kHealthProbe).status(); }});
+  probes.push_back({"store", [store = s->store_.get()] { return store->Ping(); }});
+  auto monitor = std::make_unique<observability::HealthMonitor>(
+      std::move(probes), [health = s->health_.get()](bool serving) { health->SetServing(serving); },
+      absl::Milliseconds(c.health_check_interval_ms()));
+  s->health_monitor_ = monitor.get();
+  s->tasks_->Start(std::move(monitor));
 
   // gRPC's own health service would answer without a client certificate: ours (registered below) requires one.
   grpc::EnableDefaultHealthCheckService(false);
@@ -167,10 +191,10 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
   s->grpc_server_ = builder.BuildAndStart();
   if (s->grpc_server_ == nullptr || port == 0) {
     s->batch_signer_->Shutdown();
+    s->tasks_->Stop();
     return absl::UnavailableError(absl::StrCat("cannot listen on ", c.listen(), ": ", ListenFailure(c.listen())));
   }
   s->address_ = absl::StrCat(c.listen().substr(0, c.listen().rfind(':')), ":", port);
-  s->health_->SetServing(true);
   return s;
 }
 
@@ -182,8 +206,10 @@ void LinesignServer::Shutdown(absl::Duration grace) {
     if (shut_down_) return;
     shut_down_ = true;
   }
+  // The order (README, "Stopping"): NOT_SERVING, drain the service, stop gRPC, stop the batch signer, stop the
+  // background tasks in reverse start order, close the store.
+  if (health_monitor_ != nullptr) health_monitor_->SetDraining();
   if (grpc_server_ != nullptr) {
-    health_->SetServing(false);
     // First our own drain, while every connection stays up: new signing calls are refused, open streams stop
     // reading and finish once each request they read is answered. Only then gRPC's shutdown, which closes a
     // connection as soon as its last call is done: closing it while the station's last answers are still on
@@ -200,6 +226,8 @@ void LinesignServer::Shutdown(absl::Duration grace) {
   }
   if (batch_signer_ != nullptr) batch_signer_->Shutdown();
   if (grpc_server_ != nullptr) grpc_server_->Wait();
+  if (tasks_ != nullptr) tasks_->Stop();
+  store_.reset();
 }
 
 absl::Status LinesignServer::ReloadTrust() { return authenticator_->Reload(config_.tls()); }

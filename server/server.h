@@ -8,27 +8,41 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/clock.h"
 #include "hsm/signer.h"
 #include "linesign/v1/config.pb.h"
 #include "server/issuance/batch_signer.h"
+#include "server/observability/health_monitor.h"
 #include "server/observability/health_service.h"
 #include "server/service/ca_service.h"
 #include "server/store/store.h"
+#include "server/tasks/task_runner.h"
 
 namespace linesign {
 
 class LinesignServer {
  public:
-  // Start opens the CA key, the chain and the store, checks they fit together, and starts serving `config`
-  // (already validated). FailedPrecondition / Unavailable with the cause when anything is missing or wrong.
-  static absl::StatusOr<std::unique_ptr<LinesignServer>> Start(v1::ServerConfig config);
+  struct StartOptions {
+    // The one clock of the process (borrowed; must outlive the server): the store, the batch signer, the
+    // service, health and the background tasks all take "now" from it, so in-process tests can pass a FakeClock.
+    const Clock* clock = RealClock::Get();
+  };
+
+  // Start opens the CA key, the chain and the store, checks they fit together, starts the background tasks (the
+  // store's checkpoint, then the health monitor) and starts serving `config` (already validated).
+  // FailedPrecondition / Unavailable with the cause when anything is missing or wrong.
+  static absl::StatusOr<std::unique_ptr<LinesignServer>> Start(v1::ServerConfig config, StartOptions options);
+  static absl::StatusOr<std::unique_ptr<LinesignServer>> Start(v1::ServerConfig config) {
+    return Start(std::move(config), StartOptions());
+  }
   ~LinesignServer();
 
   // address is the bound host:port (with the real port when the configuration asked for port 0).
   const std::string& address() const { return address_; }
 
-  // Shutdown refuses new signing calls, lets in-flight ones and open streams finish (up to `grace`; see
-  // CaService::BeginDrain), then stops gRPC and the signer. Idempotent.
+  // Shutdown reports NOT_SERVING, refuses new signing calls, lets in-flight ones and open streams finish (up to
+  // `grace`; see CaService::BeginDrain), then stops gRPC, the batch signer, the background tasks (in reverse
+  // start order, each finishing its running round) and closes the store. Idempotent.
   void Shutdown(absl::Duration grace = absl::Seconds(30));
   // ReloadTrust re-reads the station CA bundle and CRL files the configuration names (tls.client_ca_file,
   // tls.crl_files): SIGHUP. On an error the trust in force is kept and the error, naming the field, returned.
@@ -41,6 +55,7 @@ class LinesignServer {
  private:
   LinesignServer() = default;
 
+  const Clock* clock_ = nullptr;  // borrowed
   v1::ServerConfig config_;
   issuance::IssuingCa ca_;
   std::unique_ptr<hsm::Signer> signer_;
@@ -53,6 +68,9 @@ class LinesignServer {
   profile::Profiles profiles_;
   std::unique_ptr<service::CaService> service_;
   std::unique_ptr<observability::HealthService> health_;
+  observability::HealthMonitor* health_monitor_ = nullptr;  // owned by tasks_
+  // After everything the tasks use: destroyed (stopped) first.
+  std::unique_ptr<tasks::TaskRunner> tasks_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::string address_;
   std::mutex mu_;

@@ -395,6 +395,7 @@ void ApplyDefaults(v1::ServerConfig* config) {
   if (l->max_connection_idle_seconds() == 0) l->set_max_connection_idle_seconds(600);
   if (l->handshake_timeout_seconds() == 0) l->set_handshake_timeout_seconds(10);
   if (l->grpc_memory_bytes() == 0) l->set_grpc_memory_bytes(uint64_t{1} << 30);
+  if (config->health_check_interval_ms() == 0) config->set_health_check_interval_ms(2000);
 }
 
 absl::Status Validate(const v1::ServerConfig& c) {
@@ -451,6 +452,9 @@ absl::Status Validate(const v1::ServerConfig& c) {
     return FieldError("signer.max_streams_per_station", "must be 1 to 1024");
   }
   LINESIGN_RETURN_IF_ERROR(ValidateLimits(c.limits()));
+  if (c.health_check_interval_ms() < 100 || c.health_check_interval_ms() > 60000) {
+    return FieldError("health_check_interval_ms", "must be 100 to 60000");
+  }
   LINESIGN_RETURN_IF_ERROR(ValidateTls(c));
   LINESIGN_RETURN_IF_ERROR(ValidateAccess(c));
   return absl::OkStatus();

@@ -43,6 +43,7 @@ TEST(ConfigTest, MinimalConfigGetsItsDefaults) {
   EXPECT_GE(c->signer().workers(), 1u);
   EXPECT_EQ(c->signer().max_batch(), 64u);
   EXPECT_EQ(c->signer().max_streams_per_station(), 16u);
+  EXPECT_EQ(c->health_check_interval_ms(), 2000u);
   EXPECT_THAT(p.key_usages(), ::testing::ElementsAre("digitalSignature"));
   EXPECT_EQ(p.max_subject_value_bytes(), 64u);
   EXPECT_EQ(p.max_san_value_bytes(), 255u);
@@ -97,6 +98,8 @@ TEST(ConfigTest, ValidationErrorsNameTheField) {
       {"limits:\n  max_connection_idle_seconds: 100000\n", "limits.max_connection_idle_seconds: must be 1 to 86400"},
       {"limits:\n  handshake_timeout_seconds: 301\n", "limits.handshake_timeout_seconds: must be 1 to 300"},
       {"limits:\n  grpc_memory_bytes: 1000\n", "limits.grpc_memory_bytes: must be 16777216"},
+      {"health_check_interval_ms: 50\n", "health_check_interval_ms: must be 100 to 60000"},
+      {"health_check_interval_ms: 60001\n", "health_check_interval_ms: must be 100 to 60000"},
       {"profiles:\n  device:\n    validity_days: 400\n    max_validity_days: 365\n",
        "profiles.device.validity_days: must be 1 to max_validity_days (365)"},
       {"profiles:\n  device:\n    key_usages: [certSign]\n", "profiles.device.key_usages: unknown 'certSign'"},

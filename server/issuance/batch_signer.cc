@@ -153,7 +153,7 @@ void BatchSigner::ProcessBatch(std::vector<SignJob> batch) {
   std::vector<SignJob> pending = std::move(batch);
 
   for (int attempt = 0; attempt < kSerialAttempts && !pending.empty(); ++attempt) {
-    absl::Time now = options_.clock();
+    absl::Time now = options_.clock->Now();
     store::Batch batch;
     std::vector<size_t> index;  // batch.entries[i] belongs to pending[index[i]]
     std::vector<bool> answered(pending.size(), false);

@@ -16,6 +16,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/clock.h"
 #include "server/issuance/certificate_builder.h"
 #include "server/issuance/issuance_request.h"
 #include "server/store/store.h"
@@ -37,7 +38,7 @@ class BatchSigner {
     int max_batch = 64;
     absl::Duration max_linger = absl::Microseconds(200);
     size_t queue_size = 4096;
-    std::function<absl::Time()> clock = [] { return absl::Now(); };
+    const Clock* clock = RealClock::Get();  // borrowed; dates the certificates (notBefore, notAfter)
   };
 
   // Create starts the workers. `builder` and `store` are borrowed and must outlive the BatchSigner.

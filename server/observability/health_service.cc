@@ -35,10 +35,11 @@ absl::StatusOr<std::string> HealthService::Authenticate(grpc::CallbackServerCont
       chain.assign(v.front().data(), v.front().size());
     }
   }
-  auto identity = authenticator_->Authenticate(leaf, chain, absl::Now());
+  const absl::Time now = clock_->Now();
+  auto identity = authenticator_->Authenticate(leaf, chain, now);
   if (!identity.ok()) {
     audit::Entry e;
-    e.time = absl::Now();
+    e.time = now;
     e.rpc = rpc;
     e.peer = context->peer();
     e.outcome = "refused";

@@ -10,6 +10,7 @@
 
 #include <atomic>
 
+#include "common/clock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "server/audit/audit_log.h"
 #include "server/auth/authenticator.h"
@@ -18,11 +19,13 @@ namespace linesign::observability {
 
 class HealthService final : public grpc::health::v1::Health::CallbackService {
  public:
-  // `authenticator` and `audit` are borrowed and must outlive the service. Starts NOT_SERVING.
-  HealthService(const auth::Authenticator* authenticator, audit::AuditLog* audit)
-      : authenticator_(authenticator), audit_(audit) {}
+  // `authenticator`, `audit` and `clock` are borrowed and must outlive the service. Starts NOT_SERVING.
+  HealthService(const auth::Authenticator* authenticator, audit::AuditLog* audit,
+                const Clock* clock = RealClock::Get())
+      : authenticator_(authenticator), audit_(audit), clock_(clock) {}
 
-  // SetServing sets what Check reports: SERVING or NOT_SERVING (starting, draining; later: HSM or store down).
+  // SetServing sets what Check reports: SERVING or NOT_SERVING. The server's HealthMonitor calls it
+  // (health_monitor.h): NOT_SERVING while starting, draining, or while the HSM or the store is unusable.
   void SetServing(bool serving) { serving_.store(serving, std::memory_order_release); }
 
   grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* context,
@@ -37,6 +40,7 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
 
   const auth::Authenticator* const authenticator_;
   audit::AuditLog* const audit_;
+  const Clock* const clock_;
   std::atomic<bool> serving_{false};
 };
 

@@ -120,7 +120,7 @@ std::pair<std::string, std::string> CaService::PeerCertificates(const grpc::Call
 
 absl::StatusOr<std::string> CaService::Authenticate(const grpc::CallbackServerContext* context) const {
   auto [leaf, chain] = PeerCertificates(context);
-  return p_.authenticator->Authenticate(leaf, chain, absl::Now());
+  return p_.authenticator->Authenticate(leaf, chain, p_.clock->Now());
 }
 
 absl::StatusOr<issuance::SignJob> CaService::Check(const v1::SignCsrRequest& request, const std::string& identity,
@@ -140,7 +140,7 @@ absl::StatusOr<issuance::SignJob> CaService::Check(const v1::SignCsrRequest& req
   *profile_name = request.profile().empty() ? p_.profiles->default_profile() : request.profile();
   // Authorisation comes before the profile is resolved and the CSR is looked at: a station learns nothing about
   // profiles it may not use, not even whether they exist (an unknown name is refused like a forbidden one).
-  if (auto st = p_.access->AllowSign(identity, *profile_name, absl::Now()); !st.ok()) return st;
+  if (auto st = p_.access->AllowSign(identity, *profile_name, p_.clock->Now()); !st.ok()) return st;
   // The one place a profile name is resolved: the request carries the compiled profile from here on.
   auto profile = p_.profiles->Find(*profile_name);
   if (!profile.ok()) {
@@ -492,13 +492,13 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
   // Reauthenticate verifies the stream's client certificate now and notes when to do it again.
   absl::StatusOr<std::string> Reauthenticate() {
     trust_generation_ = service_->p_.authenticator->generation();
-    checked_until_ = absl::Now() + auth::Authenticator::kSuccessCacheTime;
-    return service_->p_.authenticator->Authenticate(leaf_pem_, chain_pem_, absl::Now());
+    checked_until_ = service_->p_.clock->Now() + auth::Authenticator::kSuccessCacheTime;
+    return service_->p_.authenticator->Authenticate(leaf_pem_, chain_pem_, service_->p_.clock->Now());
   }
   // StillTrusted re-verifies the certificate when the trust was reloaded or the last check has aged out; cheap
   // otherwise (one atomic load and a clock read). Runs on the one read callback at a time.
   absl::Status StillTrusted() {
-    if (service_->p_.authenticator->generation() == trust_generation_ && absl::Now() < checked_until_) {
+    if (service_->p_.authenticator->generation() == trust_generation_ && service_->p_.clock->Now() < checked_until_) {
       return absl::OkStatus();
     }
     auto identity = Reauthenticate();

@@ -13,6 +13,7 @@
 #include <set>
 
 #include "absl/container/flat_hash_map.h"
+#include "common/clock.h"
 #include "linesign/v1/ca.grpc.pb.h"
 #include "linesign/v1/config.pb.h"
 #include "server/audit/audit_log.h"
@@ -41,6 +42,7 @@ class CaService final : public v1::CertificateAuthority::CallbackService {
     auth::AccessPolicy* access;
     audit::AuditLog* audit;
     const profile::Profiles* profiles;
+    const Clock* clock = RealClock::Get();  // borrowed; "now" for authentication, access and audit
   };
   explicit CaService(Parts parts) : p_(parts) {}
 

@@ -55,6 +55,13 @@ class Store : public IssuanceStore, public CertificateReader, public EventReader
   // One FindByRequest for both interfaces that ask for it.
   absl::StatusOr<std::optional<CertificateRecord>> FindByRequest(const std::string& station,
                                                                  const std::string& request_id) override = 0;
+
+  // Ping says whether the backend can take a write now (the health monitor asks every few seconds): Unavailable
+  // with the reason when it cannot within a short wait.
+  virtual absl::Status Ping() = 0;
+  // Checkpoint does the backend's periodic upkeep (SQLite: copy the WAL into the database file once it has
+  // grown); the server's "store-checkpoint" task calls it. Unavailable when it fails; OK for nothing to do.
+  virtual absl::Status Checkpoint() { return absl::OkStatus(); }
 };
 
 // Open opens the backend `config` names, brings its schema up to date (see sqlite/migrations.h) and returns it.

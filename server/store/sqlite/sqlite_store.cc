@@ -261,7 +261,7 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
     return absl::UnavailableError(absl::StrCat("store.sqlite.path ", path, ": ", msg));
   }
   std::unique_ptr<SqliteStore> store(new SqliteStore(db, clock));
-  sqlite3_busy_timeout(db, 5000);
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
   sqlite3_extended_result_codes(db, 1);
   for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON"}) {
     if (auto st = store->Exec(pragma); !st.ok()) {
@@ -276,21 +276,23 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
   if (rc != SQLITE_OK) {
     return absl::UnavailableError(absl::StrCat("store.sqlite.path ", path, ": ", sqlite3_errmsg(store->reader_)));
   }
-  sqlite3_busy_timeout(store->reader_, 5000);
+  sqlite3_busy_timeout(store->reader_, kBusyTimeoutMs);
   sqlite3_extended_result_codes(store->reader_, 1);
 
-  sqlite3* ck = nullptr;
-  rc = sqlite3_open_v2(path.c_str(), &ck, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
-  if (rc != SQLITE_OK) {
-    std::string msg = ck != nullptr ? sqlite3_errmsg(ck) : sqlite3_errstr(rc);
-    sqlite3_close(ck);
-    return absl::UnavailableError(absl::StrCat("store.sqlite.path ", path, ": ", msg));
+  // The checkpointer and the ping: connections of their own, so neither waits behind the writer's mutex.
+  for (sqlite3** extra : {&store->ck_, &store->ping_}) {
+    rc = sqlite3_open_v2(path.c_str(), extra, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+    if (rc != SQLITE_OK) {
+      return absl::UnavailableError(absl::StrCat("store.sqlite.path ", path, ": ",
+                                                 *extra != nullptr ? sqlite3_errmsg(*extra) : sqlite3_errstr(rc)));
+    }
+    sqlite3_extended_result_codes(*extra, 1);
   }
-  sqlite3_busy_timeout(ck, 5000);
-  sqlite3_exec(ck, "PRAGMA synchronous=FULL", nullptr, nullptr, nullptr);  // the checkpoint's fsync
+  sqlite3_busy_timeout(store->ck_, kBusyTimeoutMs);
+  sqlite3_exec(store->ck_, "PRAGMA synchronous=FULL", nullptr, nullptr, nullptr);  // the checkpoint's fsync
+  sqlite3_busy_timeout(store->ping_, kPingBusyTimeoutMs);
   // Replaces SQLite's automatic checkpoint in the committing connection.
   sqlite3_wal_hook(store->db_, &SqliteStore::OnWalCommit, store.get());
-  store->checkpointer_ = std::thread([s = store.get(), ck] { s->CheckpointLoop(ck); });
   return store;
 }
 
@@ -313,50 +315,42 @@ absl::Status SqliteStore::Prepare() {
 }
 
 SqliteStore::~SqliteStore() {
-  if (checkpointer_.joinable()) {
-    {
-      std::lock_guard<std::mutex> lock(ck_mu_);
-      stop_ = true;
-    }
-    ck_cv_.notify_one();
-    checkpointer_.join();
-  }
   for (sqlite3_stmt* s :
        {find_request_, insert_certificate_, insert_event_, insert_outbox_, claim_, complete_, reschedule_}) {
     sqlite3_finalize(s);
   }
   sqlite3_close(reader_);
+  sqlite3_close(ck_);
+  sqlite3_close(ping_);
   sqlite3_close(db_);  // the last connection: SQLite checkpoints the rest and removes the WAL
 }
 
 int SqliteStore::OnWalCommit(void* self, sqlite3*, const char*, int pages) {
-  if (pages >= kCheckpointPages) {
-    auto* store = static_cast<SqliteStore*>(self);
-    {
-      std::lock_guard<std::mutex> lock(store->ck_mu_);
-      store->ck_wanted_ = true;
-    }
-    store->ck_cv_.notify_one();
-  }
+  static_cast<SqliteStore*>(self)->wal_pages_.store(pages, std::memory_order_relaxed);
   return SQLITE_OK;
 }
 
-void SqliteStore::CheckpointLoop(sqlite3* db) {
-  std::unique_lock<std::mutex> lock(ck_mu_);
-  while (true) {
-    ck_cv_.wait(lock, [this] { return ck_wanted_ || stop_; });
-    if (stop_) break;
-    ck_wanted_ = false;
-    lock.unlock();
-    // PASSIVE: copies what it can without waiting for the writer or readers; commits go on meanwhile. What it
-    // cannot copy now is copied by the next one.
-    int log = 0, done = 0;
-    int rc = sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
-    lock.lock();
-    if (rc == SQLITE_OK) ++checkpoints_;
+absl::Status SqliteStore::Checkpoint() {
+  if (wal_pages_.load(std::memory_order_relaxed) < kCheckpointPages) return absl::OkStatus();
+  std::lock_guard<std::mutex> lock(ck_mu_);
+  // PASSIVE: copies what it can without waiting for the writer or readers; commits go on meanwhile.
+  int log = 0, done = 0;
+  if (sqlite3_wal_checkpoint_v2(ck_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log, &done) != SQLITE_OK) {
+    return Unavailable(ck_, "checkpoint");
   }
-  lock.unlock();
-  sqlite3_close(db);
+  ++checkpoints_;
+  // All copied: the writer starts the WAL over at its next commit, whose hook reports the new size.
+  if (done >= log) wal_pages_.store(0, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::Ping() {
+  std::lock_guard<std::mutex> lock(ping_mu_);
+  if (sqlite3_exec(ping_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return Unavailable(ping_, "ping");
+  }
+  sqlite3_exec(ping_, "ROLLBACK", nullptr, nullptr, nullptr);
+  return absl::OkStatus();
 }
 
 int64_t SqliteStore::checkpoints() const {

@@ -2,19 +2,18 @@
 // survives power loss; writes are serialised by one connection with its statements prepared once, and reads use
 // a second one, so a query (a replay look-up, GetCertificate, GetStats, a list, the event log) never waits behind
 // a batch that is waiting for the database. Checkpoints (copying the WAL into the database file, with its own
-// fsync) run on a thread and connection of their own once the WAL holds kCheckpointPages pages, instead of inside
-// whichever commit crossed the threshold, so no batch waits for one. The schema is brought up to date at Open
-// (migrations.h).
+// fsync) run on a connection of their own when the server's checkpoint task calls Checkpoint and the WAL holds
+// kCheckpointPages pages, instead of inside whichever commit crossed the threshold, so no batch waits for one.
+// The schema is brought up to date at Open (migrations.h).
 #ifndef LINESIGN_SERVER_STORE_SQLITE_SQLITE_STORE_H_
 #define LINESIGN_SERVER_STORE_SQLITE_SQLITE_STORE_H_
 
 #include <sqlite3.h>
 
-#include <condition_variable>
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 
 #include "common/clock.h"
 #include "server/store/store.h"
@@ -44,10 +43,21 @@ class SqliteStore final : public Store {
   absl::Status Reschedule(int64_t id, const std::string& owner, absl::Time next_attempt_at,
                           const std::string& last_error) override;
 
-  // checkpoints returns how many checkpoints the background thread has completed.
+  // Checkpoint copies the WAL into the database file (PASSIVE: it waits for neither the writer nor the readers;
+  // what it cannot copy now the next call copies) once the last commit left kCheckpointPages pages or more in the
+  // WAL, and does nothing below that. Unavailable with SQLite's reason when the checkpoint fails.
+  absl::Status Checkpoint() override;
+  // Ping takes the write lock and gives it back at once (BEGIN IMMEDIATE; ROLLBACK) on a connection of its own,
+  // waiting at most kPingBusyTimeout: Unavailable ("store: ping: database is locked") when another connection or
+  // process holds the database longer than that, or the file cannot be written.
+  absl::Status Ping() override;
+
+  // checkpoints returns how many checkpoints Checkpoint has completed.
   int64_t checkpoints() const;
 
   static constexpr int kCheckpointPages = 1000;  // SQLite's own default threshold
+  static constexpr int kBusyTimeoutMs = 5000;    // how long a batch waits for the write lock
+  static constexpr int kPingBusyTimeoutMs = 1000;
 
  private:
   SqliteStore(sqlite3* db, const Clock* clock) : db_(db), clock_(clock) {}
@@ -76,15 +86,13 @@ class SqliteStore final : public Store {
   std::mutex read_mu_;
   sqlite3* reader_ = nullptr;  // owned; guarded by read_mu_; read-only, sees every committed batch (WAL)
 
-  // CheckpointLoop runs on checkpointer_ with its own connection until stop_.
-  void CheckpointLoop(sqlite3* db);
   static int OnWalCommit(void* self, sqlite3* db, const char* name, int pages);
+  std::atomic<int> wal_pages_{0};  // the WAL's size in pages after the last commit
   mutable std::mutex ck_mu_;
-  std::condition_variable ck_cv_;
-  bool ck_wanted_ = false;   // guarded by ck_mu_
-  bool stop_ = false;        // guarded by ck_mu_
+  sqlite3* ck_ = nullptr;    // owned; guarded by ck_mu_; the checkpointer
   int64_t checkpoints_ = 0;  // guarded by ck_mu_
-  std::thread checkpointer_;
+  std::mutex ping_mu_;
+  sqlite3* ping_ = nullptr;  // owned; guarded by ping_mu_
 };
 
 }  // namespace linesign::store
