@@ -12,7 +12,12 @@
 #include "linesign/v1/config.pb.h"
 #include "server/issuance/batch_signer.h"
 #include "server/observability/health_service.h"
-#include "server/service/ca_service.h"
+#include "server/service/admin_service.h"
+#include "server/service/bounded_executor.h"
+#include "server/service/drain_tracker.h"
+#include "server/service/request_checker.h"
+#include "server/service/rpc_counters.h"
+#include "server/service/station_service.h"
 #include "server/store/store.h"
 
 namespace linesign {
@@ -28,7 +33,7 @@ class LinesignServer {
   const std::string& address() const { return address_; }
 
   // Shutdown refuses new signing calls, lets in-flight ones and open streams finish (up to `grace`; see
-  // CaService::BeginDrain), then stops gRPC and the signer. Idempotent.
+  // DrainTracker::BeginDrain), then stops gRPC and the signer. Idempotent.
   void Shutdown(absl::Duration grace = absl::Seconds(30));
   // ReloadTrust re-reads the station CA bundle and CRL files the configuration names (tls.client_ca_file,
   // tls.crl_files): SIGHUP. On an error the trust in force is kept and the error, naming the field, returned.
@@ -51,7 +56,14 @@ class LinesignServer {
   std::unique_ptr<auth::AccessPolicy> access_;
   std::unique_ptr<audit::AuditLog> audit_;
   profile::Profiles profiles_;
-  std::unique_ptr<service::CaService> service_;
+  // The services and what they share: counters and audit, the drain tracker, the request checker, the executor
+  // of administrative reads. Declared after what they borrow, so they go first.
+  std::unique_ptr<service::RpcCounters> counters_;
+  std::unique_ptr<service::DrainTracker> drain_;
+  std::unique_ptr<service::RequestChecker> checker_;
+  std::unique_ptr<service::BoundedExecutor> admin_executor_;
+  std::unique_ptr<service::StationService> service_;
+  std::unique_ptr<service::AdminService> admin_;
   std::unique_ptr<observability::HealthService> health_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::string address_;

@@ -18,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "hsm/pkcs11_module.h"
+#include "linesign/v1/admin.grpc.pb.h"
 #include "linesign/v1/ca.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "server/config/config.h"
@@ -637,7 +638,7 @@ class BadInputTest : public EndToEndTest, public ::testing::WithParamInterface<B
 uint64_t Answered(const std::string& key) {
   v1::GetStatsResponse stats;
   grpc::ClientContext ctx;
-  EXPECT_TRUE(v1::CertificateAuthority::NewStub(EndToEndTest::Ca().Channel(EndToEndTest::Address(), "admin"))
+  EXPECT_TRUE(v1::Administration::NewStub(EndToEndTest::Ca().Channel(EndToEndTest::Address(), "admin"))
                   ->GetStats(&ctx, {}, &stats)
                   .ok());
   auto it = stats.answers().find(key);
@@ -769,7 +770,7 @@ TEST_F(StationTextTest, SansReadBackExactlyAsSent) {
   get.set_serial_hex(signed_resp.serial_hex());
   v1::GetCertificateResponse record;
   grpc::ClientContext ctx;
-  st = Stub("admin")->GetCertificate(&ctx, get, &record);
+  st = v1::Administration::NewStub(ca_->Channel(server_->address(), "admin"))->GetCertificate(&ctx, get, &record);
   ASSERT_TRUE(st.ok()) << st.error_message();
   ASSERT_EQ(record.san_size(), 3);
   EXPECT_EQ(record.san(0).type(), "URI");
