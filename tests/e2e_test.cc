@@ -800,6 +800,45 @@ TEST_F(StationTextTest, SansReadBackExactlyAsSent) {
   EXPECT_THAT(show.output, HasSubstr("request_id: \"text-sans-1\"\n"));
 }
 
+// `linesign list` (Administration.ListCertificates) prints one line per certificate, following pages with --all,
+// and quotes what a station chose, so a SAN holding a comma and another SAN's text stays inside its quotes.
+TEST_F(StationTextTest, ListPrintsOneQuotedLinePerCertificateAcrossPages) {
+  for (const char* id : {"text-list-1", "text-list-2", "text-list-3"}) {
+    v1::SignCsrRequest req;
+    req.set_csr_der(CsrWithRawSans({{GEN_URI, "urn:example:a,DNS:evil.example"}}));
+    req.set_request_id(id);
+    req.set_profile("names");
+    v1::SignCsrResponse resp;
+    grpc::Status st = Sign(req, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+  std::string dir = testing::TempDir("linesign-list");
+  ASSERT_TRUE(tls::WriteCredentials(dir + "/admin", ca_->station_ca.certificate_pem,
+                                    ca_->StationCredentials("admin"))
+                  .ok());
+  auto list = testing::RunCommand({testing::ClientBinary(), "list", "--server", server_->address(), "--tls-dir",
+                                   dir + "/admin", "--profile", "names", "--page-size", "1", "--all"});
+  ASSERT_EQ(list.exit_code, 0) << list.output;
+  std::vector<std::string> mine;
+  for (absl::string_view line : absl::StrSplit(list.output, '\n')) {
+    if (absl::StrContains(line, "request_id=\"text-list-")) mine.emplace_back(line);
+  }
+  ASSERT_EQ(mine.size(), 3u) << list.output;
+  for (const std::string& line : mine) {
+    EXPECT_THAT(line, HasSubstr(R"( profile="names" station="station-1" )"));
+    EXPECT_THAT(line, HasSubstr(R"(sans=[URI:"urn:example:a,DNS:evil.example"])"));
+  }
+  // The administrators' service refuses a forged page token by name, never as a store failure.
+  v1::ListCertificatesRequest forged;
+  forged.set_page_token("c1.0 UNION SELECT der FROM certificates");
+  v1::ListCertificatesResponse resp;
+  grpc::ClientContext ctx;
+  grpc::Status st =
+      v1::Administration::NewStub(ca_->Channel(server_->address(), "admin"))->ListCertificates(&ctx, forged, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("page_token is not one this server returned"));
+}
+
 // A request id names one request: the same id and CSR under another profile is ALREADY_EXISTS naming the earlier
 // serial and profile, audited as refused (it used to return the device certificate with replayed=true).
 TEST_F(StationTextTest, SameRequestIdUnderAnotherProfileIsAlreadyExists) {
