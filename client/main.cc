@@ -4,7 +4,10 @@
 
 #include <iostream>
 #include <map>
+#include <tuple>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 
 #include "CLI/CLI.hpp"
@@ -13,6 +16,7 @@
 #include "client/output.h"
 #include "common/openssl_util.h"
 #include "common/utf8.h"
+#include "linesign/v1/admin.grpc.pb.h"
 #include "linesign/v1/ca.grpc.pb.h"
 
 namespace {
@@ -40,6 +44,35 @@ void AddConnectionOptions(CLI::App* cmd, std::string* server, linesign::client::
   cmd->add_option("--cert", tls->cert_file, "This station's client certificate (PEM)");
   cmd->add_option("--key", tls->key_file, "Its private key (PEM)");
   cmd->add_flag("--insecure", tls->insecure, "Plaintext, for a loopback server with tls.insecure");
+}
+
+// ParseTime reads an RFC 3339 time ("2025-01-31T00:00:00Z") into `out`; false when it is not one.
+bool ParseTime(const std::string& text, google::protobuf::Timestamp* out) {
+  absl::Time t;
+  std::string err;
+  if (!absl::ParseTime(absl::RFC3339_full, text, &t, &err)) return false;
+  out->set_seconds(absl::ToUnixSeconds(t));
+  return true;
+}
+
+std::string FormatSeconds(int64_t seconds) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixSeconds(seconds), absl::UTCTimeZone());
+}
+
+// ListLine is one certificate as `linesign list` prints it: serial, status, issued, not_after, then the
+// station-supplied text quoted and escaped (QuoteForDisplay), so a value can never look like another field or line.
+std::string ListLine(const linesign::v1::CertificateSummary& c) {
+  using linesign::QuoteForDisplay;
+  std::vector<std::string> sans;
+  for (const auto& san : c.san()) {
+    sans.push_back(absl::StrCat(linesign::QuoteForDisplayUnlessPlain(san.type()), ":",
+                                QuoteForDisplay(san.raw_value().empty() ? san.value() : san.raw_value())));
+  }
+  return absl::StrCat(QuoteForDisplay(c.serial_hex()), " ", QuoteForDisplay(c.status()),
+                      " issued=", FormatSeconds(c.issued_at().seconds()),
+                      " not_after=", FormatSeconds(c.not_after().seconds()), " profile=", QuoteForDisplay(c.profile()),
+                      " station=", QuoteForDisplay(c.station()), " request_id=", QuoteForDisplay(c.request_id()),
+                      " subject=", QuoteForDisplay(c.subject()), " sans=[", absl::StrJoin(sans, ", "), "]");
 }
 
 }  // namespace
@@ -84,6 +117,19 @@ int main(int argc, char** argv) {
   auto* stats = app.add_subcommand("stats", "Administrators: print the server's counters");
   AddConnectionOptions(stats, &server, &tls);
 
+  std::string list_profile, list_station, issued_after, issued_before, expiring_before;
+  uint32_t page_size = 100;
+  bool all_pages = false;
+  auto* list = app.add_subcommand("list", "Administrators: list issued certificates, one line each, oldest first");
+  AddConnectionOptions(list, &server, &tls);
+  list->add_option("--profile", list_profile, "Only certificates of this profile");
+  list->add_option("--station", list_station, "Only certificates this station identity requested");
+  list->add_option("--issued-after", issued_after, "Only certificates issued at or after this RFC 3339 time");
+  list->add_option("--issued-before", issued_before, "Only certificates issued before this RFC 3339 time");
+  list->add_option("--expiring-before", expiring_before, "Only certificates whose not_after is before this time");
+  list->add_option("--page-size", page_size, "Certificates per page, 1 to 1000")->capture_default_str();
+  list->add_flag("--all", all_pages, "Follow every page (default: the first page, then the next page token)");
+
   CLI11_PARSE(app, argc, argv);
 
   if (*keygen) {
@@ -104,7 +150,9 @@ int main(int argc, char** argv) {
 
   auto credentials = linesign::client::Credentials(tls);
   if (!credentials.ok()) return Fail(std::string(credentials.status().message()));
-  auto stub = linesign::v1::CertificateAuthority::NewStub(linesign::client::Connect(server, *credentials));
+  auto channel = linesign::client::Connect(server, *credentials);
+  auto stub = linesign::v1::CertificateAuthority::NewStub(channel);
+  auto admin = linesign::v1::Administration::NewStub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(timeout_s));
   if (*chain) {
@@ -123,7 +171,7 @@ int main(int argc, char** argv) {
     linesign::v1::GetCertificateRequest req;
     req.set_serial_hex(serial);
     linesign::v1::GetCertificateResponse resp;
-    grpc::Status st = stub->GetCertificate(&ctx, req, &resp);
+    grpc::Status st = admin->GetCertificate(&ctx, req, &resp);
     if (!st.ok()) return FailRpc("show", st);
     // Station-supplied values are quoted and escaped (QuoteForDisplay): a newline or a comma in a SAN, a subject
     // or a request id can never look like another line or another SAN. One line per SAN.
@@ -149,11 +197,45 @@ int main(int argc, char** argv) {
   }
   if (*stats) {
     linesign::v1::GetStatsResponse resp;
-    grpc::Status st = stub->GetStats(&ctx, {}, &resp);
+    grpc::Status st = admin->GetStats(&ctx, {}, &resp);
     if (!st.ok()) return FailRpc("stats", st);
     std::map<std::string, uint64_t> sorted(resp.answers().begin(), resp.answers().end());
     for (const auto& [key, n] : sorted) std::cout << key << " " << n << "\n";
     std::cout << "queued " << resp.queued() << "\ncertificates_recorded " << resp.certificates_recorded() << "\n";
+    return 0;
+  }
+
+  if (*list) {
+    linesign::v1::ListCertificatesRequest req;
+    req.set_profile(list_profile);
+    req.set_station(list_station);
+    req.set_page_size(page_size);
+    for (auto [flag, text, field] :
+         {std::tuple{"--issued-after", &issued_after, req.mutable_issued_after()},
+          std::tuple{"--issued-before", &issued_before, req.mutable_issued_before()},
+          std::tuple{"--expiring-before", &expiring_before, req.mutable_expiring_before()}}) {
+      if (text->empty()) continue;
+      if (!ParseTime(*text, field)) {
+        return Fail(absl::StrCat(flag, " '", *text, "' is not an RFC 3339 time such as 2025-01-31T00:00:00Z"));
+      }
+    }
+    if (issued_after.empty()) req.clear_issued_after();
+    if (issued_before.empty()) req.clear_issued_before();
+    if (expiring_before.empty()) req.clear_expiring_before();
+    for (;;) {
+      linesign::v1::ListCertificatesResponse resp;
+      grpc::ClientContext page_ctx;
+      page_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(timeout_s));
+      grpc::Status st = admin->ListCertificates(&page_ctx, req, &resp);
+      if (!st.ok()) return FailRpc("list", st);
+      for (const auto& c : resp.certificates()) std::cout << ListLine(c) << "\n";
+      if (resp.next_page_token().empty()) break;
+      if (!all_pages) {
+        std::cerr << "linesign: more certificates match; --all lists every page\n";
+        break;
+      }
+      req.set_page_token(resp.next_page_token());
+    }
     return 0;
   }
 

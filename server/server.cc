@@ -141,9 +141,22 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
   LINESIGN_ASSIGN_OR_RETURN(s->audit_, audit::AuditLog::Open(c.audit().file()));
   LINESIGN_ASSIGN_OR_RETURN(s->profiles_, profile::Profiles::Compile(c));
   LINESIGN_ASSIGN_OR_RETURN(auto credentials, ServerCredentials(c.tls(), c.listen()));
-  s->service_ = std::make_unique<service::CaService>(service::CaService::Parts{
-      &s->config_, &s->ca_, s->batch_signer_.get(), s->store_.get(), s->authenticator_.get(), s->access_.get(),
-      s->audit_.get(), &s->profiles_, s->clock_});
+  const Clock* clock = s->clock_;
+  s->counters_ = std::make_unique<service::RpcCounters>(s->audit_.get(), clock);
+  s->drain_ = std::make_unique<service::DrainTracker>(service::DrainTracker::Limits{
+      .max_streams_per_identity = c.signer().max_streams_per_station(), .max_streams = c.limits().max_streams()});
+  s->checker_ = std::make_unique<service::RequestChecker>(s->access_.get(), &s->profiles_, clock);
+  s->service_ = std::make_unique<service::StationService>(service::StationService::Parts{
+      .config = &s->config_, .ca = &s->ca_, .signer = s->batch_signer_.get(),
+      .authenticator = s->authenticator_.get(), .access = s->access_.get(), .checker = s->checker_.get(),
+      .counters = s->counters_.get(), .drain = s->drain_.get(), .clock = clock});
+  // Administrative reads are rare: two threads, and a few more waiting, are plenty; beyond that a call is refused.
+  s->admin_executor_ = std::make_unique<service::BoundedExecutor>(/*threads=*/2, /*max_pending=*/16);
+  s->admin_ = std::make_unique<service::AdminService>(service::AdminService::Parts{
+      .issuer_id = s->ca_.issuer_id, .authenticator = s->authenticator_.get(), .access = s->access_.get(),
+      .reader = s->store_.get(), .queued = [signer = s->batch_signer_.get()] { return signer->queued(); },
+      .counters = s->counters_.get(), .drain = s->drain_.get(), .executor = s->admin_executor_.get(),
+      .clock = clock});
 
   s->health_ =
       std::make_unique<observability::HealthService>(s->authenticator_.get(), s->audit_.get(), s->clock_);
@@ -173,6 +186,7 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
   // kernel would split the stations between the two. Without it the second one cannot bind and says so.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(s->service_.get());
+  builder.RegisterService(s->admin_.get());
   builder.RegisterService(s->health_.get());
   builder.SetMaxReceiveMessageSize(1 << 20);
   // What gRPC 1.51 offers to bound connections (it has no cap on their number): calls per connection, a
@@ -216,8 +230,8 @@ void LinesignServer::Shutdown(absl::Duration grace) {
     // their way can reset the connection and lose them (the station would have to retry), so a short settle
     // lets them arrive first. Whatever is still running at the deadline is cancelled by gRPC.
     absl::Time deadline = absl::Now() + grace;
-    service_->BeginDrain();
-    if (service_->WaitUntilIdle(deadline)) {
+    drain_->BeginDrain();
+    if (drain_->WaitUntilIdle(deadline)) {
       absl::SleepFor(std::min(kSettle, std::max(absl::ZeroDuration(), deadline - absl::Now())));
     } else {
       LogWarning("shutdown: calls still in progress after ", absl::FormatDuration(grace), "; cancelling them");
@@ -226,6 +240,7 @@ void LinesignServer::Shutdown(absl::Duration grace) {
   }
   if (batch_signer_ != nullptr) batch_signer_->Shutdown();
   if (grpc_server_ != nullptr) grpc_server_->Wait();
+  admin_executor_.reset();  // runs any administrative read it accepted: they use the store
   if (tasks_ != nullptr) tasks_->Stop();
   store_.reset();
 }

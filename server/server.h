@@ -14,7 +14,12 @@
 #include "server/issuance/batch_signer.h"
 #include "server/observability/health_monitor.h"
 #include "server/observability/health_service.h"
-#include "server/service/ca_service.h"
+#include "server/service/admin_service.h"
+#include "server/service/bounded_executor.h"
+#include "server/service/drain_tracker.h"
+#include "server/service/request_checker.h"
+#include "server/service/rpc_counters.h"
+#include "server/service/station_service.h"
 #include "server/store/store.h"
 #include "server/tasks/task_runner.h"
 
@@ -41,7 +46,7 @@ class LinesignServer {
   const std::string& address() const { return address_; }
 
   // Shutdown reports NOT_SERVING, refuses new signing calls, lets in-flight ones and open streams finish (up to
-  // `grace`; see CaService::BeginDrain), then stops gRPC, the batch signer, the background tasks (in reverse
+  // `grace`; see DrainTracker::BeginDrain), then stops gRPC, the batch signer, the background tasks (in reverse
   // start order, each finishing its running round) and closes the store. Idempotent.
   void Shutdown(absl::Duration grace = absl::Seconds(30));
   // ReloadTrust re-reads the station CA bundle and CRL files the configuration names (tls.client_ca_file,
@@ -66,7 +71,14 @@ class LinesignServer {
   std::unique_ptr<auth::AccessPolicy> access_;
   std::unique_ptr<audit::AuditLog> audit_;
   profile::Profiles profiles_;
-  std::unique_ptr<service::CaService> service_;
+  // The services and what they share: counters and audit, the drain tracker, the request checker, the executor
+  // of administrative reads. Declared after what they borrow, so they go first.
+  std::unique_ptr<service::RpcCounters> counters_;
+  std::unique_ptr<service::DrainTracker> drain_;
+  std::unique_ptr<service::RequestChecker> checker_;
+  std::unique_ptr<service::BoundedExecutor> admin_executor_;
+  std::unique_ptr<service::StationService> service_;
+  std::unique_ptr<service::AdminService> admin_;
   std::unique_ptr<observability::HealthService> health_;
   observability::HealthMonitor* health_monitor_ = nullptr;  // owned by tasks_
   // After everything the tasks use: destroyed (stopped) first.

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "linesign/v1/admin.grpc.pb.h"
 #include "linesign/v1/ca.grpc.pb.h"
 #include "server/config/config.h"
 #include "tests/testing/certs.h"
@@ -82,7 +83,7 @@ class AbuseTest : public ::testing::Test {
     return VmRss(server_->pid());
   }
   v1::GetStatsResponse Stats() {
-    auto admin = v1::CertificateAuthority::NewStub(ca_->Channel(server_->address(), "admin"));
+    auto admin = v1::Administration::NewStub(ca_->Channel(server_->address(), "admin"));
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     v1::GetStatsResponse resp;
@@ -98,7 +99,7 @@ class AbuseTest : public ::testing::Test {
 
   // StreamRequestsRead returns how many requests the server has read on streams: each is answered (counted) once
   // it is read, whether refused at once or signed.
-  uint64_t StreamRequestsRead(v1::CertificateAuthority::Stub* admin) {
+  uint64_t StreamRequestsRead(v1::Administration::Stub* admin) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     v1::GetStatsResponse resp;
@@ -129,7 +130,7 @@ class AbuseTest : public ::testing::Test {
   Abuse SendWithoutReading(int count, const std::function<const v1::SignCsrRequest&(int)>& request,
                            int64_t baseline) {
     Abuse out;
-    auto admin = v1::CertificateAuthority::NewStub(ca_->Channel(server_->address(), "admin"));
+    auto admin = v1::Administration::NewStub(ca_->Channel(server_->address(), "admin"));
     const uint64_t read_before = StreamRequestsRead(admin.get());
     auto stub = v1::CertificateAuthority::NewStub(ca_->Channel(server_->address()));
     grpc::ClientContext ctx;

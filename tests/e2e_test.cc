@@ -18,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "hsm/pkcs11_module.h"
+#include "linesign/v1/admin.grpc.pb.h"
 #include "linesign/v1/ca.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "server/config/config.h"
@@ -637,7 +638,7 @@ class BadInputTest : public EndToEndTest, public ::testing::WithParamInterface<B
 uint64_t Answered(const std::string& key) {
   v1::GetStatsResponse stats;
   grpc::ClientContext ctx;
-  EXPECT_TRUE(v1::CertificateAuthority::NewStub(EndToEndTest::Ca().Channel(EndToEndTest::Address(), "admin"))
+  EXPECT_TRUE(v1::Administration::NewStub(EndToEndTest::Ca().Channel(EndToEndTest::Address(), "admin"))
                   ->GetStats(&ctx, {}, &stats)
                   .ok());
   auto it = stats.answers().find(key);
@@ -769,7 +770,7 @@ TEST_F(StationTextTest, SansReadBackExactlyAsSent) {
   get.set_serial_hex(signed_resp.serial_hex());
   v1::GetCertificateResponse record;
   grpc::ClientContext ctx;
-  st = Stub("admin")->GetCertificate(&ctx, get, &record);
+  st = v1::Administration::NewStub(ca_->Channel(server_->address(), "admin"))->GetCertificate(&ctx, get, &record);
   ASSERT_TRUE(st.ok()) << st.error_message();
   ASSERT_EQ(record.san_size(), 3);
   EXPECT_EQ(record.san(0).type(), "URI");
@@ -797,6 +798,45 @@ TEST_F(StationTextTest, SansReadBackExactlyAsSent) {
                                                 R"(san:        email:"ops@example.com")"));
   EXPECT_THAT(show.output, HasSubstr("subject:    \"CN=RAWSANS\"\n"));
   EXPECT_THAT(show.output, HasSubstr("request_id: \"text-sans-1\"\n"));
+}
+
+// `linesign list` (Administration.ListCertificates) prints one line per certificate, following pages with --all,
+// and quotes what a station chose, so a SAN holding a comma and another SAN's text stays inside its quotes.
+TEST_F(StationTextTest, ListPrintsOneQuotedLinePerCertificateAcrossPages) {
+  for (const char* id : {"text-list-1", "text-list-2", "text-list-3"}) {
+    v1::SignCsrRequest req;
+    req.set_csr_der(CsrWithRawSans({{GEN_URI, "urn:example:a,DNS:evil.example"}}));
+    req.set_request_id(id);
+    req.set_profile("names");
+    v1::SignCsrResponse resp;
+    grpc::Status st = Sign(req, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+  std::string dir = testing::TempDir("linesign-list");
+  ASSERT_TRUE(tls::WriteCredentials(dir + "/admin", ca_->station_ca.certificate_pem,
+                                    ca_->StationCredentials("admin"))
+                  .ok());
+  auto list = testing::RunCommand({testing::ClientBinary(), "list", "--server", server_->address(), "--tls-dir",
+                                   dir + "/admin", "--profile", "names", "--page-size", "1", "--all"});
+  ASSERT_EQ(list.exit_code, 0) << list.output;
+  std::vector<std::string> mine;
+  for (absl::string_view line : absl::StrSplit(list.output, '\n')) {
+    if (absl::StrContains(line, "request_id=\"text-list-")) mine.emplace_back(line);
+  }
+  ASSERT_EQ(mine.size(), 3u) << list.output;
+  for (const std::string& line : mine) {
+    EXPECT_THAT(line, HasSubstr(R"( profile="names" station="station-1" )"));
+    EXPECT_THAT(line, HasSubstr(R"(sans=[URI:"urn:example:a,DNS:evil.example"])"));
+  }
+  // The administrators' service refuses a forged page token by name, never as a store failure.
+  v1::ListCertificatesRequest forged;
+  forged.set_page_token("c1.0 UNION SELECT der FROM certificates");
+  v1::ListCertificatesResponse resp;
+  grpc::ClientContext ctx;
+  grpc::Status st =
+      v1::Administration::NewStub(ca_->Channel(server_->address(), "admin"))->ListCertificates(&ctx, forged, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("page_token is not one this server returned"));
 }
 
 // A request id names one request: the same id and CSR under another profile is ALREADY_EXISTS naming the earlier

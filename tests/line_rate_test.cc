@@ -20,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "gtest/gtest.h"
+#include "linesign/v1/admin.grpc.pb.h"
 #include "linesign/v1/ca.grpc.pb.h"
 #include "server/config/config.h"
 #include "tests/testing/certs.h"
@@ -115,7 +116,7 @@ class LineRateTest : public ::testing::Test {
   }
   // Stats asks the server's GetStats as the administrator.
   v1::GetStatsResponse Stats() {
-    if (admin_ == nullptr) admin_ = v1::CertificateAuthority::NewStub(ca_->Channel(server_->address(), "admin"));
+    if (admin_ == nullptr) admin_ = v1::Administration::NewStub(ca_->Channel(server_->address(), "admin"));
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     v1::GetStatsResponse resp;
@@ -167,7 +168,7 @@ class LineRateTest : public ::testing::Test {
   v1::ServerConfig config_;
   std::unique_ptr<ServerProcess> server_;
   std::unique_ptr<v1::CertificateAuthority::Stub> stub_;
-  std::unique_ptr<v1::CertificateAuthority::Stub> admin_;
+  std::unique_ptr<v1::Administration::Stub> admin_;
 };
 
 TEST_F(LineRateTest, ManyStreamsAndUnaryCallersEachGetTheirOwnDurableCertificate) {

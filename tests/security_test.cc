@@ -20,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "linesign/v1/admin.grpc.pb.h"
 #include "linesign/v1/ca.grpc.pb.h"
 #include "server/auth/station_credential.h"
 #include "nlohmann/json.hpp"
@@ -103,6 +104,9 @@ class SecurityTest : public ::testing::Test {
   static std::unique_ptr<v1::CertificateAuthority::Stub> Stub(const std::string& identity) {
     return v1::CertificateAuthority::NewStub(ca_->Channel(server_->address(), identity));
   }
+  static std::unique_ptr<v1::Administration::Stub> AdminStub(const std::string& identity) {
+    return v1::Administration::NewStub(ca_->Channel(server_->address(), identity));
+  }
   static std::unique_ptr<v1::CertificateAuthority::Stub> StubWith(const tls::KeyAndCertificate& client) {
     return v1::CertificateAuthority::NewStub(ca_->ChannelWith(server_->address(), client));
   }
@@ -120,7 +124,7 @@ class SecurityTest : public ::testing::Test {
   static v1::GetStatsResponse Stats() {
     v1::GetStatsResponse resp;
     grpc::ClientContext ctx;
-    grpc::Status st = Stub("admin")->GetStats(&ctx, {}, &resp);
+    grpc::Status st = AdminStub("admin")->GetStats(&ctx, {}, &resp);
     EXPECT_TRUE(st.ok()) << st.error_message();
     return resp;
   }
@@ -239,13 +243,13 @@ TEST_F(SecurityTest, AdministratorRpcsAreForAdministratorsOnly) {
   v1::GetCertificateResponse resp;
   {
     grpc::ClientContext ctx;
-    grpc::Status st = Stub("station-1")->GetCertificate(&ctx, req, &resp);
+    grpc::Status st = AdminStub("station-1")->GetCertificate(&ctx, req, &resp);
     EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
     EXPECT_THAT(st.error_message(), HasSubstr("identity 'station-1' may not call GetCertificate: administrators only"));
   }
   {
     grpc::ClientContext ctx;
-    grpc::Status st = Stub("admin")->GetCertificate(&ctx, req, &resp);
+    grpc::Status st = AdminStub("admin")->GetCertificate(&ctx, req, &resp);
     ASSERT_TRUE(st.ok()) << st.error_message();
     EXPECT_EQ(resp.certificate_der(), issued.certificate_der());
     EXPECT_EQ(resp.station(), "station-1");
@@ -254,12 +258,12 @@ TEST_F(SecurityTest, AdministratorRpcsAreForAdministratorsOnly) {
   {
     req.set_serial_hex("7F");
     grpc::ClientContext ctx;
-    EXPECT_EQ(Stub("admin")->GetCertificate(&ctx, req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+    EXPECT_EQ(AdminStub("admin")->GetCertificate(&ctx, req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
   }
   {
     grpc::ClientContext ctx;
     v1::GetStatsResponse stats;
-    EXPECT_EQ(Stub("station-1")->GetStats(&ctx, {}, &stats).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    EXPECT_EQ(AdminStub("station-1")->GetStats(&ctx, {}, &stats).error_code(), grpc::StatusCode::PERMISSION_DENIED);
   }
   // An administrator is not a station.
   EXPECT_EQ(Sign(Stub("admin").get(), "admin-sign-1").error_code(), grpc::StatusCode::PERMISSION_DENIED);
@@ -533,6 +537,7 @@ TEST_F(StationIdentityTest, DeviceCertificatesNeverAuthenticateByCnUriOrDnsSan) 
     // The device certificate is nobody: every RPC, health included, is UNAUTHENTICATED.
     const std::string why = "is a device certificate (issued by linesign's issuing CA";
     auto as_device = v1::CertificateAuthority::NewStub(ca_->ChannelWith(address, device));
+    auto device_admin = v1::Administration::NewStub(ca_->ChannelWith(address, device));
     for (const char* profile : {"", "server", "serial"}) {
       req.set_csr_der(testing::Csr("ec-p256", "/CN=DEVICE"));
       req.set_request_id(absl::StrCat("impersonate-sign-", profile));
@@ -546,7 +551,7 @@ TEST_F(StationIdentityTest, DeviceCertificatesNeverAuthenticateByCnUriOrDnsSan) 
     {
       grpc::ClientContext ctx;
       v1::GetStatsResponse stats;
-      grpc::Status st = as_device->GetStats(&ctx, {}, &stats);
+      grpc::Status st = device_admin->GetStats(&ctx, {}, &stats);
       EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << st.error_message();
       EXPECT_THAT(st.error_message(), HasSubstr(why));
     }
@@ -555,7 +560,7 @@ TEST_F(StationIdentityTest, DeviceCertificatesNeverAuthenticateByCnUriOrDnsSan) 
       v1::GetCertificateRequest get;
       get.set_serial_hex(issued.serial_hex());
       v1::GetCertificateResponse resp;
-      EXPECT_EQ(as_device->GetCertificate(&ctx, get, &resp).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+      EXPECT_EQ(device_admin->GetCertificate(&ctx, get, &resp).error_code(), grpc::StatusCode::UNAUTHENTICATED);
     }
     {
       grpc::ClientContext ctx;
@@ -574,7 +579,7 @@ TEST_F(StationIdentityTest, DeviceCertificatesNeverAuthenticateByCnUriOrDnsSan) 
     {
       grpc::ClientContext ctx;
       v1::GetStatsResponse stats;
-      st = v1::CertificateAuthority::NewStub(ca_->ChannelWith(address, unmarked))->GetStats(&ctx, {}, &stats);
+      st = v1::Administration::NewStub(ca_->ChannelWith(address, unmarked))->GetStats(&ctx, {}, &stats);
       EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << st.error_message();
       EXPECT_THAT(st.error_message(),
                   HasSubstr(std::string("client certificate 'CN=admin' is not a station credential: it lacks the "
@@ -585,7 +590,7 @@ TEST_F(StationIdentityTest, DeviceCertificatesNeverAuthenticateByCnUriOrDnsSan) 
     {
       grpc::ClientContext ctx;
       v1::GetStatsResponse stats;
-      st = v1::CertificateAuthority::NewStub(ca_->ChannelWith(address, Credentials("admin")))
+      st = v1::Administration::NewStub(ca_->ChannelWith(address, Credentials("admin")))
                ->GetStats(&ctx, {}, &stats);
       ASSERT_TRUE(st.ok()) << st.error_message();
       EXPECT_EQ(stats.answers().at("SignCsr UNAUTHENTICATED"), 3u);

@@ -150,7 +150,7 @@ profiles:
 default_profile: device
 tls: {insecure: true}
 access:
-  - {identity: anonymous, profiles: [device]}
+  - {identity: anonymous, profiles: [device], admin: true}
 audit: {file: )", dir, R"(/audit.jsonl}
 )"));
   }
@@ -180,6 +180,23 @@ TEST_F(UpgradeServerTest, TheServerReplaysOldRequestsAndIssuesNewOnesAfterTheUpg
     EXPECT_THAT(r.output, HasSubstr("replayed"));
     EXPECT_EQ(*ReadFile(out), *ReadFile(Fixture(absl::StrCat("v1-device", n, ".pem"))));
   }
+  // Administrators read the old certificates by serial through the Administration service (`linesign show`) and
+  // find them in `linesign list`, as status valid; their SANs, written before SANs were typed, read back as one
+  // legacy entry, quoted.
+  for (int n = 1; n <= kOldCertificates; ++n) {
+    OldCertificate old = ReadOld(n);
+    auto show = testing::RunCommand({testing::ClientBinary(), "show", "--server", (*server)->address(), "--insecure",
+                                     "--serial", old.serial_hex, "--out", dir + "/shown.pem"});
+    ASSERT_EQ(show.exit_code, 0) << show.output;
+    EXPECT_THAT(show.output, HasSubstr(old.serial_hex));
+    EXPECT_THAT(show.output, HasSubstr(absl::StrCat("\"v1-request-", n, "\"")));
+    EXPECT_EQ(*ReadFile(dir + "/shown.pem"), *ReadFile(Fixture(absl::StrCat("v1-device", n, ".pem"))));
+  }
+  auto list = testing::RunCommand({testing::ClientBinary(), "list", "--server", (*server)->address(), "--insecure",
+                                   "--all"});
+  ASSERT_EQ(list.exit_code, 0) << list.output;
+  for (int n = 1; n <= kOldCertificates; ++n) EXPECT_THAT(list.output, HasSubstr(ReadOld(n).serial_hex));
+
   auto r = Sign((*server)->address(), Fixture("v1-device1.csr"), "after-upgrade-1", dir + "/new.pem");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, ::testing::Not(HasSubstr("replayed")));

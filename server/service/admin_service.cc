@@ -1,0 +1,231 @@
+#include "server/service/admin_service.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "common/utf8.h"
+#include "server/service/grpc_status.h"
+#include "server/service/peer.h"
+
+namespace linesign::service {
+namespace {
+
+// The largest time a google.protobuf.Timestamp may hold: 9999-12-31T23:59:59Z.
+constexpr int64_t kMaxTimestampSeconds = 253402300799;
+// A page token as this server writes them is short and plain; anything else never came from it.
+constexpr size_t kMaxPageTokenBytes = 64;
+
+void FillSans(const store::CertificateRecord& r, google::protobuf::RepeatedPtrField<v1::SubjectAltName>* out,
+              std::vector<std::string>* display) {
+  for (const store::San& san : r.sans) {
+    v1::SubjectAltName* s = out->Add();
+    s->set_type(ToValidUtf8(san.type));
+    s->set_value(ToValidUtf8(san.value));
+    if (!IsValidUtf8(san.value)) s->set_raw_value(san.value);
+    if (display != nullptr) {
+      display->push_back(absl::StrCat(QuoteForDisplayUnlessPlain(san.type), ":", QuoteForDisplay(san.value)));
+    }
+  }
+}
+
+// FilterText checks a text filter: valid UTF-8 and at most kMaxListFilterBytes.
+absl::Status FilterText(absl::string_view field, const std::string& value) {
+  if (value.size() > kMaxListFilterBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " of ", value.size(), " bytes exceeds ", kMaxListFilterBytes));
+  }
+  size_t at = FirstInvalidUtf8(value);
+  if (at == value.size()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrFormat("%s is not valid UTF-8 (byte 0x%02X at offset %d)", field,
+                                                    static_cast<unsigned char>(value[at]), at));
+}
+
+// Seconds converts a timestamp to the whole second a comparison with stored (whole) seconds needs: the ceiling,
+// since "stored >= t" and "stored < t" hold for an integer exactly when they hold for ceil(t).
+absl::StatusOr<int64_t> Seconds(absl::string_view field, const google::protobuf::Timestamp& t) {
+  if (t.seconds() < 0 || t.seconds() > kMaxTimestampSeconds || t.nanos() < 0 || t.nanos() > 999999999) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " (", t.seconds(), "s ", t.nanos(),
+                                                   "ns) is outside 1970-01-01 to 9999-12-31"));
+  }
+  return t.seconds() + (t.nanos() > 0 ? 1 : 0);
+}
+
+}  // namespace
+
+absl::StatusOr<store::CertificateQuery> AdminService::ToQuery(const v1::ListCertificatesRequest& request) {
+  store::CertificateQuery q;
+  if (request.page_size() > static_cast<uint32_t>(store::kMaxPageSize)) {
+    return absl::InvalidArgumentError(absl::StrCat("page_size ", request.page_size(), " is outside 1..",
+                                                   store::kMaxPageSize, " (0 means 100)"));
+  }
+  q.page_size = request.page_size() == 0 ? 100 : static_cast<int>(request.page_size());
+  const std::string& token = request.page_token();
+  if (token.size() > kMaxPageTokenBytes || !std::all_of(token.begin(), token.end(), [](char c) {
+        return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_';
+      })) {
+    return absl::InvalidArgumentError(
+        "page_token is not one this server returned: pass next_page_token back unchanged, or leave it empty for "
+        "the first page");
+  }
+  q.page_token = token;
+  if (auto st = FilterText("profile", request.profile()); !st.ok()) return st;
+  if (auto st = FilterText("station", request.station()); !st.ok()) return st;
+  q.profile = request.profile();
+  q.station = request.station();
+  if (request.has_issued_after()) {
+    LINESIGN_ASSIGN_OR_RETURN(int64_t s, Seconds("issued_after", request.issued_after()));
+    q.issued_from = s;
+  }
+  if (request.has_issued_before()) {
+    LINESIGN_ASSIGN_OR_RETURN(int64_t s, Seconds("issued_before", request.issued_before()));
+    q.issued_before = s;
+  }
+  if (request.has_expiring_before()) {
+    LINESIGN_ASSIGN_OR_RETURN(int64_t s, Seconds("expiring_before", request.expiring_before()));
+    q.expiring_before = s;
+  }
+  if (request.has_issued_after() && request.has_issued_before() &&
+      !(absl::FromUnixSeconds(request.issued_after().seconds()) + absl::Nanoseconds(request.issued_after().nanos()) <
+        absl::FromUnixSeconds(request.issued_before().seconds()) +
+            absl::Nanoseconds(request.issued_before().nanos()))) {
+    return absl::InvalidArgumentError("issued_after must be before issued_before (the range would be empty)");
+  }
+  return q;
+}
+
+absl::StatusOr<std::string> AdminService::Admit(grpc::CallbackServerContext* context, Rpc rpc) const {
+  LINESIGN_ASSIGN_OR_RETURN(std::string identity, Authenticate(*p_.authenticator, context, p_.clock->Now()));
+  LINESIGN_RETURN_IF_ERROR(p_.access->AllowAdmin(identity, RpcName(rpc)));
+  return identity;
+}
+
+void AdminService::OffThread(grpc::ServerUnaryReactor* reactor, Rpc rpc, CallInfo call,
+                             absl::AnyInvocable<absl::Status() &&> read) {
+  // A read in progress holds up a graceful stop, as before; it is not refused while draining (reads change
+  // nothing).
+  p_.drain->Enter(/*even_when_draining=*/true);
+  auto task = [this, reactor, rpc, call, read = std::move(read)]() mutable {
+    absl::Status st = std::move(read)();
+    if (st.ok()) {
+      p_.counters->Answered(rpc);
+      reactor->Finish(grpc::Status::OK);
+    } else {
+      reactor->Finish(p_.counters->Refused(rpc, call, st));
+    }
+    p_.drain->Leave();
+  };
+  if (!p_.executor->TrySubmit(std::move(task))) {
+    reactor->Finish(p_.counters->Refused(
+        rpc, call,
+        absl::ResourceExhaustedError(absl::StrCat("too many administrative reads in progress (at most ",
+                                                  p_.executor->max_pending(), "); retry in a moment"))));
+    p_.drain->Leave();
+  }
+}
+
+grpc::ServerUnaryReactor* AdminService::GetCertificate(grpc::CallbackServerContext* context,
+                                                       const v1::GetCertificateRequest* request,
+                                                       v1::GetCertificateResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  CallInfo call{"", context->peer(), "", ""};
+  auto identity = Admit(context, Rpc::kGetCertificate);
+  if (identity.ok()) call.identity = *identity;
+  absl::Status allowed = identity.status();
+  std::string serial = absl::AsciiStrToUpper(request->serial_hex());
+  if (allowed.ok() && (serial.empty() || serial.size() > 42 ||
+                       !std::all_of(serial.begin(), serial.end(), [](char c) { return absl::ascii_isxdigit(c); }))) {
+    allowed = absl::InvalidArgumentError("serial_hex must be 1 to 42 hexadecimal digits");
+  }
+  if (!allowed.ok()) {
+    reactor->Finish(p_.counters->Refused(Rpc::kGetCertificate, call, allowed));
+    return reactor;
+  }
+  while (serial.size() > 1 && serial[0] == '0' && serial[1] == '0') serial.erase(0, 2);
+  OffThread(reactor, Rpc::kGetCertificate, call, [this, response, serial]() -> absl::Status {
+    LINESIGN_ASSIGN_OR_RETURN(auto record, p_.reader->FindBySerial(p_.issuer_id, serial));
+    if (!record.has_value()) {
+      return absl::NotFoundError(absl::StrCat("no certificate with serial ", serial, " from this CA"));
+    }
+    const store::CertificateRecord& r = *record;
+    // Station-supplied text: a protobuf string must be valid UTF-8, or the response cannot be serialised.
+    response->set_certificate_der(r.der);
+    response->set_serial_hex(ToValidUtf8(r.serial_hex));
+    response->set_subject(ToValidUtf8(r.subject));
+    std::vector<std::string> display;
+    FillSans(r, response->mutable_san(), &display);
+    response->set_sans(absl::StrJoin(display, ", "));
+    response->set_profile(ToValidUtf8(r.profile));
+    response->set_station(ToValidUtf8(r.station));
+    response->set_request_id(ToValidUtf8(r.request_id));
+    response->mutable_not_before()->set_seconds(r.not_before);
+    response->mutable_not_after()->set_seconds(r.not_after);
+    response->mutable_issued_at()->set_seconds(r.issued_at);
+    return absl::OkStatus();
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminService::GetStats(grpc::CallbackServerContext* context,
+                                                 const v1::GetStatsRequest* request,
+                                                 v1::GetStatsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  CallInfo call{"", context->peer(), "", ""};
+  auto identity = Admit(context, Rpc::kGetStats);
+  if (!identity.ok()) {
+    reactor->Finish(p_.counters->Refused(Rpc::kGetStats, call, identity.status()));
+    return reactor;
+  }
+  call.identity = *identity;
+  OffThread(reactor, Rpc::kGetStats, call, [this, response]() -> absl::Status {
+    // This answer counts itself, as it always has: GetStats OK is in the map it returns.
+    std::map<std::string, uint64_t> answers = p_.counters->Snapshot();
+    ++answers[absl::StrCat(RpcName(Rpc::kGetStats), " OK")];
+    response->mutable_answers()->insert(answers.begin(), answers.end());
+    response->set_queued(p_.queued());
+    // A COUNT on the store's read connection (it does not wait for the writer), here off the callback thread.
+    LINESIGN_ASSIGN_OR_RETURN(int64_t count, p_.reader->Count());
+    response->set_certificates_recorded(count);
+    return absl::OkStatus();
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminService::ListCertificates(grpc::CallbackServerContext* context,
+                                                         const v1::ListCertificatesRequest* request,
+                                                         v1::ListCertificatesResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  CallInfo call{"", context->peer(), "", ""};
+  auto identity = Admit(context, Rpc::kListCertificates);
+  if (identity.ok()) call.identity = *identity;
+  absl::StatusOr<store::CertificateQuery> query = identity.ok() ? ToQuery(*request) : identity.status();
+  if (!query.ok()) {
+    reactor->Finish(p_.counters->Refused(Rpc::kListCertificates, call, query.status()));
+    return reactor;
+  }
+  OffThread(reactor, Rpc::kListCertificates, call, [this, response, q = *std::move(query)]() -> absl::Status {
+    LINESIGN_ASSIGN_OR_RETURN(store::CertificatePage page, p_.reader->List(q));
+    for (const store::CertificateRecord& r : page.records) {
+      v1::CertificateSummary* s = response->add_certificates();
+      s->set_serial_hex(ToValidUtf8(r.serial_hex));
+      s->set_subject(ToValidUtf8(r.subject));
+      FillSans(r, s->mutable_san(), nullptr);
+      s->set_profile(ToValidUtf8(r.profile));
+      s->set_station(ToValidUtf8(r.station));
+      s->set_request_id(ToValidUtf8(r.request_id));
+      s->mutable_not_before()->set_seconds(r.not_before);
+      s->mutable_not_after()->set_seconds(r.not_after);
+      s->mutable_issued_at()->set_seconds(r.issued_at);
+      s->set_status(store::StatusName(r.status));
+    }
+    response->set_next_page_token(page.next_page_token);
+    return absl::OkStatus();
+  });
+  return reactor;
+}
+
+}  // namespace linesign::service

@@ -1,0 +1,69 @@
+// AdminService: the Administration gRPC service (GetCertificate, GetStats, ListCertificates), for identities an
+// access rule marks as administrators. The caller is authenticated and authorised, and the request validated, on
+// the callback thread (CPU only); the store read then runs on a BoundedExecutor — never on a gRPC callback
+// thread, never on a thread of its own — and a call that finds the executor full is refused RESOURCE_EXHAUSTED.
+// Every refusal is counted and audited by RpcCounters; reads in progress are tracked by DrainTracker so a
+// graceful stop waits for them.
+#ifndef LINESIGN_SERVER_SERVICE_ADMIN_SERVICE_H_
+#define LINESIGN_SERVER_SERVICE_ADMIN_SERVICE_H_
+
+#include <functional>
+
+#include "absl/functional/any_invocable.h"
+#include "common/clock.h"
+#include "linesign/v1/admin.grpc.pb.h"
+#include "server/auth/access_policy.h"
+#include "server/auth/authenticator.h"
+#include "server/service/bounded_executor.h"
+#include "server/service/drain_tracker.h"
+#include "server/service/rpc_counters.h"
+#include "server/store/certificate_store.h"
+
+namespace linesign::service {
+
+// The longest profile or station filter ListCertificates accepts, in bytes.
+inline constexpr size_t kMaxListFilterBytes = 128;
+
+class AdminService final : public v1::Administration::CallbackService {
+ public:
+  // Everything is borrowed and must outlive the service.
+  struct Parts {
+    std::string issuer_id;  // the issuing CA's, for GetCertificate's look-up
+    const auth::Authenticator* authenticator;
+    const auth::AccessPolicy* access;
+    store::CertificateReader* reader;
+    std::function<size_t()> queued;  // requests waiting for a signing worker
+    RpcCounters* counters;
+    DrainTracker* drain;
+    BoundedExecutor* executor;  // where the store reads run
+    const Clock* clock;
+  };
+  explicit AdminService(Parts parts) : p_(std::move(parts)) {}
+
+  grpc::ServerUnaryReactor* GetCertificate(grpc::CallbackServerContext* context,
+                                           const v1::GetCertificateRequest* request,
+                                           v1::GetCertificateResponse* response) override;
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context, const v1::GetStatsRequest* request,
+                                     v1::GetStatsResponse* response) override;
+  grpc::ServerUnaryReactor* ListCertificates(grpc::CallbackServerContext* context,
+                                             const v1::ListCertificatesRequest* request,
+                                             v1::ListCertificatesResponse* response) override;
+
+  // ToQuery validates a ListCertificatesRequest into a store query: InvalidArgument naming the field for a
+  // page_size over kMaxPageSize, a page_token this server cannot have returned, a filter that is not UTF-8 or
+  // over kMaxListFilterBytes, a timestamp out of range, or issued_after not before issued_before.
+  static absl::StatusOr<store::CertificateQuery> ToQuery(const v1::ListCertificatesRequest& request);
+
+ private:
+  // Admit authenticates and authorises the caller for `rpc`; on success returns its identity.
+  absl::StatusOr<std::string> Admit(grpc::CallbackServerContext* context, Rpc rpc) const;
+  // OffThread runs `read` on the executor (bracketed by the drain tracker) and finishes `reactor` with its
+  // status, counted and audited; RESOURCE_EXHAUSTED when the executor is full.
+  void OffThread(grpc::ServerUnaryReactor* reactor, Rpc rpc, CallInfo call, absl::AnyInvocable<absl::Status() &&> read);
+
+  const Parts p_;
+};
+
+}  // namespace linesign::service
+
+#endif  // LINESIGN_SERVER_SERVICE_ADMIN_SERVICE_H_

@@ -1,0 +1,77 @@
+// RpcCounters: the one place that counts and audits a decision. The services call it at their edge: Refused for a
+// call (or a stream's request) turned down, Completed for a signing request the signer finished, Answered for a
+// plain successful answer. Counts are by RPC and gRPC code; GetStats reads them through Snapshot.
+#ifndef LINESIGN_SERVER_SERVICE_RPC_COUNTERS_H_
+#define LINESIGN_SERVER_SERVICE_RPC_COUNTERS_H_
+
+#include <grpcpp/support/status.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/clock.h"
+#include "server/audit/audit_log.h"
+#include "server/store/certificate_store.h"
+
+namespace linesign::service {
+
+// The RPCs, for counting.
+enum class Rpc {
+  kSignCsr,
+  kSignCsrStream,
+  kGetCaChain,
+  kGetCertificate,
+  kGetStats,
+  kListCertificates,
+  kCount
+};
+const char* RpcName(Rpc rpc);
+
+// What a decision is about, for the audit line. Text the caller sent is made valid UTF-8 before it is written.
+struct CallInfo {
+  std::string identity;    // "" when the caller was not authenticated
+  std::string peer;        // gRPC's peer address
+  std::string profile;     // once known
+  std::string request_id;  // as sent (cut to 128 bytes in the audit)
+};
+
+class RpcCounters {
+ public:
+  // `audit` and `clock` are borrowed and must outlive the counters. Thread-safe.
+  RpcCounters(audit::AuditLog* audit, const Clock* clock) : audit_(audit), clock_(clock) {}
+
+  // Refused counts and audits a refusal ("refused", with `why`'s message) and returns its gRPC status.
+  grpc::Status Refused(Rpc rpc, const CallInfo& call, const absl::Status& why);
+  // Completed counts and audits a signing request the signer finished: "issued" or "replayed" with the serial
+  // and subject, else "refused" (ALREADY_EXISTS: a request id reused) or "failed" with the reason.
+  void Completed(Rpc rpc, const CallInfo& call, const absl::StatusOr<store::CertificateRecord>& record,
+                 bool replayed);
+  // Answered counts a successful answer that needs no audit line of its own (reads).
+  void Answered(Rpc rpc) { Count(rpc, grpc::StatusCode::OK); }
+
+  // answered returns how many answers `rpc` gave with `code` (a grpc::StatusCode); a stream counts each request.
+  uint64_t answered(Rpc rpc, int code) const {
+    return answered_[static_cast<int>(rpc)][code & 31].load(std::memory_order_relaxed);
+  }
+  // Snapshot returns every non-zero count keyed "RPC CODE" (e.g. "SignCsr INVALID_ARGUMENT").
+  std::map<std::string, uint64_t> Snapshot() const;
+
+ private:
+  void Count(Rpc rpc, grpc::StatusCode code) {
+    answered_[static_cast<int>(rpc)][static_cast<int>(code) & 31].fetch_add(1, std::memory_order_relaxed);
+  }
+  audit::Entry Entry(Rpc rpc, const CallInfo& call, grpc::StatusCode code) const;
+
+  audit::AuditLog* const audit_;  // borrowed
+  const Clock* const clock_;      // borrowed
+  std::array<std::array<std::atomic<uint64_t>, 32>, static_cast<int>(Rpc::kCount)> answered_{};
+};
+
+}  // namespace linesign::service
+
+#endif  // LINESIGN_SERVER_SERVICE_RPC_COUNTERS_H_
