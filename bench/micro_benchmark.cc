@@ -15,7 +15,7 @@
 #include "common/openssl_util.h"
 #include "hsm/open_signer.h"
 #include "hsm/pkcs11_module.h"
-#include "server/audit/audit_log.h"
+#include "server/observability/audit_log.h"
 #include "server/config/config.h"
 #include "server/csr/csr.h"
 #include "server/issuance/certificate_builder.h"

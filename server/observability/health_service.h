@@ -12,7 +12,7 @@
 
 #include "common/clock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
-#include "server/audit/audit_log.h"
+#include "server/observability/audit_log.h"
 #include "server/auth/authenticator.h"
 
 namespace linesign::observability {

@@ -15,7 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/clock.h"
-#include "server/audit/audit_log.h"
+#include "server/observability/audit_log.h"
 #include "server/store/certificate_store.h"
 
 namespace linesign::service {

@@ -1,4 +1,4 @@
-#include "server/audit/audit_log.h"
+#include "server/observability/audit_log.h"
 
 #include "common/openssl_util.h"
 #include "gmock/gmock.h"

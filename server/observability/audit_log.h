@@ -1,8 +1,8 @@
 // AuditLog: one JSON object per decision, appended to a file (O_APPEND, one write per line, so concurrent
 // entries never interleave and a crash loses at most the line being written) and echoed to the log output.
 // Entries carry identities, addresses, names and outcomes — never a PIN, a key or a CSR.
-#ifndef LINESIGN_SERVER_AUDIT_AUDIT_LOG_H_
-#define LINESIGN_SERVER_AUDIT_AUDIT_LOG_H_
+#ifndef LINESIGN_SERVER_OBSERVABILITY_AUDIT_LOG_H_
+#define LINESIGN_SERVER_OBSERVABILITY_AUDIT_LOG_H_
 
 #include <memory>
 #include <string>
@@ -50,4 +50,4 @@ class AuditLog {
 
 }  // namespace linesign::audit
 
-#endif  // LINESIGN_SERVER_AUDIT_AUDIT_LOG_H_
+#endif  // LINESIGN_SERVER_OBSERVABILITY_AUDIT_LOG_H_

@@ -1,4 +1,4 @@
-#include "server/audit/audit_log.h"
+#include "server/observability/audit_log.h"
 
 #include <errno.h>
 #include <fcntl.h>
