@@ -312,6 +312,10 @@ TEST_F(SecurityTest, HealthNeedsAClientCertificate) {
   EXPECT_EQ(resp.status(), HealthCheckResponse::SERVING);
   st = HealthCheck(ca_->Channel(server_->address()), &resp, "no.such.Service");
   EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND) << st.error_message();
+  // A name that is not UTF-8 gets the server's own answer, escaped (gRPC's parser would have refused a string).
+  st = HealthCheck(ca_->Channel(server_->address()), &resp, "bad\xFF\nname");
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND) << st.error_message();
+  EXPECT_THAT(st.error_message(), HasSubstr(R"(unknown service "bad\xFF\nname")"));
 }
 
 TEST_F(SecurityTest, ReflectionIsOffByDefault) {

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/openssl_util.h"
+#include "common/utf8.h"
 #include "server/service/grpc_status.h"
 
 namespace linesign::observability {
@@ -61,8 +62,8 @@ grpc::ServerUnaryReactor* HealthService::Check(grpc::CallbackServerContext* cont
   const std::string& service = request->service();
   if (!service.empty() && service != "linesign.v1.CertificateAuthority") {
     reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
-                                 absl::StrCat("unknown service '", service.substr(0, kMaxServiceNameInMessage),
-                                              "' (known: \"\" and linesign.v1.CertificateAuthority)")));
+                                 absl::StrCat("unknown service ", QuoteForDisplay(service.substr(0, kMaxServiceNameInMessage)),
+                                              " (known: \"\" and linesign.v1.CertificateAuthority)")));
     return reactor;
   }
   response->set_status(serving_.load(std::memory_order_acquire) ? HealthCheckResponse::SERVING
