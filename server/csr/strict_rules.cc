@@ -471,6 +471,10 @@ absl::Status CheckPublicKey(absl::string_view spki_der) {
   }
   if (oid == kEc) {
     size_t coordinate = params == kP256 ? 32 : params == kP384 ? 48 : 0;
+    if (coordinate == 0 && !params.empty() && static_cast<unsigned char>(params[0]) == der::kSequence) {
+      return Refuse("EC public key has explicit curve parameters; RFC 5480 allows only a named curve (P-256 or "
+                    "P-384)");
+    }
     if (coordinate == 0) return Refuse("EC public key is not on P-256 or P-384");
     unsigned char form = bits.empty() ? 0 : bits[0];
     if (form == 0x02 || form == 0x03) {

@@ -295,7 +295,7 @@ std::string EcSpki(EVP_PKEY* key, const char* format) {
   return PublicKeyDer(copy.get());
 }
 
-TEST_F(StrictIssuanceTest, CompressedAndHybridEcPointsAreRefused) {
+TEST_F(StrictIssuanceTest, CompressedAndHybridEcPointsAndExplicitCurvesAreRefused) {
   for (const char* curve : {"P-256", "P-384"}) {
     SCOPED_TRACE(curve);
     OsslPtr<EVP_PKEY> key(EVP_EC_gen(curve));
@@ -308,6 +308,16 @@ TEST_F(StrictIssuanceTest, CompressedAndHybridEcPointsAreRefused) {
                 HasSubstr("EC public key is a compressed point; linesign requires the uncompressed form"));
     EXPECT_THAT(std::string(Issue(Csr(key.get(), Name({{kCn, kUtf8, "H"}}), "", hybrid), config_).status().message()),
                 HasSubstr("EC public key is a hybrid point, which RFC 5480 forbids"));
+    // Explicit curve parameters instead of the curve's name (RFC 5480 forbids them; strict parsers refuse them).
+    OsslPtr<EVP_PKEY> explicit_params(EVP_PKEY_dup(key.get()));
+    ASSERT_EQ(EVP_PKEY_set_utf8_string_param(explicit_params.get(), OSSL_PKEY_PARAM_EC_ENCODING,
+                                             OSSL_PKEY_EC_ENCODING_EXPLICIT),
+              1);
+    std::string explicit_spki = PublicKeyDer(explicit_params.get());
+    ASSERT_NE(explicit_spki, PublicKeyDer(key.get()));
+    EXPECT_THAT(
+        std::string(Issue(Csr(key.get(), Name({{kCn, kUtf8, "E"}}), "", explicit_spki), config_).status().message()),
+        HasSubstr("EC public key has explicit curve parameters; RFC 5480 allows only a named curve"));
     // The uncompressed form of the same key is issued.
     EXPECT_TRUE(Issue(Csr(key.get(), Name({{kCn, kUtf8, "U"}}), ""), config_).ok());
   }
