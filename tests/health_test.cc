@@ -17,6 +17,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "server/config/config.h"
+#include "tests/testing/db_write_lock.h"
 #include "tests/testing/server_process.h"
 #include "tests/testing/test_ca.h"
 
@@ -33,31 +34,6 @@ using testing::TestCa;
 // kPatience bounds every wait for the health to change: the monitor checks every 100 ms here and the store's
 // ping gives up after 1 s, so a change shows within about 1.1 s; the bound is for a loaded machine.
 constexpr absl::Duration kPatience = absl::Seconds(60);
-
-// DbWriteLock holds the database's write lock (an open IMMEDIATE transaction), as another process would, until
-// Release or destruction.
-class DbWriteLock {
- public:
-  explicit DbWriteLock(const std::string& path) {
-    if (sqlite3_open(path.c_str(), &db_) == SQLITE_OK) {
-      sqlite3_busy_timeout(db_, 10000);  // the server may be committing or pinging right now
-      held_ = sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK;
-    }
-  }
-  ~DbWriteLock() {
-    Release();
-    sqlite3_close(db_);
-  }
-  bool held() const { return held_; }
-  void Release() {
-    if (held_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-    held_ = false;
-  }
-
- private:
-  sqlite3* db_ = nullptr;
-  bool held_ = false;
-};
 
 // TokenDir returns the directories.tokendir of the SoftHSM2 configuration file `conf`.
 std::string TokenDir(const std::string& conf) {
@@ -132,7 +108,7 @@ class HealthTest : public ::testing::Test {
 // monitor, health said SERVING from start-up to shutdown whatever the database did.
 TEST_F(HealthTest, StoreLockedPastItsBusyTimeoutIsNotServingUntilReleased) {
   ASSERT_EQ(Status(), HealthCheckResponse::SERVING);
-  DbWriteLock lock(db_);
+  testing::DbWriteLock lock(db_);
   ASSERT_TRUE(lock.held());
   EXPECT_TRUE(WaitForStatus(HealthCheckResponse::NOT_SERVING)) << "still SERVING with the database locked";
   lock.Release();

@@ -24,6 +24,7 @@
 #include "linesign/v1/ca.grpc.pb.h"
 #include "server/config/config.h"
 #include "tests/testing/certs.h"
+#include "tests/testing/db_write_lock.h"
 #include "tests/testing/server_process.h"
 #include "tests/testing/test_ca.h"
 
@@ -46,30 +47,6 @@ std::string SpkiOfCertificate(const std::string& der) {
   auto cert = testing::ParseDer(der);
   return cert == nullptr ? "" : PublicKeyDer(X509_get0_pubkey(cert.get()));
 }
-
-// DbWriteLock holds the database's write lock (an open IMMEDIATE transaction) until Release or destruction.
-class DbWriteLock {
- public:
-  explicit DbWriteLock(const std::string& path) {
-    if (sqlite3_open(path.c_str(), &db_) == SQLITE_OK) {
-      sqlite3_busy_timeout(db_, 10000);  // the server may be committing a batch right now
-      held_ = sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK;
-    }
-  }
-  ~DbWriteLock() {
-    Release();
-    sqlite3_close(db_);
-  }
-  bool held() const { return held_; }
-  void Release() {
-    if (held_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-    held_ = false;
-  }
-
- private:
-  sqlite3* db_ = nullptr;
-  bool held_ = false;
-};
 
 // WaitFor polls `done` every 20 ms for up to `limit`; returns its last value.
 template <typename F>
@@ -328,7 +305,7 @@ TEST_F(LineRateTest, FullQueueRefusesUnaryCallsAndRecovers) {
   std::atomic<int> refused{0};
   std::vector<std::thread> threads;
   {
-    DbWriteLock lock(db_);
+    testing::DbWriteLock lock(db_);
     ASSERT_TRUE(lock.held());
     for (int i = 0; i < kCalls; ++i) {
       threads.emplace_back([&, i] {
@@ -382,7 +359,7 @@ TEST_F(LineRateTest, StreamIsSlowedNotRefusedByAFullQueue) {
   std::thread stream;
   uint64_t most_queued = 0;
   {
-    DbWriteLock lock(db_);
+    testing::DbWriteLock lock(db_);
     ASSERT_TRUE(lock.held());
     stream = std::thread([&] { r = RunStream(csrs, "slow"); });
     // The worker holds one batch (at most 16); the rest of the window waits in the queue.
@@ -488,7 +465,7 @@ TEST_F(LineRateTest, LockedStoreFailsTheBatchAndTheServerRecovers) {
   std::vector<grpc::Status> statuses(kCalls);
   std::vector<v1::SignCsrResponse> answers(kCalls);
   {
-    DbWriteLock lock(db_);
+    testing::DbWriteLock lock(db_);
     ASSERT_TRUE(lock.held());
     std::vector<std::thread> threads;
     for (int i = 0; i < kCalls; ++i) {
@@ -619,7 +596,7 @@ TEST_F(LineRateTest, SigtermUnderLoadAnswersEverythingAcceptedAndExitsZero) {
   EXPECT_TRUE(WaitFor([&] { return Rows() >= 50; }, absl::Seconds(20)));
   int64_t rows_at_signal = 0;
   {
-    DbWriteLock lock(db_);
+    testing::DbWriteLock lock(db_);
     ASSERT_TRUE(lock.held());
     rows_at_signal = Rows();  // nothing commits while the lock is held
     EXPECT_TRUE(WaitFor([&] { return Stats().queued() > 0; })) << "no accepted work in flight";

@@ -1,12 +1,12 @@
 #include "server/observability/health_service.h"
 
-#include <grpc/grpc_security_constants.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/openssl_util.h"
 #include "common/utf8.h"
 #include "server/service/grpc_status.h"
+#include "server/service/peer.h"
 
 namespace linesign::observability {
 namespace {
@@ -27,17 +27,8 @@ class FinishedWriter final : public grpc::ServerWriteReactor<HealthCheckResponse
 
 absl::StatusOr<std::string> HealthService::Authenticate(grpc::CallbackServerContext* context,
                                                         const char* rpc) const {
-  std::string leaf, chain;
-  if (auto auth = context->auth_context(); auth != nullptr) {
-    if (auto v = auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME); !v.empty()) {
-      leaf.assign(v.front().data(), v.front().size());
-    }
-    if (auto v = auth->FindPropertyValues(GRPC_X509_PEM_CERT_CHAIN_PROPERTY_NAME); !v.empty()) {
-      chain.assign(v.front().data(), v.front().size());
-    }
-  }
   const absl::Time now = clock_->Now();
-  auto identity = authenticator_->Authenticate(leaf, chain, now);
+  auto identity = service::Authenticate(*authenticator_, context, now);
   if (!identity.ok()) {
     audit::Entry e;
     e.time = now;
