@@ -17,6 +17,12 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "server/config/config.h"
+#include "common/openssl_util.h"
+#include "hsm/pin.h"
+#include "hsm/pkcs11_module.h"
+#include "hsm/pkcs11_signer.h"
+#include "hsm/pkcs11_uri.h"
+#include "server/observability/health_monitor.h"
 #include "tests/testing/db_write_lock.h"
 #include "tests/testing/server_process.h"
 #include "tests/testing/test_ca.h"
@@ -25,6 +31,7 @@ namespace linesign {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using grpc::health::v1::Health;
 using grpc::health::v1::HealthCheckRequest;
 using grpc::health::v1::HealthCheckResponse;
@@ -148,6 +155,59 @@ TEST_F(HealthTest, KeyGoneFromTheTokenIsNotServing) {
   const std::string out = Stop();
   EXPECT_THAT(out, HasSubstr("health: NOT_SERVING: hsm: C_SignInit: CKR_OBJECT_HANDLE_INVALID; logging in again "
                              "failed: no private key on the token matches"));
+}
+
+// The HSM half of health, in process so the test can act on the token as a failing device would: the real
+// PKCS#11 signer on SoftHSM2 and the real monitor. Every session of the application is closed behind the signer
+// and the PIN changed, so logging in again fails: NOT_SERVING with the reason. The PIN is put back: at the next
+// round the signer logs in again by itself and the monitor reports SERVING again, with no restart.
+TEST(HsmHealthTest, TokenWhoseSessionsWereClosedIsNotServingUntilItCanLogInAgain) {
+  auto ca = TestCa::Create("ec-p256");
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  auto module = hsm::Pkcs11Module::Load(ca->module, {{"SOFTHSM2_CONF", ca->softhsm2_conf}});
+  ASSERT_TRUE(module.ok()) << module.status();
+  auto chain = ReadFile(ca->chain_pem);
+  ASSERT_TRUE(chain.ok());
+  auto certs = ParseCertificatesPem(*chain, "chain");
+  ASSERT_TRUE(certs.ok());
+  auto pin = hsm::LoadPinFromFile(ca->pin_file);
+  ASSERT_TRUE(pin.ok());
+  std::string real_pin = pin->value(), other_pin = "changed-behind-the-server";
+  auto uri = hsm::ParsePkcs11Uri(ca->key_uri);
+  ASSERT_TRUE(uri.ok());
+  auto signer = hsm::Pkcs11Signer::Create(*module, *uri, *std::move(pin), X509_get0_pubkey((*certs)[0].get()), 1);
+  ASSERT_TRUE(signer.ok()) << signer.status();
+
+  std::vector<bool> reported;
+  observability::HealthMonitor monitor({{"hsm", [&] { return (*signer)->Sign("linesign health probe").status(); }}},
+                                       [&](bool serving) { reported.push_back(serving); }, absl::Seconds(2));
+  ASSERT_TRUE(monitor.RunOnce(absl::Now()).ok());
+  EXPECT_TRUE(monitor.serving());
+
+  CK_FUNCTION_LIST_PTR f = (*module)->functions();
+  CK_SLOT_ID slots[8];
+  CK_ULONG n = 8;
+  ASSERT_EQ(f->C_GetSlotList(CK_TRUE, slots, &n), CKR_OK);
+  ASSERT_GE(n, 1u);
+  auto set_pin = [&](std::string from, std::string to) {
+    CK_SESSION_HANDLE s;
+    ASSERT_EQ(f->C_OpenSession(slots[0], CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &s), CKR_OK);
+    ASSERT_EQ(f->C_SetPIN(s, reinterpret_cast<CK_UTF8CHAR_PTR>(from.data()), from.size(),
+                          reinterpret_cast<CK_UTF8CHAR_PTR>(to.data()), to.size()),
+              CKR_OK);
+    ASSERT_EQ(f->C_CloseAllSessions(slots[0]), CKR_OK);  // the signer's sessions, and its login, are gone
+  };
+  set_pin(real_pin, other_pin);
+  ASSERT_TRUE(monitor.RunOnce(absl::Now()).ok());
+  EXPECT_FALSE(monitor.serving());
+  EXPECT_THAT(monitor.reason(), HasSubstr("hsm: "));
+  EXPECT_THAT(monitor.reason(), HasSubstr("CKR_PIN_INCORRECT"));
+  EXPECT_THAT(monitor.reason(), Not(HasSubstr(real_pin)));
+
+  set_pin(other_pin, real_pin);
+  ASSERT_TRUE(monitor.RunOnce(absl::Now()).ok());
+  EXPECT_TRUE(monitor.serving()) << monitor.reason();
+  EXPECT_EQ(reported, (std::vector<bool>{true, false, true}));
 }
 
 }  // namespace
