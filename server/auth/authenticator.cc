@@ -196,6 +196,12 @@ absl::Status Authenticator::Reload(const v1::TlsConfig& tls) {
   return absl::OkStatus();
 }
 
+absl::Time Authenticator::NotAfter(absl::string_view leaf_pem) {
+  auto certs = ParseCertificatesPem(leaf_pem, "client certificate");
+  if (!certs.ok() || certs->empty()) return absl::InfinitePast();
+  return ToTime(X509_get0_notAfter((*certs)[0].get()));
+}
+
 absl::StatusOr<std::string> Authenticator::Authenticate(absl::string_view leaf_pem, absl::string_view chain_pem,
                                                         absl::Time now) const {
   if (insecure_) return std::string(kInsecureIdentity);

@@ -55,6 +55,10 @@ class Authenticator {
   absl::StatusOr<std::string> Authenticate(absl::string_view leaf_pem, absl::string_view chain_pem,
                                            absl::Time now) const;
 
+  // NotAfter returns the notAfter of the client certificate `leaf_pem` (InfinitePast when it cannot be read): a
+  // caller that keeps an authentication for a while (a stream) must not keep it past this.
+  static absl::Time NotAfter(absl::string_view leaf_pem);
+
   // Reload re-reads tls.client_ca_file and tls.crl_files from `tls` (the same files, possibly rewritten) and
   // drops every cached result. On an error (naming the field; including a bundle that now trusts linesign's issuing
   // CA without tls.require_station_marker) the trust in force stays as it was.

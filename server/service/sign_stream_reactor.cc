@@ -1,5 +1,6 @@
 #include "server/service/sign_stream_reactor.h"
 
+#include <algorithm>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
@@ -35,13 +36,14 @@ const grpc::Status& ShuttingDown() {
 SignStreamReactor::SignStreamReactor(const StreamCollaborators* with, grpc::CallbackServerContext* context)
     : with_(with), peer_(context->peer()) {
   std::tie(leaf_pem_, chain_pem_) = PeerCertificates(context);
+  leaf_not_after_ = auth::Authenticator::NotAfter(leaf_pem_);
   auto identity = Reauthenticate();
   if (!identity.ok()) {
     Finish(with_->counters->Refused(Rpc::kSignCsrStream, CallInfo{"", peer_, "", ""}, identity.status()));
     return;
   }
   identity_ = *std::move(identity);
-  issuing_read_ = true;  // before the tracker can see this stream: no drain may finish it before the read starts
+  issuing_reads_ = 1;  // before the tracker can see this stream: no drain may finish it before the read starts
   if (absl::Status st = with_->drain->AddStream(this, identity_); !st.ok()) {
     Finish(with_->counters->Refused(Rpc::kSignCsrStream, Call("", ""), st));
     return;
@@ -90,16 +92,21 @@ void SignStreamReactor::OnReadDone(bool ok) {
       in_flight_bytes_ += request_bytes;
     }
     std::string id = request.request_id();
+    // A job in flight holds a reference: its answer runs on a signer worker, where another worker's answer may
+    // finish the stream (and gRPC delete it) between this answer's unlock and its Drive.
+    Ref();
     job->done = [this, id, profile, request_bytes](absl::StatusOr<store::CertificateRecord> record,
                                                    bool replayed) {
       with_->counters->Completed(Rpc::kSignCsrStream, Call(profile, id), record, replayed);
       Answer(id, record.ok() ? absl::OkStatus() : record.status(), record.ok() ? &*record : nullptr, replayed,
              request_bytes);
+      Unref();
     };
     // A stream bounds itself (its window), so it is never refused for a full queue: it slows down.
-    if (absl::Status st = with_->submit(*std::move(job)); !st.ok()) {
+    if (absl::Status st = with_->submit(*std::move(job)); !st.ok()) {  // then `done` is never called
       with_->counters->Refused(Rpc::kSignCsrStream, Call(profile, id), st);
       Answer(id, st, nullptr, false, request_bytes);
+      Unref();
     }
   }
   bool read_next;
@@ -107,7 +114,7 @@ void SignStreamReactor::OnReadDone(bool ok) {
     std::lock_guard<std::mutex> lock(mu_);
     read_next = BelowWindowLocked() && !draining_ && !finished_;
     read_paused_ = !read_next;
-    issuing_read_ = read_next;
+    if (read_next) ++issuing_reads_;
   }
   if (read_next) {
     IssueRead();
@@ -155,7 +162,7 @@ void SignStreamReactor::Drain() {
 absl::StatusOr<std::string> SignStreamReactor::Reauthenticate() {
   const absl::Time now = with_->clock->Now();
   trust_generation_ = with_->authenticator->generation();
-  checked_until_ = now + auth::Authenticator::kSuccessCacheTime;
+  checked_until_ = std::min(now + auth::Authenticator::kSuccessCacheTime, leaf_not_after_);
   return with_->authenticator->Authenticate(leaf_pem_, chain_pem_, now);
 }
 
@@ -176,7 +183,7 @@ void SignStreamReactor::IssueRead() {
   StartRead(&request_);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    issuing_read_ = false;
+    --issuing_reads_;
   }
   Drive();
 }
@@ -222,7 +229,7 @@ bool SignStreamReactor::BelowWindowLocked() const {
 bool SignStreamReactor::ResumeReadLocked() {
   if (!read_paused_ || !BelowWindowLocked() || reads_done_ || draining_ || finished_) return false;
   read_paused_ = false;
-  issuing_read_ = true;
+  ++issuing_reads_;
   return true;
 }
 
@@ -236,7 +243,7 @@ void SignStreamReactor::Drive() {
     if (!writing_ && !writes_.empty()) {
       writing_ = true;
       next = &writes_.front();  // stays put until OnWriteDone pops it
-    } else if (!writing_ && writes_.empty() && in_flight_ == 0 && !issuing_read_ && (reads_done_ || draining_)) {
+    } else if (!writing_ && writes_.empty() && in_flight_ == 0 && issuing_reads_ == 0 && (reads_done_ || draining_)) {
       finished_ = true;
       finish = true;
       // A station that had closed its side got every answer: OK, unless it was refused meanwhile.

@@ -80,7 +80,7 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
   // StillTrusted re-verifies the certificate when the trust was reloaded or the last check has aged out; cheap
   // otherwise (one atomic load and a clock read). Runs on the one read callback at a time.
   absl::Status StillTrusted();
-  // IssueRead starts the read that the caller decided on (issuing_read_ set under mu_).
+  // IssueRead starts the read that the caller decided on (issuing_reads_ counted under mu_).
   void IssueRead();
   // Answer queues the response for `id`. A request that was in flight passes its place in the window (and its
   // `in_flight_bytes`) to its answer; a refused one never was in flight, and its answer takes a new place. Either
@@ -103,6 +103,7 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
   const std::string peer_;
   std::string identity_;
   std::string leaf_pem_, chain_pem_;  // the connection's client certificate and chain
+  absl::Time leaf_not_after_;         // the client certificate's notAfter: no check outlives it
   uint64_t trust_generation_ = 0;     // the authenticator's generation at the last check (read callback only)
   absl::Time checked_until_;          // when the last check ages out (read callback only)
   bool registered_ = false;           // with the drain tracker (set once, in the constructor)
@@ -115,7 +116,8 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
   size_t in_flight_bytes_ = 0;                    // guarded by mu_; their serialized size
   size_t unwritten_bytes_ = 0;                    // guarded by mu_; serialized size of writes_
   bool writing_ = false;                          // guarded by mu_
-  bool issuing_read_ = false;                     // guarded by mu_; a StartRead is about to be issued
+  int issuing_reads_ = 0;  // guarded by mu_; StartReads decided on and not yet issued (a worker's resume and
+                           // the read callback's next read may overlap: a count, so neither erases the other)
   bool reads_done_ = false;                       // guarded by mu_
   bool read_paused_ = false;                      // guarded by mu_
   bool draining_ = false;                         // guarded by mu_; no further read (shutdown or refused)

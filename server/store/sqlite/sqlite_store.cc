@@ -272,12 +272,14 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
   if (auto st = store->Prepare(); !st.ok()) {
     return absl::UnavailableError(absl::StrCat("store.sqlite.path ", path, ": ", st.message()));
   }
-  rc = sqlite3_open_v2(path.c_str(), &store->reader_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
-  if (rc != SQLITE_OK) {
-    return absl::UnavailableError(absl::StrCat("store.sqlite.path ", path, ": ", sqlite3_errmsg(store->reader_)));
+  for (sqlite3** reader : {&store->reader_, &store->scanner_}) {
+    rc = sqlite3_open_v2(path.c_str(), reader, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
+    if (rc != SQLITE_OK) {
+      return absl::UnavailableError(absl::StrCat("store.sqlite.path ", path, ": ", sqlite3_errmsg(*reader)));
+    }
+    sqlite3_busy_timeout(*reader, kBusyTimeoutMs);
+    sqlite3_extended_result_codes(*reader, 1);
   }
-  sqlite3_busy_timeout(store->reader_, kBusyTimeoutMs);
-  sqlite3_extended_result_codes(store->reader_, 1);
 
   // The checkpointer and the ping: connections of their own, so neither waits behind the writer's mutex.
   for (sqlite3** extra : {&store->ck_, &store->ping_}) {
@@ -320,6 +322,7 @@ SqliteStore::~SqliteStore() {
     sqlite3_finalize(s);
   }
   sqlite3_close(reader_);
+  sqlite3_close(scanner_);
   sqlite3_close(ck_);
   sqlite3_close(ping_);
   sqlite3_close(db_);  // the last connection: SQLite checkpoints the rest and removes the WAL
@@ -516,9 +519,11 @@ absl::StatusOr<CertificatePage> SqliteStore::List(const CertificateQuery& q) {
   if (q.issued_before) absl::StrAppend(&sql, " AND issued_at < ?5");
   if (q.expiring_before) absl::StrAppend(&sql, " AND not_after < ?6");
   absl::StrAppend(&sql, " ORDER BY id LIMIT ?7");
-  std::lock_guard<std::mutex> lock(read_mu_);
+  std::lock_guard<std::mutex> lock(scan_mu_);
   Stmt s;
-  if (sqlite3_prepare_v2(reader_, sql.c_str(), -1, &s.s, nullptr) != SQLITE_OK) return Unavailable(reader_, "prepare");
+  if (sqlite3_prepare_v2(scanner_, sql.c_str(), -1, &s.s, nullptr) != SQLITE_OK) {
+    return Unavailable(scanner_, "prepare");
+  }
   sqlite3_bind_int64(s.s, 1, after);
   if (!q.profile.empty()) BindText(s.s, 2, q.profile);
   if (!q.station.empty()) BindText(s.s, 3, q.station);
@@ -529,7 +534,7 @@ absl::StatusOr<CertificatePage> SqliteStore::List(const CertificateQuery& q) {
   CertificatePage page;
   int rc;
   while ((rc = sqlite3_step(s.s)) == SQLITE_ROW) page.records.push_back(ReadCertificate(s.s));
-  if (rc != SQLITE_DONE) return Unavailable(reader_, "list");
+  if (rc != SQLITE_DONE) return Unavailable(scanner_, "list");
   if (page.records.size() > static_cast<size_t>(page_size)) {
     page.records.pop_back();
     page.next_page_token = absl::StrCat(kPageTokenPrefix, page.records.back().id);
@@ -538,12 +543,12 @@ absl::StatusOr<CertificatePage> SqliteStore::List(const CertificateQuery& q) {
 }
 
 absl::StatusOr<int64_t> SqliteStore::Count() {
-  std::lock_guard<std::mutex> lock(read_mu_);
+  std::lock_guard<std::mutex> lock(scan_mu_);
   Stmt s;
-  if (sqlite3_prepare_v2(reader_, "SELECT COUNT(*) FROM certificates", -1, &s.s, nullptr) != SQLITE_OK) {
-    return Unavailable(reader_, "prepare");
+  if (sqlite3_prepare_v2(scanner_, "SELECT COUNT(*) FROM certificates", -1, &s.s, nullptr) != SQLITE_OK) {
+    return Unavailable(scanner_, "prepare");
   }
-  if (sqlite3_step(s.s) != SQLITE_ROW) return Unavailable(reader_, "count");
+  if (sqlite3_step(s.s) != SQLITE_ROW) return Unavailable(scanner_, "count");
   return sqlite3_column_int64(s.s, 0);
 }
 

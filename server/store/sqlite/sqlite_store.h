@@ -85,6 +85,10 @@ class SqliteStore final : public Store {
   sqlite3_stmt* reschedule_ = nullptr;
   std::mutex read_mu_;
   sqlite3* reader_ = nullptr;  // owned; guarded by read_mu_; read-only, sees every committed batch (WAL)
+  // Administrative scans (List, Count) run on a read-only connection of their own, so a long listing never holds
+  // up the look-ups the issuing path makes (a station's retry answered from the store).
+  std::mutex scan_mu_;
+  sqlite3* scanner_ = nullptr;  // owned; guarded by scan_mu_
 
   static int OnWalCommit(void* self, sqlite3* db, const char* name, int pages);
   std::atomic<int> wal_pages_{0};  // the WAL's size in pages after the last commit
