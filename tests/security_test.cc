@@ -452,6 +452,42 @@ TEST(TrustReloadTest, SighupRevokesAStationFromItsNextCall) {
                                         "force: tls.crl_files: " + crl_path + " holds no PEM or DER CRL"));
 }
 
+// A stream keeps its station's authentication for a while (re-checked after a trust reload and every 5
+// minutes), but never past the client certificate's notAfter: the first request after it is refused as expired
+// and the stream ends, as a unary call would be refused.
+TEST(StreamExpiryTest, AStreamEndsWhenItsStationCertificateExpires) {
+  auto ca = TestCa::Create("ec-p256");
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  v1::ServerConfig config = ca->Config(ca->dir + "/linesign.db");
+  auto server = ServerProcess::Start({"--config", testing::WriteConfig(ca->dir, config::ToYaml(config))});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const absl::Time expires = absl::FromUnixSeconds(absl::ToUnixSeconds(absl::Now()) + 4);
+  tls::KeyAndCertificate short_lived = ca->StationCredentials("station-1", {.not_after = expires});
+  auto stub = v1::CertificateAuthority::NewStub(ca->ChannelWith((*server)->address(), short_lived));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto stream = stub->SignCsrStream(&ctx);
+  int n = 0;
+  auto stream_sign = [&](v1::SignCsrStreamResponse* answer) {
+    v1::SignCsrRequest req;
+    req.set_csr_der(testing::Csr("ec-p256", "/CN=EXPIRING"));
+    req.set_request_id(absl::StrCat("expiring-", ++n));
+    return stream->Write(req) && stream->Read(answer);
+  };
+  v1::SignCsrStreamResponse answer;
+  ASSERT_TRUE(stream_sign(&answer));
+  ASSERT_TRUE(answer.has_certificate()) << answer.error().message();
+  absl::SleepFor(expires - absl::Now() + absl::Seconds(1));
+  answer.Clear();
+  ASSERT_TRUE(stream_sign(&answer));
+  EXPECT_FALSE(answer.has_certificate()) << "a station whose certificate expired got a certificate on its stream";
+  EXPECT_EQ(answer.error().code(), static_cast<int>(grpc::StatusCode::UNAUTHENTICATED)) << answer.error().message();
+  EXPECT_THAT(answer.error().message(), HasSubstr("expired"));
+  EXPECT_FALSE(stream->Read(&answer));
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ((*server)->Stop(SIGTERM).exit_code, 0);
+}
+
 // Who is a station (hardening item 1): a station can obtain, through SignCsr, a device certificate whose CN, URI
 // SAN and DNS SAN all say "admin". When tls.client_ca_file also trusts linesign's own CAs, that certificate chains
 // to a trusted CA and carries clientAuth; it must still never authenticate, as anyone.
