@@ -5,6 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "google/protobuf/unknown_field_set.h"
 #include "common/utf8.h"
 #include "server/csr/csr.h"
 
@@ -53,6 +54,14 @@ absl::StatusOr<issuance::SignJob> RequestChecker::Check(const v1::SignCsrRequest
   // An identity no rule matches learns nothing, not even which profile names exist: it is refused before the
   // request is looked at.
   if (auto st = access_->AllowRead(identity, "SignCsr"); !st.ok()) return st;
+  // A field this server does not know is refused, not carried: a unary request stays in memory until it is
+  // answered, and unknown fields are the only part of an accepted request whose size nothing else bounds
+  // (queue_size requests x the largest message would otherwise be the cost of one station's flood).
+  if (const auto& unknown = request.GetReflection()->GetUnknownFields(request); !unknown.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("the request carries a field linesign.v1.SignCsrRequest does not "
+                                                   "define (number ", unknown.field(0).number(), ", ",
+                                                   unknown.field_count(), " in all)"));
+  }
   // The text fields are `bytes` in the proto so that bytes which are not UTF-8 reach this check (and the audit)
   // instead of failing inside gRPC's parser.
   if (auto st = CheckText("request_id", request.request_id()); !st.ok()) return st;

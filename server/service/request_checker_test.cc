@@ -99,6 +99,16 @@ TEST_F(RequestCheckerTest, TextThatIsNotUtf8IsRefusedNamingTheField) {
   EXPECT_THAT(csr.message(), HasSubstr("csr_pem is not valid UTF-8"));
 }
 
+// Unknown fields would ride along with an accepted request for as long as it waits to be signed: refused.
+TEST_F(RequestCheckerTest, FieldsTheServerDoesNotKnowAreRefused) {
+  v1::SignCsrRequest r = Request();
+  r.GetReflection()->MutableUnknownFields(&r)->AddLengthDelimited(111, "hello");
+  absl::Status st = Check(r, "st1");
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(), HasSubstr("the request carries a field linesign.v1.SignCsrRequest does not define (number 111, 1 in all)"));
+  EXPECT_TRUE(Check(Request(), "st1").ok());
+}
+
 TEST_F(RequestCheckerTest, RequestIdRules) {
   absl::Status long_id = Check(Request("", std::string(129, 'a')), "st1");
   EXPECT_EQ(long_id.code(), absl::StatusCode::kInvalidArgument);
