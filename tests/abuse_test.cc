@@ -19,6 +19,7 @@
 #include "server/config/config.h"
 #include "tests/testing/certs.h"
 #include "tests/testing/server_process.h"
+#include "tests/testing/streams.h"
 #include "tests/testing/test_ca.h"
 
 namespace linesign {
@@ -249,15 +250,6 @@ TEST_F(AbuseTest, NonReadingStreamOfMegabyteRequestIdsHoldsBoundedMemoryAndEchoe
 TEST_F(AbuseTest, StreamsOverallAreBoundedWithAMessageNamingTheLimit) {
   config_.mutable_limits()->set_max_streams(2);
   StartServer();
-  auto open_stream = [&](grpc::ClientContext* ctx, v1::CertificateAuthority::Stub* stub, const std::string& id,
-                         v1::SignCsrStreamResponse* answer) {
-    auto stream = stub->SignCsrStream(ctx);
-    v1::SignCsrRequest req;
-    req.set_csr_der(testing::Csr("ec-p256", "/CN=" + id));
-    req.set_request_id(id);
-    if (stream->Write(req)) stream->Read(answer);  // answered: the stream is open on the server
-    return stream;
-  };
   auto first = v1::CertificateAuthority::NewStub(ca_->Channel(server_->address(), "station-1"));
   auto second = v1::CertificateAuthority::NewStub(ca_->Channel(server_->address(), "line1-st1"));
   auto third = v1::CertificateAuthority::NewStub(ca_->Channel(server_->address(), "line1-st2"));
@@ -266,11 +258,11 @@ TEST_F(AbuseTest, StreamsOverallAreBoundedWithAMessageNamingTheLimit) {
     c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   }
   v1::SignCsrStreamResponse a1, a2, a3;
-  auto s1 = open_stream(&c1, first.get(), "all-1", &a1);
-  auto s2 = open_stream(&c2, second.get(), "all-2", &a2);
+  auto s1 = testing::OpenStreamWithOneRequest(&c1, first.get(), "all-1", &a1);
+  auto s2 = testing::OpenStreamWithOneRequest(&c2, second.get(), "all-2", &a2);
   ASSERT_TRUE(a1.has_certificate()) << a1.error().message();
   ASSERT_TRUE(a2.has_certificate()) << a2.error().message();
-  auto s3 = open_stream(&c3, third.get(), "all-3", &a3);
+  auto s3 = testing::OpenStreamWithOneRequest(&c3, third.get(), "all-3", &a3);
   EXPECT_FALSE(a3.has_certificate());
   grpc::Status st = s3->Finish();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
@@ -280,17 +272,7 @@ TEST_F(AbuseTest, StreamsOverallAreBoundedWithAMessageNamingTheLimit) {
 
   s1->WritesDone();
   EXPECT_TRUE(s1->Finish().ok());
-  bool admitted = false;
-  for (int i = 0; i < 100 && !admitted; ++i) {  // the server forgets a stream just after sending its status
-    grpc::ClientContext ctx;
-    v1::SignCsrStreamResponse a;
-    auto s = open_stream(&ctx, third.get(), absl::StrCat("all-4-", i), &a);
-    admitted = a.has_certificate();
-    s->WritesDone();
-    s->Finish();
-    if (!admitted) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  EXPECT_TRUE(admitted);
+  EXPECT_TRUE(testing::StreamAdmittedAgain(third.get(), "all-4-"));
   s2->WritesDone();
   EXPECT_TRUE(s2->Finish().ok());
 }

@@ -26,6 +26,7 @@
 #include "tests/testing/certs.h"
 #include "tests/testing/db_write_lock.h"
 #include "tests/testing/server_process.h"
+#include "tests/testing/streams.h"
 #include "tests/testing/test_ca.h"
 
 namespace linesign {
@@ -497,24 +498,15 @@ TEST_F(LineRateTest, LockedStoreFailsTheBatchAndTheServerRecovers) {
 TEST_F(LineRateTest, StreamsPerStationAreBounded) {
   config_.mutable_signer()->set_max_streams_per_station(2);
   StartServer();
-  auto open_stream = [&](grpc::ClientContext* ctx, v1::CertificateAuthority::Stub* stub, const std::string& id,
-                         v1::SignCsrStreamResponse* answer) {
-    auto stream = stub->SignCsrStream(ctx);
-    v1::SignCsrRequest req;
-    req.set_csr_der(testing::Csr("ec-p256", "/CN=" + id));
-    req.set_request_id(id);
-    if (stream->Write(req)) stream->Read(answer);  // answered: the stream is open on the server
-    return stream;
-  };
   auto stub = v1::CertificateAuthority::NewStub(ca_->Channel(server_->address()));
   grpc::ClientContext c1, c2, c3;
   v1::SignCsrStreamResponse a1, a2, a3;
-  auto s1 = open_stream(&c1, stub.get(), "cap-1", &a1);
-  auto s2 = open_stream(&c2, stub.get(), "cap-2", &a2);
+  auto s1 = testing::OpenStreamWithOneRequest(&c1, stub.get(), "cap-1", &a1);
+  auto s2 = testing::OpenStreamWithOneRequest(&c2, stub.get(), "cap-2", &a2);
   ASSERT_TRUE(a1.has_certificate()) << a1.error().message();
   ASSERT_TRUE(a2.has_certificate()) << a2.error().message();
 
-  auto s3 = open_stream(&c3, stub.get(), "cap-3", &a3);
+  auto s3 = testing::OpenStreamWithOneRequest(&c3, stub.get(), "cap-3", &a3);
   EXPECT_FALSE(a3.has_certificate());
   grpc::Status st = s3->Finish();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
@@ -526,7 +518,7 @@ TEST_F(LineRateTest, StreamsPerStationAreBounded) {
   auto other = v1::CertificateAuthority::NewStub(ca_->Channel(server_->address(), "line1-st1"));
   grpc::ClientContext c4;
   v1::SignCsrStreamResponse a4;
-  auto s4 = open_stream(&c4, other.get(), "cap-4", &a4);
+  auto s4 = testing::OpenStreamWithOneRequest(&c4, other.get(), "cap-4", &a4);
   EXPECT_TRUE(a4.has_certificate()) << a4.error().message();
   s4->WritesDone();
   EXPECT_TRUE(s4->Finish().ok());
@@ -534,17 +526,7 @@ TEST_F(LineRateTest, StreamsPerStationAreBounded) {
   // Closing one makes room for the next.
   s1->WritesDone();
   EXPECT_TRUE(s1->Finish().ok());
-  bool admitted = false;
-  for (int i = 0; i < 100 && !admitted; ++i) {  // the server forgets a stream just after sending its status
-    grpc::ClientContext ctx;
-    v1::SignCsrStreamResponse a;
-    auto s = open_stream(&ctx, stub.get(), absl::StrCat("cap-5-", i), &a);
-    admitted = a.has_certificate();
-    s->WritesDone();
-    s->Finish();
-    if (!admitted) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  EXPECT_TRUE(admitted);
+  EXPECT_TRUE(testing::StreamAdmittedAgain(stub.get(), "cap-5-"));
   s2->WritesDone();
   EXPECT_TRUE(s2->Finish().ok());
 }
