@@ -240,7 +240,6 @@ void BM_StoreCommit(benchmark::State& state) {
       r.profile = "device";
       r.request_id = absl::StrCat(next++);
       r.der = issued.der;
-      entry.events.push_back(store::Event{.type = store::kEventIssued, .serial_hex = r.serial_hex});
     }
     state.ResumeTiming();
     auto outcomes = store->RecordBatch(records);

@@ -12,6 +12,7 @@
 #include "common/testing/fake_clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/store/sqlite/migrations.h"
 #include "server/store/sqlite/sqlite_store.h"
 #include "tests/testing/certs.h"
 #include "tests/testing/server_process.h"
@@ -78,9 +79,9 @@ TEST(UpgradeTest, AVersion1DatabaseIsMigratedAndKeepsItsCertificates) {
   testing::FakeClock clock(absl::FromUnixSeconds(1760000000));
   auto store = store::SqliteStore::Open(path, &clock);
   ASSERT_TRUE(store.ok()) << store.status();
-  EXPECT_EQ(testing::SqliteScalar(path, "PRAGMA user_version"), "2");
+  EXPECT_EQ(testing::SqliteScalar(path, "PRAGMA user_version"), "3");
   EXPECT_EQ(testing::SqliteScalar(path, "SELECT group_concat(version || ':' || applied_at) FROM schema_migrations"),
-            "1:1760000000,2:1760000000");
+            "1:1760000000,2:1760000000,3:1760000000");
 
   const std::string issuer = IssuerId();
   for (int n = 1; n <= kOldCertificates; ++n) {
@@ -99,7 +100,7 @@ TEST(UpgradeTest, AVersion1DatabaseIsMigratedAndKeepsItsCertificates) {
   fresh.cert = (*(*store)->FindByRequest(kOldStation, "v1-request-1")).value();
   fresh.cert.serial_hex = "7E57";
   fresh.cert.request_id = "v2-request-1";
-  fresh.events.push_back(store::Event{.type = store::kEventIssued, .serial_hex = "7E57", .time = clock.Now()});
+  fresh.events.push_back(store::Event{.type = "NOTED", .serial_hex = "7E57", .time = clock.Now()});
   fresh.outbox.push_back(store::OutboxItem{.kind = "iot.register", .dedupe_key = "7E57"});
   store::BatchEntry retry = fresh;
   retry.cert.serial_hex = "7E58";
@@ -110,9 +111,18 @@ TEST(UpgradeTest, AVersion1DatabaseIsMigratedAndKeepsItsCertificates) {
   EXPECT_EQ((*out)[0], store::RecordOutcome::kRecorded);
   EXPECT_EQ((*out)[1], store::RecordOutcome::kDuplicateRequest);
   EXPECT_EQ(*(*store)->Count(), kOldCertificates + 1);
-  auto events = (*store)->ReadAfter(0, 10);
-  ASSERT_EQ(events->size(), 1u);
-  EXPECT_EQ((*events)[0].serial_hex, "7E57");
+  // The old certificates are the log's first ISSUED events, in their order; the new one follows with its event.
+  auto events = (*store)->ReadAfter(0, 100);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), static_cast<size_t>(kOldCertificates) + 2);
+  for (int n = 1; n <= kOldCertificates; ++n) {
+    EXPECT_EQ((*events)[n - 1].type, store::kEventIssued);
+    EXPECT_EQ((*events)[n - 1].serial_hex, ReadOld(n).serial_hex);
+  }
+  EXPECT_EQ((*events)[kOldCertificates].type, store::kEventIssued);
+  EXPECT_EQ((*events)[kOldCertificates].serial_hex, "7E57");
+  EXPECT_EQ((*events)[kOldCertificates + 1].type, "NOTED");
+  EXPECT_EQ((*events)[kOldCertificates + 1].serial_hex, "7E57");
   auto page = (*store)->List(store::CertificateQuery{.page_size = 2});
   ASSERT_TRUE(page.ok());
   ASSERT_EQ(page->records.size(), 2u);
@@ -127,8 +137,8 @@ TEST(UpgradeTest, ADatabaseFromANewerServerIsRefusedWithBothVersions) {
   EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(store.status().message(),
             absl::StrCat("store: database ", path,
-                         " has schema version 99 but this linesign-server knows up to 2; upgrade linesign-server (a "
-                         "database is never downgraded)"));
+                         " has schema version 99 but this linesign-server knows up to ",
+                         store::sqlite::LatestVersion(), "; upgrade linesign-server (a database is never downgraded)"));
   EXPECT_EQ(testing::SqliteScalar(path, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'schema_migrations'"), "0");
 }
 
@@ -170,7 +180,7 @@ TEST_F(UpgradeServerTest, TheServerReplaysOldRequestsAndIssuesNewOnesAfterTheUpg
   std::string dir = db.substr(0, db.rfind('/'));
   auto server = testing::ServerProcess::Start({"--config", Config(db)});
   ASSERT_TRUE(server.ok()) << server.status();
-  EXPECT_EQ(testing::SqliteScalar(db, "PRAGMA user_version"), "2");
+  EXPECT_EQ(testing::SqliteScalar(db, "PRAGMA user_version"), "3");
 
   for (int n = 1; n <= kOldCertificates; ++n) {
     std::string out = absl::StrCat(dir, "/replayed", n, ".pem");
@@ -204,20 +214,21 @@ TEST_F(UpgradeServerTest, TheServerReplaysOldRequestsAndIssuesNewOnesAfterTheUpg
   EXPECT_EQ(stop.exit_code, 0) << stop.output;
 
   EXPECT_EQ(testing::SqliteScalar(db, "SELECT COUNT(*) FROM certificates"), absl::StrCat(kOldCertificates + 1));
-  EXPECT_EQ(testing::SqliteScalar(db, "SELECT group_concat(type || ' ' || station) FROM events"),
-            "ISSUED anonymous");
-  EXPECT_EQ(testing::SqliteScalar(db, "SELECT request_id FROM certificates c JOIN events e ON e.serial = c.serial"),
+  // The old certificates precede the new one in the event log (each certificate is its ISSUED event).
+  EXPECT_EQ(testing::SqliteScalar(db, "SELECT request_id FROM certificates ORDER BY id DESC LIMIT 1"),
             "after-upgrade-1");
+  EXPECT_EQ(testing::SqliteScalar(db, "SELECT COUNT(*) FROM events"), "0");
 }
 
 // The real server refuses to start on a database from a newer linesign-server, saying which versions.
 TEST_F(UpgradeServerTest, TheServerRefusesToStartOnANewerDatabase) {
   std::string db = CopyFixture();
-  ASSERT_EQ(testing::SqliteExec(db, "PRAGMA user_version = 7"), "");
+  ASSERT_EQ(testing::SqliteExec(db, "PRAGMA user_version = 77"), "");
   auto r = testing::RunCommand({testing::ServerBinary(), "--config", Config(db)});
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_THAT(r.output, HasSubstr(absl::StrCat("store: database ", db,
-                                               " has schema version 7 but this linesign-server knows up to 2")));
+                                               " has schema version 77 but this linesign-server knows up to ",
+                                               store::sqlite::LatestVersion())));
 }
 
 }  // namespace

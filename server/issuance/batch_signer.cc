@@ -182,13 +182,8 @@ void BatchSigner::ProcessBatch(std::vector<SignJob> batch) {
       r.issued_at = absl::ToUnixSeconds(now);
       if (HasPredecessor(req.reason)) r.renews_serial = req.predecessor_serial;
       store::BatchEntry entry;
-      entry.events.reserve(1 + req.events.size());
-      entry.events.push_back(store::Event{.type = store::kEventIssued,
-                                          .issuer_id = r.issuer_id,
-                                          .serial_hex = r.serial_hex,
-                                          .station = r.station,
-                                          .profile = r.profile,
-                                          .time = now});
+      // The certificate row is its own ISSUED event; the request's further events follow it in the log.
+      entry.events.reserve(req.events.size());
       // Copies: a serial collision retries the job with its events and outbox items.
       for (store::Event e : req.events) {
         if (e.issuer_id.empty() && e.serial_hex.empty()) e.issuer_id = r.issuer_id, e.serial_hex = r.serial_hex;

@@ -104,7 +104,7 @@ TEST_F(BatchSignerTest, ManyConcurrentSubmittersEachGetTheirOwnDurableCertificat
   }
   EXPECT_EQ(serials.size(), static_cast<size_t>(kThreads * kPerThread));
   EXPECT_EQ(*store_->Count(), kThreads * kPerThread);
-  // Each certificate's ISSUED event was recorded with it.
+  // Each certificate is one ISSUED event in the log.
   std::set<std::string> event_serials;
   for (int64_t cursor = 0;;) {
     auto events = store_->ReadAfter(cursor, 100);
@@ -245,7 +245,7 @@ TEST_F(BatchSignerTest, RenewalWithoutACsrThroughTheSameSigner) {
   ASSERT_NE(cert, nullptr);
   EXPECT_EQ(SubjectAndKey(next.der), SubjectAndKey(old.der));
   EXPECT_EQ(testing::VerifyChain(cert.get(), ca_->chain_file, ca_->chain_file), "");
-  // Recorded with it: the certificate, its ISSUED event, the request's event (filled with the certificate) and
+  // Recorded with it: the certificate (its ISSUED event), the request's event (filled with the certificate) and
   // the outbox item.
   auto stored = store_->FindBySerial(ca_->ca.issuer_id, next.serial_hex);
   ASSERT_TRUE(stored.ok() && stored->has_value());
@@ -446,7 +446,7 @@ TEST_F(BatchSignerStoreFailureTest, InsertFailingMidBatchRollsBackTheWholeBatch)
             "");
   ExpectRoundFails("mid", "certificate not issued: store: insert: disk controller on fire");
   EXPECT_EQ(*store_->Count(), kBatch);  // only the warm-up batch
-  EXPECT_EQ(testing::SqliteScalar(db_path_, "SELECT COUNT(*) FROM events"), std::to_string(kBatch));
+  EXPECT_EQ(store_->ReadAfter(0, 100)->size(), static_cast<size_t>(kBatch));  // the warm-up batch's ISSUED
   EXPECT_EQ(testing::SqliteScalar(db_path_, "SELECT COUNT(*) FROM certificates WHERE request_id LIKE 'mid-%'"), "0");
 
   ASSERT_EQ(testing::SqliteExec(db_path_, "DROP TRIGGER t_fail_insert"), "");

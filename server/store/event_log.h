@@ -13,6 +13,9 @@
 namespace linesign::store {
 
 // Event types.
+// kEventIssued is implied by every recorded certificate: a store records it with the certificate row itself
+// (its time is the certificate's issued_at, to the second), so callers never append one; a batch holding an
+// ISSUED event is refused.
 inline constexpr char kEventIssued[] = "ISSUED";
 
 // Event is one entry of the log.
@@ -32,7 +35,8 @@ class EventReader {
  public:
   virtual ~EventReader() = default;
   // ReadAfter returns up to `limit` (1 to 1000) events with id > `cursor`, ascending; start with cursor 0 and pass
-  // the last id read. Events are appended only by committed batches, and with one writer at a time the ids
+  // the last id read. Each recorded certificate is an ISSUED event, so certificates and appended events share
+  // one id sequence. Events are appended only by committed batches, and with one writer at a time the ids
   // become visible in order, so a reader never sees an id appear below its cursor. InvalidArgument for a limit
   // out of range.
   virtual absl::StatusOr<std::vector<Event>> ReadAfter(int64_t cursor, int limit) = 0;

@@ -76,9 +76,33 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_due ON outbox (next_attempt_us, id) WHERE completed_us IS NULL;
 )sql";
 
-constexpr std::array<Migration, 2> kMigrations = {{
+// Version 3: a certificate row is its own ISSUED event (one row less written per certificate on the issuing
+// path: bench/README.md), so certificates and events share one id sequence and the log is read as both tables
+// merged by id. The ISSUED rows version 2 appended are dropped (the certificates say the same), and any other
+// event is renumbered past every certificate so the sequence stays one; their order among themselves is kept.
+constexpr const char* kV3IssuedImplied = R"sql(
+CREATE TABLE events_v3 (
+  id        INTEGER PRIMARY KEY,  -- shares the sequence with certificates.id: max of both + 1
+  type      TEXT NOT NULL,
+  issuer_id TEXT NOT NULL,
+  serial    TEXT NOT NULL,
+  station   TEXT NOT NULL,
+  profile   TEXT NOT NULL,
+  time_us   INTEGER NOT NULL,
+  data      TEXT NOT NULL
+);
+INSERT INTO events_v3 (id, type, issuer_id, serial, station, profile, time_us, data)
+  SELECT id + (SELECT coalesce(max(id), 0) FROM certificates), type, issuer_id, serial, station, profile,
+         time_us, data
+  FROM events WHERE type <> 'ISSUED' ORDER BY id;
+DROP TABLE events;
+ALTER TABLE events_v3 RENAME TO events;
+)sql";
+
+constexpr std::array<Migration, 3> kMigrations = {{
     {1, "initial: certificates", kV1Initial},
     {2, "events, outbox, certificate lifecycle columns", kV2EventsOutboxLifecycle},
+    {3, "ISSUED events implied by certificates, one id sequence", kV3IssuedImplied},
 }};
 
 absl::Status Exec(sqlite3* db, const std::string& sql, absl::string_view what) {

@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 #include <tuple>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -30,14 +32,32 @@ constexpr const char* kColumns =
     "id, issuer_id, serial, subject, sans, not_before, not_after, spki_sha256, csr_sha256, station, profile, "
     "request_id, der, issued_at, status, renews_serial, revoked_at, revocation_reason";
 
+// The event log's id sequence, shared by certificates (each one an ISSUED event) and appended events: the next id
+// is one past the larger of the two tables' largest ids, read inside the writing transaction (two seeks to the
+// last page of each primary key), so ids stay in commit order whichever process writes.
+#define LINESIGN_NEXT_LOG_ID                                                          \
+  "(SELECT max(coalesce((SELECT max(id) FROM certificates), 0), "                     \
+  "coalesce((SELECT max(id) FROM events), 0)) + 1)"
+
 constexpr const char* kInsertCertificate =
-    "INSERT INTO certificates (issuer_id, serial, subject, sans, not_before, not_after, spki_sha256, csr_sha256, "
-    "station, profile, request_id, der, issued_at, status, renews_serial, revoked_at, revocation_reason) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
+    "INSERT INTO certificates (id, issuer_id, serial, subject, sans, not_before, not_after, spki_sha256, "
+    "csr_sha256, station, profile, request_id, der, issued_at, status, renews_serial, revoked_at, "
+    "revocation_reason) VALUES (" LINESIGN_NEXT_LOG_ID
+    ", ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
 
 constexpr const char* kInsertEvent =
-    "INSERT INTO events (type, issuer_id, serial, station, profile, time_us, data) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+    "INSERT INTO events (id, type, issuer_id, serial, station, profile, time_us, data) "
+    "VALUES (" LINESIGN_NEXT_LOG_ID ", ?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+#undef LINESIGN_NEXT_LOG_ID
+
+// The log after a cursor: recorded certificates as ISSUED events, and appended events, each in id order; the
+// two are merged by the caller.
+constexpr const char* kReadIssuedAfter =
+    "SELECT id, 'ISSUED', issuer_id, serial, station, profile, issued_at * 1000000, '' FROM certificates "
+    "WHERE id > ?1 ORDER BY id LIMIT ?2";
+constexpr const char* kReadEventsAfter =
+    "SELECT id, type, issuer_id, serial, station, profile, time_us, data FROM events "
+    "WHERE id > ?1 ORDER BY id LIMIT ?2";
 
 constexpr const char* kInsertOutbox =
     "INSERT INTO outbox (kind, dedupe_key, payload, created_us, next_attempt_us) VALUES (?1, ?2, ?3, ?4, ?5) "
@@ -210,16 +230,20 @@ absl::Status CheckOutboxItem(const OutboxItem& item) {
   return absl::OkStatus();
 }
 
+absl::Status CheckEvent(const Event& e) {
+  if (e.type.empty()) return absl::InvalidArgumentError("store: an event needs a type");
+  if (e.type == kEventIssued) {
+    return absl::InvalidArgumentError("store: ISSUED events are recorded with their certificate, not appended");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckBatch(const Batch& batch) {
   for (const auto& e : batch.entries) {
-    for (const auto& ev : e.events) {
-      if (ev.type.empty()) return absl::InvalidArgumentError("store: an event needs a type");
-    }
+    for (const auto& ev : e.events) LINESIGN_RETURN_IF_ERROR(CheckEvent(ev));
     for (const auto& o : e.outbox) LINESIGN_RETURN_IF_ERROR(CheckOutboxItem(o));
   }
-  for (const auto& ev : batch.events) {
-    if (ev.type.empty()) return absl::InvalidArgumentError("store: an event needs a type");
-  }
+  for (const auto& ev : batch.events) LINESIGN_RETURN_IF_ERROR(CheckEvent(ev));
   for (const auto& o : batch.outbox) LINESIGN_RETURN_IF_ERROR(CheckOutboxItem(o));
   return absl::OkStatus();
 }
@@ -558,30 +582,39 @@ absl::StatusOr<std::vector<Event>> SqliteStore::ReadAfter(int64_t cursor, int li
                                                    kMaxReadLimit));
   }
   std::lock_guard<std::mutex> lock(read_mu_);
-  Stmt s;
-  if (sqlite3_prepare_v2(reader_,
-                         "SELECT id, type, issuer_id, serial, station, profile, time_us, data FROM events "
-                         "WHERE id > ?1 ORDER BY id LIMIT ?2",
-                         -1, &s.s, nullptr) != SQLITE_OK) {
-    return Unavailable(reader_, "prepare");
+  // One read transaction for both queries, so they see the same commits.
+  if (sqlite3_exec(reader_, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK) return Unavailable(reader_, "begin");
+  struct EndRead {
+    sqlite3* db;
+    ~EndRead() { sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr); }
+  } end_read{reader_};
+  std::vector<Event> issued, appended;
+  for (auto [sql, out] : {std::pair{kReadIssuedAfter, &issued}, std::pair{kReadEventsAfter, &appended}}) {
+    Stmt s;
+    if (sqlite3_prepare_v2(reader_, sql, -1, &s.s, nullptr) != SQLITE_OK) return Unavailable(reader_, "prepare");
+    sqlite3_bind_int64(s.s, 1, cursor);
+    sqlite3_bind_int(s.s, 2, limit);
+    int rc;
+    while ((rc = sqlite3_step(s.s)) == SQLITE_ROW) {
+      Event e;
+      e.id = sqlite3_column_int64(s.s, 0);
+      e.type = ColumnText(s.s, 1);
+      e.issuer_id = ColumnText(s.s, 2);
+      e.serial_hex = ColumnText(s.s, 3);
+      e.station = ColumnText(s.s, 4);
+      e.profile = ColumnText(s.s, 5);
+      e.time = FromMicros(sqlite3_column_int64(s.s, 6));
+      e.data = ColumnText(s.s, 7);
+      out->push_back(std::move(e));
+    }
+    if (rc != SQLITE_DONE) return Unavailable(reader_, "read events");
   }
-  sqlite3_bind_int64(s.s, 1, cursor);
-  sqlite3_bind_int(s.s, 2, limit);
   std::vector<Event> events;
-  int rc;
-  while ((rc = sqlite3_step(s.s)) == SQLITE_ROW) {
-    Event e;
-    e.id = sqlite3_column_int64(s.s, 0);
-    e.type = ColumnText(s.s, 1);
-    e.issuer_id = ColumnText(s.s, 2);
-    e.serial_hex = ColumnText(s.s, 3);
-    e.station = ColumnText(s.s, 4);
-    e.profile = ColumnText(s.s, 5);
-    e.time = FromMicros(sqlite3_column_int64(s.s, 6));
-    e.data = ColumnText(s.s, 7);
-    events.push_back(std::move(e));
-  }
-  if (rc != SQLITE_DONE) return Unavailable(reader_, "read events");
+  events.reserve(std::min<size_t>(limit, issued.size() + appended.size()));
+  std::merge(std::make_move_iterator(issued.begin()), std::make_move_iterator(issued.end()),
+             std::make_move_iterator(appended.begin()), std::make_move_iterator(appended.end()),
+             std::back_inserter(events), [](const Event& a, const Event& b) { return a.id < b.id; });
+  if (events.size() > static_cast<size_t>(limit)) events.resize(limit);
   return events;
 }
 

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/testing/fake_clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -109,12 +110,15 @@ TEST(SqliteStoreTest, MigratesANewDatabaseAndRecordsEachMigration) {
   linesign::testing::FakeClock clock(absl::FromUnixSeconds(1750000000));
   ASSERT_TRUE(SqliteStore::Open(path, &clock).ok());
   EXPECT_EQ(Query(path, "PRAGMA user_version"), absl::StrCat(sqlite::LatestVersion()));
+  std::vector<std::string> applied;
+  for (const auto& m : sqlite::Migrations()) applied.push_back(absl::StrCat(m.version, " 1750000000"));
   EXPECT_EQ(Query(path, "SELECT version || ' ' || applied_at FROM schema_migrations ORDER BY version"),
-            "1 1750000000,2 1750000000");
+            absl::StrJoin(applied, ","));
   // Opening again applies nothing.
   clock.Advance(absl::Hours(1));
   ASSERT_TRUE(SqliteStore::Open(path, &clock).ok());
-  EXPECT_EQ(Query(path, "SELECT COUNT(*) || ' ' || MAX(applied_at) FROM schema_migrations"), "2 1750000000");
+  EXPECT_EQ(Query(path, "SELECT COUNT(*) || ' ' || MAX(applied_at) FROM schema_migrations"),
+            absl::StrCat(sqlite::Migrations().size(), " 1750000000"));
 }
 
 // Several processes starting on one new file at once: each waits for the write lock, the first migrates, the
@@ -131,7 +135,9 @@ TEST(SqliteStoreTest, ConcurrentOpensMigrateOnce) {
   }
   for (auto& t : threads) t.join();
   for (const auto& st : results) EXPECT_TRUE(st.ok()) << st;
-  EXPECT_EQ(Query(path, "SELECT version FROM schema_migrations ORDER BY version"), "1,2");
+  std::vector<int> versions;
+  for (const auto& m : sqlite::Migrations()) versions.push_back(m.version);
+  EXPECT_EQ(Query(path, "SELECT version FROM schema_migrations ORDER BY version"), absl::StrJoin(versions, ","));
 }
 
 // A database written by a newer linesign-server (by its user_version or its schema_migrations table) is refused
@@ -148,9 +154,10 @@ TEST(SqliteStoreTest, RefusesADatabaseNewerThanTheBinary) {
     EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
     EXPECT_EQ(store.status().message(),
               absl::StrCat("store: database ", path, " has schema version ", version,
-                           " but this linesign-server knows up to 2; upgrade linesign-server (a database is never "
-                           "downgraded)"));
-    EXPECT_EQ(Query(path, "SELECT COUNT(*) FROM schema_migrations"), how[0] == 'P' ? "2" : "3");
+                           " but this linesign-server knows up to ", sqlite::LatestVersion(),
+                           "; upgrade linesign-server (a database is never downgraded)"));
+    EXPECT_EQ(Query(path, "SELECT COUNT(*) FROM schema_migrations"),
+              absl::StrCat(sqlite::Migrations().size() + (how[0] == 'P' ? 0 : 1)));
   }
 }
 
@@ -167,6 +174,40 @@ TEST(SqliteStoreTest, AFailedMigrationChangesNothing) {
   EXPECT_EQ(Query(path, "PRAGMA user_version"), "1");
   EXPECT_EQ(Query(path, "SELECT name FROM sqlite_master WHERE name IN ('schema_migrations', 'outbox')"), "");
   EXPECT_EQ(Query(path, "SELECT COUNT(*) FROM pragma_table_info('certificates') WHERE name = 'status'"), "0");
+}
+
+// A version-2 database (ISSUED events stored as rows) is carried to version 3: the ISSUED rows go, the
+// certificates read back as the log's ISSUED events, other events keep their order after every certificate, and
+// ids stay one sequence for what is written next.
+TEST(SqliteStoreTest, Version2EventRowsBecomeOneSequenceWithTheCertificates) {
+  std::string path = linesign::testing::TempDir("store") + "/db";
+  Exec(path, absl::StrCat(sqlite::Migrations()[0].sql, sqlite::Migrations()[1].sql, R"sql(
+    INSERT INTO certificates (id, issuer_id, serial, subject, sans, not_before, not_after, spki_sha256, csr_sha256,
+        station, profile, request_id, der, issued_at)
+      VALUES (1, 'I', 'A1', 'CN=a', '[]', 1, 2, 's', 'c', 'st', 'p', 'r1', x'3000', 100),
+             (2, 'I', 'A2', 'CN=b', '[]', 1, 2, 's', 'c', 'st', 'p', 'r2', x'3000', 101);
+    INSERT INTO events (id, type, issuer_id, serial, station, profile, time_us, data)
+      VALUES (1, 'ISSUED', 'I', 'A1', 'st', 'p', 100000000, ''), (2, 'NOTE', 'I', 'A1', 'st', 'p', 100000001, 'x'),
+             (3, 'ISSUED', 'I', 'A2', 'st', 'p', 101000000, ''), (4, 'NOTE', 'I', 'A2', 'st', 'p', 101000001, 'y');
+    PRAGMA user_version = 2;)sql"));
+  linesign::testing::FakeClock clock(absl::FromUnixSeconds(1750000000));
+  auto store = SqliteStore::Open(path, &clock);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ(Query(path, "SELECT group_concat(id || ' ' || type || ' ' || serial || ' ' || data) FROM events"),
+            "4 NOTE A1 x,6 NOTE A2 y");
+  auto events = (*store)->ReadAfter(0, 100);
+  ASSERT_TRUE(events.ok()) << events.status();
+  std::vector<std::string> log;
+  for (const auto& e : *events) log.push_back(absl::StrCat(e.id, " ", e.type, " ", e.serial_hex));
+  EXPECT_EQ(absl::StrJoin(log, ","), "1 ISSUED A1,2 ISSUED A2,4 NOTE A1,6 NOTE A2");
+  EXPECT_EQ((*events)[0].time, absl::FromUnixSeconds(100));
+  CertificateRecord r;
+  r.issuer_id = "I";
+  r.serial_hex = "A3";
+  r.station = "st";
+  r.request_id = "r3";
+  ASSERT_TRUE((*store)->RecordBatch(Batch{.entries = {BatchEntry{.cert = r}}}).ok());
+  EXPECT_EQ(Query(path, "SELECT id FROM certificates WHERE serial = 'A3'"), "7");
 }
 
 // Checkpoint (the server's store-checkpoint task calls it every few hundred milliseconds) copies the WAL once it

@@ -41,11 +41,11 @@ void StoreConformanceTest::SetUp() {
 
 namespace {
 
-// Entry is a certificate with its ISSUED event and one outbox item keyed by its serial.
+// Entry is a certificate (its own ISSUED event) with one further event and one outbox item keyed by its serial.
 BatchEntry Entry(const std::string& serial, const std::string& request_id, const std::string& outbox_kind = "test") {
   BatchEntry e;
   e.cert = Certificate(serial, request_id);
-  e.events.push_back(Event{.type = kEventIssued,
+  e.events.push_back(Event{.type = "NOTED",
                            .issuer_id = "ISSUER",
                            .serial_hex = serial,
                            .station = "station-1",
@@ -59,6 +59,13 @@ BatchEntry Entry(const std::string& serial, const std::string& request_id, const
 std::vector<std::string> Serials(const std::vector<Event>& events) {
   std::vector<std::string> out;
   for (const auto& e : events) out.push_back(e.serial_hex);
+  return out;
+}
+
+// Log renders events as "TYPE serial" lines.
+std::vector<std::string> Log(const std::vector<Event>& events) {
+  std::vector<std::string> out;
+  for (const auto& e : events) out.push_back(absl::StrCat(e.type, " ", e.serial_hex));
   return out;
 }
 
@@ -97,15 +104,21 @@ TEST_P(StoreConformanceTest, RecordsCertificatesEventsAndOutboxInOneBatch) {
   ASSERT_TRUE(by_request.ok() && by_request->has_value());
   EXPECT_EQ((*by_request)->serial_hex, "01");
 
+  // Each certificate is its ISSUED event, followed by its entry's events; the batch's own events come last.
   auto events = store_->ReadAfter(0, 10);
   ASSERT_TRUE(events.ok()) << events.status();
-  ASSERT_EQ(events->size(), 3u);
-  EXPECT_THAT(Serials(*events), ElementsAre("01", "02", ""));
-  EXPECT_EQ((*events)[0].type, kEventIssued);
-  EXPECT_EQ((*events)[0].station, "station-1");
-  EXPECT_EQ((*events)[0].profile, "device");
-  EXPECT_EQ((*events)[0].time, absl::FromUnixMicros(1700000000123456));
-  EXPECT_EQ((*events)[2].data, "standalone");
+  EXPECT_THAT(Log(*events), ElementsAre("ISSUED 01", "NOTED 01", "ISSUED 02", "NOTED 02", "CA_ROTATED "));
+  ASSERT_EQ(events->size(), 5u);
+  const Event& issued = (*events)[2];
+  EXPECT_EQ(issued.id, r.id);
+  EXPECT_EQ(issued.issuer_id, "ISSUER");
+  EXPECT_EQ(issued.station, "station-1");
+  EXPECT_EQ(issued.profile, "device");
+  EXPECT_EQ(issued.time, absl::FromUnixSeconds(r.issued_at));
+  EXPECT_EQ((*events)[1].time, absl::FromUnixMicros(1700000000123456));
+  EXPECT_EQ((*events)[1].data, "{}");
+  EXPECT_EQ((*events)[4].data, "standalone");
+  for (size_t i = 1; i < events->size(); ++i) EXPECT_GT((*events)[i].id, (*events)[i - 1].id);
 
   auto items = store_->Claim(Claim(clock_.Now(), "runner"));
   ASSERT_TRUE(items.ok()) << items.status();
@@ -132,7 +145,7 @@ TEST_P(StoreConformanceTest, ATransactionKilledHalfWayLeavesNothing) {
     EXPECT_EQ(*s->Count(), 1);
     EXPECT_FALSE(s->FindBySerial("ISSUER", "01")->has_value());
     EXPECT_FALSE(s->FindByRequest("station-1", "b")->has_value());
-    EXPECT_THAT(Serials(*s->ReadAfter(0, 100)), ElementsAre("00"));
+    EXPECT_THAT(Serials(*s->ReadAfter(0, 100)), ElementsAre("00", "00"));
   }
   EXPECT_THAT(Keys(*store_->Claim(Claim(clock_.Now(), "runner"))), ElementsAre("00"));
 
@@ -141,7 +154,7 @@ TEST_P(StoreConformanceTest, ATransactionKilledHalfWayLeavesNothing) {
   out = store_->RecordBatch(batch);
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(*store_->Count(), 4);
-  EXPECT_EQ(store_->ReadAfter(0, 100)->size(), 5u);
+  EXPECT_EQ(store_->ReadAfter(0, 100)->size(), 9u);  // 4 certificates with their NOTED events, STANDALONE
 }
 
 // A serial collision or a duplicate request drops that entry with its events and outbox items, and only it.
@@ -158,8 +171,22 @@ TEST_P(StoreConformanceTest, ARefusedEntryDropsOnlyItselfWithItsEventsAndOutbox)
   EXPECT_FALSE(store_->FindBySerial("ISSUER", "03")->has_value());
   EXPECT_FALSE(store_->FindBySerial("ISSUER", "05")->has_value());
   EXPECT_FALSE(store_->FindByRequest("station-1", "c")->has_value());
-  EXPECT_THAT(Serials(*store_->ReadAfter(0, 100)), ElementsAre("01", "02", "04"));
+  EXPECT_THAT(Serials(*store_->ReadAfter(0, 100)), ElementsAre("01", "01", "02", "02", "04", "04"));
   EXPECT_THAT(Keys(*store_->Claim(Claim(clock_.Now(), "runner"))), ElementsAre("01", "02", "04"));
+}
+
+// ISSUED is written by recording the certificate; appending one is refused and writes nothing of the batch.
+TEST_P(StoreConformanceTest, RefusesAnAppendedIssuedEvent) {
+  Batch batch;
+  batch.entries = {Entry("01", "a")};
+  batch.entries[0].events.push_back(Event{.type = kEventIssued, .serial_hex = "01"});
+  auto out = store_->RecordBatch(batch);
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument) << out.status();
+  EXPECT_THAT(out.status().message(), HasSubstr("ISSUED"));
+  out = store_->RecordBatch(Batch{.events = {Event{.type = kEventIssued}}});
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument) << out.status();
+  EXPECT_EQ(*store_->Count(), 0);
+  EXPECT_TRUE(store_->ReadAfter(0, 10)->empty());
 }
 
 TEST_P(StoreConformanceTest, ListPagesByKeysetWithFilters) {
@@ -287,10 +314,17 @@ TEST_P(StoreConformanceTest, EventsAreReadInOrderAfterACursor) {
       serials.push_back(e.serial_hex);
     }
   }
-  EXPECT_THAT(serials, ElementsAre("00", "01", "02", "10", "11", "12", "20", "21", "22"));
+  EXPECT_THAT(serials, ElementsAre("00", "00", "01", "01", "02", "02", "10", "10", "11", "11", "12", "12", "20",
+                                   "20", "21", "21", "22", "22"));
   EXPECT_TRUE(store_->ReadAfter(cursor, 10)->empty());
   ASSERT_TRUE(store_->RecordBatch(Batch{.entries = {Entry("30", "30")}}).ok());
-  EXPECT_THAT(Serials(*store_->ReadAfter(cursor, 10)), ElementsAre("30"));
+  EXPECT_THAT(Log(*store_->ReadAfter(cursor, 10)), ElementsAre("ISSUED 30", "NOTED 30"));
+  // Standalone events and certificates interleave in commit order.
+  ASSERT_TRUE(store_->RecordBatch(Batch{.events = {Event{.type = "CA_ROTATED"}}}).ok());
+  ASSERT_TRUE(store_->RecordBatch(Batch{.entries = {Entry("31", "31")}}).ok());
+  EXPECT_THAT(Log(*store_->ReadAfter(cursor, 10)),
+              ElementsAre("ISSUED 30", "NOTED 30", "CA_ROTATED ", "ISSUED 31", "NOTED 31"));
+  EXPECT_THAT(Log(*store_->ReadAfter(cursor, 3)), ElementsAre("ISSUED 30", "NOTED 30", "CA_ROTATED "));
   EXPECT_EQ(store_->ReadAfter(0, 0).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(store_->ReadAfter(0, 1001).status().code(), absl::StatusCode::kInvalidArgument);
 }
