@@ -7,7 +7,8 @@
 #
 # Each round runs, for BASE then NEW: a development server (P-256 key in SoftHSM2, durable SQLite, mTLS) made by
 # that build's own --dev, a full-speed SignCsrStream run (concurrency 4) and 1,000 unary calls one at a time.
-# Prints each round and the medians, and the ratio NEW/BASE of the stream rate and of the unary p50.
+# Prints each round and the medians, the ratio NEW/BASE of the stream rate and of the unary p50, and the median
+# of the paired per-round stream ratios (steadier when the machine's load changes between rounds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: bench/compare.sh BASE_BUILD_DIR NEW_BUILD_DIR [--rounds N] [--seconds S]" >&2; exit 2; }
@@ -67,4 +68,9 @@ def load(p):
 (br, bp), (nr, np_) = load(sys.argv[1]), load(sys.argv[2])
 print(f"medians: base {br:,.0f} certs/s, p50 {bp:.3f} ms; new {nr:,.0f} certs/s, p50 {np_:.3f} ms")
 print(f"ratio new/base: stream {nr / br:.3f}, unary p50 {np_ / bp:.3f}")
+# Each round's NEW against the BASE run just before it: on a machine whose load changes between rounds, the
+# median of these paired ratios is steadier than the ratio of the medians.
+pairs = [n[0] / b[0] for b, n in zip(*(([list(map(float, l.split())) for l in open(p) if l.strip()])
+                                       for p in sys.argv[1:3]))]
+print(f"paired stream ratios: {' '.join(f'{x:.3f}' for x in pairs)}; median {statistics.median(pairs):.3f}")
 EOF
