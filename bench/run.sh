@@ -7,8 +7,10 @@
 # Runs: linesign end to end (development server: P-256 key in SoftHSM2, durable SQLite, mTLS) over SignCsrStream
 # at full speed with 2 and with 1 signing worker, at half the full rate (latency), and unary SignCsr one at a
 # time; the bare SoftHSM2 C_SignInit+C_Sign rate (linesign-micro-bench); `openssl speed ecdsap256`; and the
-# seeds' flow, one `openssl x509 -req -CAcreateserial` process per CSR. --long N adds a run of N certificates
-# sampling the server's resident memory. Needs python3 for the JSON.
+# seeds' flow, one `openssl x509 -req -CAcreateserial` process per CSR. From the bare SoftHSM2 rate (one thread)
+# and OpenSSL's P-256 verification rate (one core) it computes the crypto floor, the most any server could issue
+# on this machine, and the ratio to it; and the CPU per certificate of the server and of the load generator.
+# --long N adds a run of N certificates sampling the server's resident memory. Needs python3 for the JSON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=build seconds=10 repeat=3 long=0
@@ -60,16 +62,27 @@ start_server() {  # workers
 
 run() { "$bench" --server "$addr" --tls-dir "$work/dev/station" --json "$@" 2>/dev/null | tail -1; }
 
-stream_rate() {  # workers -> median certs/s of REPEAT full-speed stream runs
+# stream_rate WORKERS -> "certs/s server_cpu_us_per_cert generator_cpu_us_per_cert", medians of REPEAT full-speed
+# stream runs. The server's CPU is utime+stime from /proc around each run.
+stream_rate() {
   start_server "$1"
-  local rates=()
-  for _ in $(seq 1 "$repeat"); do rates+=("$(run --mode stream --concurrency 4 --duration "$seconds" | json_field certs_per_second)"); done
-  median "${rates[@]}"
+  local rates=() cpus=() gens=() out t0 t1
+  for _ in $(seq 1 "$repeat"); do
+    t0=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
+    out=$(run --mode stream --concurrency 4 --duration "$seconds")
+    t1=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
+    rates+=("$(echo "$out" | json_field certs_per_second)")
+    gens+=("$(echo "$out" | json_field generator_cpu_us_per_cert)")
+    cpus+=("$(python3 -c "print(round(($t1 - $t0) / $(getconf CLK_TCK) * 1e6 / max(1, $(echo "$out" | json_field certificates))))")")
+  done
+  echo "$(median "${rates[@]}") $(median "${cpus[@]}") $(median "${gens[@]}")"
 }
 
 echo "== linesign end to end (P-256 in SoftHSM2, durable SQLite, mTLS; generator on the same machine)"
-max2=$(stream_rate 2); echo "stream, 2 workers: $max2 certs/s"
-max1=$(stream_rate 1); echo "stream, 1 worker:  $max1 certs/s"
+# Not in a subshell: start_server keeps the running server's pid in server_pid for the next start and cleanup.
+stream_rate 2 >"$work/rate-2"; read -r max2 server_cpu gen_cpu <"$work/rate-2"
+echo "stream, 2 workers: $max2 certs/s (CPU per certificate: server $server_cpu µs, load generator $gen_cpu µs)"
+stream_rate 1 >"$work/rate-1"; read -r max1 _ _ <"$work/rate-1"; echo "stream, 1 worker:  $max1 certs/s"
 start_server 2
 half=$(python3 -c "print(int($max2 / 2))")
 p99s=() p50s=()
@@ -110,8 +123,13 @@ print(rate('1'), rate('2'))")
 echo "1 thread: $bare1 signatures/s, 2 threads: $bare2 signatures/s"
 
 echo "== openssl speed ecdsap256 (in memory, one core)"
-speed=$(openssl speed -seconds 3 ecdsap256 2>/dev/null | awk '/256 bits ecdsa \(nistp256\)/ {print $(NF-1)}')
-echo "$speed signatures/s"
+read -r speed verify < <(openssl speed -seconds 3 ecdsap256 2>/dev/null |
+                         awk '/256 bits ecdsa \(nistp256\)/ {print $(NF-1), $NF}')
+echo "$speed signatures/s, $verify verifications/s"
+# The crypto floor: a certificate costs at least one HSM signature and one CSR signature verification, so on
+# every core at once no server can exceed cores / (1/hsm_rate_one_thread + 1/verify_rate_one_core).
+floor=$(python3 -c "print(round($(nproc) / (1 / $bare1 + 1 / $verify)))")
+echo "crypto floor on $(nproc) cores: $floor certs/s"
 
 echo "== the seeds' flow: one openssl x509 -req -CAcreateserial process per CSR (200 CSRs)"
 seeds="$work/seeds"; mkdir -p "$seeds"
@@ -132,11 +150,14 @@ echo "$seeds_rate certs/s"
 
 echo
 echo "== summary ($(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), medians of $repeat)"
-python3 - "$max2" "$max1" "$p99_half" "$unary_p50" "$bare1" "$bare2" "$speed" "$seeds_rate" <<'EOF'
+python3 - "$max2" "$max1" "$p99_half" "$unary_p50" "$bare1" "$bare2" "$speed" "$seeds_rate" "$floor" \
+  "$server_cpu" "$gen_cpu" <<'EOF'
 import sys
-max2, max1, p99, p50, bare1, bare2, speed, seeds = map(float, sys.argv[1:])
+max2, max1, p99, p50, bare1, bare2, speed, seeds, floor, server_cpu, gen_cpu = map(float, sys.argv[1:])
 rows = [
     ("stream certs/s (2 workers)", f"{max2:,.0f}", ">= 10,000", max2 >= 10000),
+    ("  vs the crypto floor", f"{max2 / floor:.0%} of {floor:,.0f}/s", ">= 75%", max2 / floor >= 0.75),
+    ("  CPU per certificate", f"server {server_cpu:.0f} us, generator {gen_cpu:.0f} us", "", None),
     ("  vs bare SoftHSM2 C_Sign, 2 threads", f"{max2 / bare2:.0%} of {bare2:,.0f}/s", ">= 50%", max2 / bare2 >= 0.5),
     ("  vs the seeds' openssl flow", f"{max2 / seeds:,.0f}x ({seeds:,.1f}/s)", ">= 300x", max2 / seeds >= 300),
     ("  vs openssl speed ecdsap256 (1 core)", f"{max2 / speed:.0%} of {speed:,.0f}/s", "", None),
