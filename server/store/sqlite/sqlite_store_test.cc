@@ -110,11 +110,11 @@ TEST(SqliteStoreTest, MigratesANewDatabaseAndRecordsEachMigration) {
   ASSERT_TRUE(SqliteStore::Open(path, &clock).ok());
   EXPECT_EQ(Query(path, "PRAGMA user_version"), absl::StrCat(sqlite::LatestVersion()));
   EXPECT_EQ(Query(path, "SELECT version || ' ' || applied_at FROM schema_migrations ORDER BY version"),
-            "1 1750000000,2 1750000000");
+            "1 1750000000,2 1750000000,3 1750000000");
   // Opening again applies nothing.
   clock.Advance(absl::Hours(1));
   ASSERT_TRUE(SqliteStore::Open(path, &clock).ok());
-  EXPECT_EQ(Query(path, "SELECT COUNT(*) || ' ' || MAX(applied_at) FROM schema_migrations"), "2 1750000000");
+  EXPECT_EQ(Query(path, "SELECT COUNT(*) || ' ' || MAX(applied_at) FROM schema_migrations"), "3 1750000000");
 }
 
 // Several processes starting on one new file at once: each waits for the write lock, the first migrates, the
@@ -131,7 +131,7 @@ TEST(SqliteStoreTest, ConcurrentOpensMigrateOnce) {
   }
   for (auto& t : threads) t.join();
   for (const auto& st : results) EXPECT_TRUE(st.ok()) << st;
-  EXPECT_EQ(Query(path, "SELECT version FROM schema_migrations ORDER BY version"), "1,2");
+  EXPECT_EQ(Query(path, "SELECT version FROM schema_migrations ORDER BY version"), "1,2,3");
 }
 
 // A database written by a newer linesign-server (by its user_version or its schema_migrations table) is refused
@@ -148,9 +148,10 @@ TEST(SqliteStoreTest, RefusesADatabaseNewerThanTheBinary) {
     EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
     EXPECT_EQ(store.status().message(),
               absl::StrCat("store: database ", path, " has schema version ", version,
-                           " but this linesign-server knows up to 2; upgrade linesign-server (a database is never "
-                           "downgraded)"));
-    EXPECT_EQ(Query(path, "SELECT COUNT(*) FROM schema_migrations"), how[0] == 'P' ? "2" : "3");
+                           " but this linesign-server knows up to ", sqlite::LatestVersion(),
+                           "; upgrade linesign-server (a database is never downgraded)"));
+    EXPECT_EQ(Query(path, "SELECT COUNT(*) FROM schema_migrations"),
+              absl::StrCat(sqlite::LatestVersion() + (how[0] == 'P' ? 0 : 1)));
   }
 }
 
