@@ -19,11 +19,13 @@
 #include "gtest/gtest.h"
 #include "linesign/v1/admin.grpc.pb.h"
 #include "linesign/v1/ca.grpc.pb.h"
+#include "nlohmann/json.hpp"
 #include "server/config/config.h"
 #include "tests/testing/certs.h"
 #include "tests/testing/server_process.h"
 #include "tests/testing/strict_parse.h"
 #include "tests/testing/test_ca.h"
+#include "server/tls/tls_pki.h"
 
 namespace linesign {
 namespace {
@@ -337,6 +339,114 @@ TEST_F(RevocationTest, EachBadRevocationGetsItsOwnErrorAndChangesNothing) {
   EXPECT_EQ(server_->Crl().crl_number(), number);
   EXPECT_EQ(Db(absl::StrCat("SELECT status FROM certificates WHERE serial = '", Canonical(cert.serial_hex()), "'")),
             "valid");
+}
+
+// The command line: revoke (table and --json), crl (summary, --json, -o with --pem and DER), export (PEM chain and
+// PKCS#7), keygen --passphrase-file (encrypted PKCS#8 that OpenSSL opens with the passphrase and only with it).
+TEST_F(RevocationTest, TheCommandLineRevokesFetchesTheCrlExportsAndEncryptsKeys) {
+  const std::string dir = testing::TempDir("revocation-cli");
+  ASSERT_TRUE(tls::WriteCredentials(dir + "/admin", ca_->station_ca.certificate_pem, ca_->StationCredentials("admin"))
+                  .ok());
+  ASSERT_TRUE(
+      tls::WriteCredentials(dir + "/station", ca_->station_ca.certificate_pem, ca_->StationCredentials("station-1"))
+          .ok());
+  auto cli = [&](std::vector<std::string> args, const std::string& who = "admin") {
+    std::vector<std::string> argv = {testing::ClientBinary()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.insert(argv.end(), {"--server", server_->address(), "--tls-dir", dir + "/" + who});
+    return testing::RunCommand(argv);
+  };
+
+  // keygen with a passphrase, then sign the CSR it made.
+  ASSERT_TRUE(WriteFile(dir + "/pass", "correct horse battery staple\n").ok());
+  ASSERT_TRUE(WriteFile(dir + "/wrong", "not it\n").ok());
+  auto keygen = testing::RunCommand({testing::ClientBinary(), "keygen", "--subject", "/CN=CLI-DEVICE", "--key-out",
+                                     dir + "/device.key", "--csr-out", dir + "/device.csr", "--passphrase-file",
+                                     dir + "/pass"});
+  ASSERT_EQ(keygen.exit_code, 0) << keygen.output;
+  const std::string key_pem = *ReadFile(dir + "/device.key");
+  EXPECT_TRUE(absl::StartsWith(key_pem, "-----BEGIN ENCRYPTED PRIVATE KEY-----")) << key_pem;
+  auto parsed = testing::RunCommand({"/usr/bin/openssl", "asn1parse", "-in", dir + "/device.key"});
+  for (const char* alg : {"PBES2", "PBKDF2", "hmacWithSHA256", "aes-256-cbc"}) EXPECT_THAT(parsed.output, HasSubstr(alg));
+  auto opened = testing::RunCommand({"/usr/bin/openssl", "pkey", "-in", dir + "/device.key", "-passin",
+                                     "file:" + dir + "/pass", "-noout"});
+  EXPECT_EQ(opened.exit_code, 0) << opened.output;
+  auto refused_key = testing::RunCommand({"/usr/bin/openssl", "pkey", "-in", dir + "/device.key", "-passin",
+                                          "file:" + dir + "/wrong", "-noout"});
+  EXPECT_NE(refused_key.exit_code, 0);
+  ASSERT_TRUE(WriteFile(dir + "/empty", "\n").ok());
+  auto empty = testing::RunCommand({testing::ClientBinary(), "keygen", "--subject", "/CN=X", "--key-out",
+                                    dir + "/x.key", "--csr-out", dir + "/x.csr", "--passphrase-file", dir + "/empty"});
+  EXPECT_EQ(empty.exit_code, 1);
+  EXPECT_THAT(empty.output, HasSubstr("the first line (the passphrase) is empty"));
+  auto sign = cli({"sign", "--csr", dir + "/device.csr", "--out", dir + "/device.pem"}, "station");
+  ASSERT_EQ(sign.exit_code, 0) << sign.output;
+  auto cert = ParseCertificatesPem(*ReadFile(dir + "/device.pem"), "device.pem");
+  ASSERT_TRUE(cert.ok());
+  OsslPtr<BIGNUM> bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber((*cert)[0].get()), nullptr));
+  char* hex = BN_bn2hex(bn.get());
+  const std::string serial = hex;
+  OPENSSL_free(hex);
+
+  // export: PEM (certificate, then the chain) and PKCS#7.
+  auto exported = cli({"export", serial, "-o", dir + "/export.pem"});
+  ASSERT_EQ(exported.exit_code, 0) << exported.output;
+  auto bundle = ParseCertificatesPem(*ReadFile(dir + "/export.pem"), "export.pem");
+  ASSERT_TRUE(bundle.ok());
+  ASSERT_EQ(bundle->size(), 2u);  // the device certificate and the issuing CA
+  EXPECT_EQ(CertificateDer((*bundle)[0].get()), CertificateDer((*cert)[0].get()));
+  auto p7 = cli({"export", serial, "--pkcs7", "-o", dir + "/export.p7b"});
+  ASSERT_EQ(p7.exit_code, 0) << p7.output;
+  auto printed = testing::RunCommand({"/usr/bin/openssl", "pkcs7", "-in", dir + "/export.p7b", "-print_certs", "-noout"});
+  EXPECT_EQ(printed.exit_code, 0) << printed.output;
+  EXPECT_THAT(printed.output, HasSubstr("subject=CN = CLI-DEVICE"));
+  auto unknown = cli({"export", "0123456789ABCDEF"});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_THAT(unknown.output, HasSubstr("export failed: NOT_FOUND: no certificate with serial 0123456789ABCDEF"));
+
+  // revoke: table, then --json for the idempotent second call; a bad reason name is refused by the client.
+  auto revoke = cli({"revoke", serial, "--reason", "key-compromise"});
+  ASSERT_EQ(revoke.exit_code, 0) << revoke.output;
+  EXPECT_THAT(revoke.output, HasSubstr("status:     revoked\n"));
+  EXPECT_THAT(revoke.output, HasSubstr("reason:     keyCompromise\n"));
+  auto again = cli({"revoke", serial, "--reason", "superseded", "--json"});
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  auto json = nlohmann::json::parse(again.output.substr(again.output.find('{')));
+  EXPECT_EQ(json["already_revoked"], true);
+  EXPECT_EQ(json["reason"], "keyCompromise");
+  EXPECT_EQ(json["reason_code"], 1);
+  auto bad_name = cli({"revoke", serial, "--reason", "lost-it"});
+  EXPECT_EQ(bad_name.exit_code, 1);
+  EXPECT_THAT(bad_name.output, HasSubstr("--reason 'lost-it' is not a revocation reason; use one of unspecified, "
+                                         "key-compromise"));
+  auto hold = cli({"revoke", serial, "--reason", "certificate-hold"});
+  EXPECT_EQ(hold.exit_code, 1);
+  EXPECT_THAT(hold.output, HasSubstr("revoke failed: INVALID_ARGUMENT: reason certificateHold (6) is not supported"));
+  auto by_station = cli({"revoke", serial}, "station");
+  EXPECT_EQ(by_station.exit_code, 1);
+  EXPECT_THAT(by_station.output, HasSubstr("PERMISSION_DENIED"));
+
+  // crl: wait until it lists the serial; the summary names it; -o writes PEM or DER that OpenSSL reads.
+  server_->WaitForCrl([&](const ParsedCrl& c) { return c.reasons.contains(serial); });
+  auto summary = cli({"crl"}, "station");
+  ASSERT_EQ(summary.exit_code, 0) << summary.output;
+  EXPECT_THAT(summary.output, HasSubstr("crl_number:  "));
+  EXPECT_THAT(summary.output, ::testing::ContainsRegex(serial + " +[0-9T:Z-]+ +keyCompromise"));
+  auto crl_json = cli({"crl", "--json"}, "station");
+  ASSERT_EQ(crl_json.exit_code, 0) << crl_json.output;
+  auto j = nlohmann::json::parse(crl_json.output.substr(crl_json.output.find('{')));
+  bool listed = false;
+  for (const auto& e : j["entries"]) listed |= e["serial_hex"] == serial && e["reason"] == "keyCompromise";
+  EXPECT_TRUE(listed) << crl_json.output;
+  auto pem = cli({"crl", "--pem", "-o", dir + "/ca.crl"}, "station");
+  ASSERT_EQ(pem.exit_code, 0) << pem.output;
+  auto der = cli({"crl", "-o", dir + "/ca.crl.der"}, "station");
+  ASSERT_EQ(der.exit_code, 0) << der.output;
+  EXPECT_EQ(PemEncode("X509 CRL", *ReadFile(dir + "/ca.crl.der")), *ReadFile(dir + "/ca.crl"));
+  auto verify = testing::RunCommand({"/usr/bin/openssl", "verify", "-crl_check", "-CAfile", ca_->root_pem,
+                                     "-untrusted", ca_->chain_pem, "-CRLfile", dir + "/ca.crl", dir + "/device.pem"});
+  EXPECT_NE(verify.exit_code, 0);
+  EXPECT_THAT(verify.output, HasSubstr("certificate revoked"));
 }
 
 // GetCrl is public data: a station may read it, an identity no access rule names may not.
