@@ -468,7 +468,9 @@ TEST_F(RevocationTest, GetCrlIsForEveryKnownIdentity) {
 // number (one per CRL made) moves by at most one per min_interval (1 s) of the burst, plus one.
 TEST_F(RevocationTest, ABurstOfRevocationsIsCoalesced) {
   // 1,000 certificates recorded straight into the store (signing them is not what this test is about).
-  const std::string issuer = Db("SELECT issuer_id FROM certificates LIMIT 1");
+  const std::string serial = Canonical(server_->Issue("BURST-ISSUER").serial_hex());
+  const std::string issuer = Db(absl::StrCat("SELECT issuer_id FROM certificates WHERE serial = '", serial, "'"));
+  ASSERT_EQ(issuer.size(), 64u);
   ASSERT_EQ(testing::SqliteExec(*db_, absl::StrCat(
                                          "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < "
                                          "1000) INSERT INTO certificates (issuer_id, serial, subject, sans, "
