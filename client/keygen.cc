@@ -1,7 +1,10 @@
 #include "client/keygen.h"
 
 #include <openssl/pem.h>
+#include <openssl/pkcs12.h>
 #include <openssl/x509v3.h>
+
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -76,6 +79,37 @@ std::string PrivateKeyPem(EVP_PKEY* key) {
   char* data = nullptr;
   long n = BIO_get_mem_data(bio.get(), &data);
   return std::string(data, n);
+}
+
+absl::StatusOr<std::string> EncryptedPrivateKeyPem(EVP_PKEY* key, const std::string& passphrase) {
+  if (passphrase.empty()) return absl::InvalidArgumentError("the passphrase is empty");
+  std::unique_ptr<PKCS8_PRIV_KEY_INFO, decltype(&PKCS8_PRIV_KEY_INFO_free)> info(EVP_PKEY2PKCS8(key),
+                                                                                 PKCS8_PRIV_KEY_INFO_free);
+  if (info == nullptr) return absl::InternalError(absl::StrCat("cannot encode the key: ", OpenSslErrors()));
+  // nid -1 with a cipher: PBES2; the PRF defaults to HMAC-SHA256; salt NULL: 16 random bytes.
+  std::unique_ptr<X509_SIG, decltype(&X509_SIG_free)> encrypted(
+      PKCS8_encrypt(-1, EVP_aes_256_cbc(), passphrase.data(), static_cast<int>(passphrase.size()), nullptr, 0,
+                    kPassphraseIterations, info.get()),
+      X509_SIG_free);
+  if (encrypted == nullptr) return absl::InternalError(absl::StrCat("cannot encrypt the key: ", OpenSslErrors()));
+  OsslPtr<BIO> bio(BIO_new(BIO_s_mem()));
+  if (PEM_write_bio_PKCS8(bio.get(), encrypted.get()) != 1) {
+    return absl::InternalError(absl::StrCat("cannot write the key: ", OpenSslErrors()));
+  }
+  char* data = nullptr;
+  long n = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, n);
+}
+
+absl::StatusOr<std::string> ReadPassphraseFile(const std::string& path) {
+  auto text = ReadFile(path);
+  if (!text.ok()) return absl::InvalidArgumentError(absl::StrCat("--passphrase-file: ", text.status().message()));
+  std::string line = text->substr(0, text->find('\n'));
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  if (line.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("--passphrase-file ", path, ": the first line (the passphrase) is empty"));
+  }
+  return line;
 }
 
 }  // namespace linesign::client

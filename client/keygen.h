@@ -20,6 +20,19 @@ absl::StatusOr<std::string> MakeCsr(EVP_PKEY* key, const std::string& subject, c
 // PrivateKeyPem returns `key` as unencrypted PKCS#8 PEM.
 std::string PrivateKeyPem(EVP_PKEY* key);
 
+// kPassphraseIterations is the PBKDF2-HMAC-SHA256 iteration count of EncryptedPrivateKeyPem (OWASP's 2023
+// figure for PBKDF2-SHA256).
+inline constexpr int kPassphraseIterations = 600000;
+
+// EncryptedPrivateKeyPem returns `key` as encrypted PKCS#8 PEM ("ENCRYPTED PRIVATE KEY"): PBES2 with
+// PBKDF2-HMAC-SHA256 (kPassphraseIterations, 16-byte random salt) and AES-256-CBC, readable by
+// `openssl pkey -passin`. InvalidArgument for an empty passphrase; Internal when OpenSSL fails.
+absl::StatusOr<std::string> EncryptedPrivateKeyPem(EVP_PKEY* key, const std::string& passphrase);
+
+// ReadPassphraseFile returns the first line of `path` without its line ending. InvalidArgument naming the file when
+// it cannot be read or the passphrase is empty; the passphrase itself never appears in an error.
+absl::StatusOr<std::string> ReadPassphraseFile(const std::string& path);
+
 }  // namespace linesign::client
 
 #endif  // LINESIGN_CLIENT_KEYGEN_H_

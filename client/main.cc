@@ -14,6 +14,7 @@
 #include "client/connect.h"
 #include "client/keygen.h"
 #include "client/output.h"
+#include "client/revocation_commands.h"
 #include "common/openssl_util.h"
 #include "common/utf8.h"
 #include "linesign/v1/admin.grpc.pb.h"
@@ -103,6 +104,9 @@ int main(int argc, char** argv) {
   keygen->add_option("--algorithm", algorithm, "ec-p256, ec-p384, ed25519, rsa-2048, rsa-3072, rsa-4096")
       ->capture_default_str();
   keygen->add_option("--san", sans, "subjectAltName entries, e.g. DNS:dev1.example, IP:10.0.0.1 (repeatable)");
+  std::string passphrase_file;
+  keygen->add_option("--passphrase-file", passphrase_file,
+                     "Encrypt the key (PKCS#8, AES-256-CBC, PBKDF2-HMAC-SHA256) with the first line of this file");
 
   auto* chain = app.add_subcommand("ca-chain", "Print (or write) the CA chain the server issues under");
   AddConnectionOptions(chain, &server, &tls);
@@ -130,6 +134,10 @@ int main(int argc, char** argv) {
   list->add_option("--page-size", page_size, "Certificates per page, 1 to 1000")->capture_default_str();
   list->add_flag("--all", all_pages, "Follow every page (default: the first page, then the next page token)");
 
+  // Revocation (issue 11): revoke, crl, export.
+  linesign::client::RevocationCommands revocation(
+      &app, [&](CLI::App* cmd) { AddConnectionOptions(cmd, &server, &tls); });
+
   CLI11_PARSE(app, argc, argv);
 
   if (*keygen) {
@@ -137,8 +145,15 @@ int main(int argc, char** argv) {
     if (!key.ok()) return Fail(std::string(key.status().message()));
     auto csr = linesign::client::MakeCsr(key->get(), subject, sans);
     if (!csr.ok()) return Fail(std::string(csr.status().message()));
-    if (auto st = linesign::client::WriteOutput(key_out, linesign::client::PrivateKeyPem(key->get()), 0600);
-        !st.ok()) {
+    std::string key_pem = linesign::client::PrivateKeyPem(key->get());
+    if (!passphrase_file.empty()) {
+      auto passphrase = linesign::client::ReadPassphraseFile(passphrase_file);
+      if (!passphrase.ok()) return Fail(std::string(passphrase.status().message()));
+      auto encrypted = linesign::client::EncryptedPrivateKeyPem(key->get(), *passphrase);
+      if (!encrypted.ok()) return Fail(std::string(encrypted.status().message()));
+      key_pem = *std::move(encrypted);
+    }
+    if (auto st = linesign::client::WriteOutput(key_out, key_pem, 0600); !st.ok()) {
       return Fail(std::string(st.message()));
     }
     if (auto st = linesign::client::WriteOutput(csr_out, linesign::PemEncode("CERTIFICATE REQUEST", *csr));
@@ -151,6 +166,7 @@ int main(int argc, char** argv) {
   auto credentials = linesign::client::Credentials(tls);
   if (!credentials.ok()) return Fail(std::string(credentials.status().message()));
   auto channel = linesign::client::Connect(server, *credentials);
+  if (revocation.chosen()) return revocation.Run(channel, timeout_s);
   auto stub = linesign::v1::CertificateAuthority::NewStub(channel);
   auto admin = linesign::v1::Administration::NewStub(channel);
   grpc::ClientContext ctx;

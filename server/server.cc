@@ -129,6 +129,17 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
   s->tasks_->Start(std::make_unique<tasks::FunctionTask>(
       "store-checkpoint", kCheckpointEvery, [store = s->store_.get()](absl::Time) { return store->Checkpoint(); }));
   LINESIGN_ASSIGN_OR_RETURN(s->builder_, issuance::CertificateBuilder::Create(&s->ca_, s->signer_.get()));
+  // The CRL: signed by the same key through the same signer; the latest one in the store is served at once, and
+  // the task's first round (run here, before any call) makes one when there is none or it is due.
+  LINESIGN_ASSIGN_OR_RETURN(s->crl_builder_, revocation::CrlBuilder::Create(&s->ca_, s->signer_.get()));
+  LINESIGN_ASSIGN_OR_RETURN(
+      s->crl_publisher_,
+      revocation::CrlPublisher::Create(
+          s->crl_builder_.get(), s->store_.get(),
+          revocation::CrlPublisher::Options{.validity = absl::Seconds(c.crl().validity_seconds()),
+                                            .refresh_before = absl::Seconds(c.crl().refresh_before_seconds()),
+                                            .min_interval = absl::Milliseconds(c.crl().min_interval_ms())}));
+  s->tasks_->Start(s->crl_publisher_->MakeTask());
 
   issuance::BatchSigner::Options opts;
   opts.workers = static_cast<int>(c.signer().workers());
@@ -149,14 +160,15 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
   s->service_ = std::make_unique<service::StationService>(service::StationService::Parts{
       .config = &s->config_, .ca = &s->ca_, .signer = s->batch_signer_.get(),
       .authenticator = s->authenticator_.get(), .access = s->access_.get(), .checker = s->checker_.get(),
-      .counters = s->counters_.get(), .drain = s->drain_.get(), .clock = clock});
+      .counters = s->counters_.get(), .drain = s->drain_.get(), .clock = clock,
+      .crl = s->crl_publisher_.get()});
   // Administrative reads are rare: two threads, and a few more waiting, are plenty; beyond that a call is refused.
   s->admin_executor_ = std::make_unique<service::BoundedExecutor>(/*threads=*/2, /*max_pending=*/16);
   s->admin_ = std::make_unique<service::AdminService>(service::AdminService::Parts{
       .issuer_id = s->ca_.issuer_id, .authenticator = s->authenticator_.get(), .access = s->access_.get(),
       .reader = s->store_.get(), .queued = [signer = s->batch_signer_.get()] { return signer->queued(); },
       .counters = s->counters_.get(), .drain = s->drain_.get(), .executor = s->admin_executor_.get(),
-      .clock = clock});
+      .clock = clock, .revocations = s->store_.get()});
 
   s->health_ =
       std::make_unique<observability::HealthService>(s->authenticator_.get(), s->audit_.get(), s->clock_);

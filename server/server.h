@@ -14,6 +14,8 @@
 #include "server/issuance/batch_signer.h"
 #include "server/observability/health_monitor.h"
 #include "server/observability/health_service.h"
+#include "server/revocation/crl_builder.h"
+#include "server/revocation/crl_publisher.h"
 #include "server/service/admin_service.h"
 #include "server/service/bounded_executor.h"
 #include "server/service/drain_tracker.h"
@@ -42,6 +44,9 @@ class LinesignServer {
   }
   ~LinesignServer();
 
+  // crl returns the CRL publisher, for the HTTP listener to serve CurrentDer(). Never null after Start.
+  const revocation::CrlPublisher* crl() const { return crl_publisher_.get(); }
+
   // address is the bound host:port (with the real port when the configuration asked for port 0).
   const std::string& address() const { return address_; }
 
@@ -66,6 +71,9 @@ class LinesignServer {
   std::unique_ptr<hsm::Signer> signer_;
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<issuance::CertificateBuilder> builder_;
+  // Revocation (issue 11): the CRL builder and publisher (its task runs on tasks_).
+  std::unique_ptr<revocation::CrlBuilder> crl_builder_;
+  std::unique_ptr<revocation::CrlPublisher> crl_publisher_;
   std::unique_ptr<issuance::BatchSigner> batch_signer_;
   std::unique_ptr<auth::Authenticator> authenticator_;
   std::unique_ptr<auth::AccessPolicy> access_;

@@ -14,7 +14,10 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 #include "common/der.h"
 #include "common/openssl_util.h"
 #include "common/status_macros.h"
@@ -24,6 +27,42 @@
 #include "server/auth/station_credential.h"
 
 namespace linesign::config {
+
+// CheckCrlDistributionPoint: what a certificate may carry as its CRL distribution point (an IA5String URI that
+// strict parsers accept): an http://, https:// or ldap:// URL with a host, printable ASCII without spaces (anything
+// else percent-encoded, each '%' followed by two hex digits), at most kMaxCrlDistributionPointBytes. Empty is
+// fine (no extension).
+absl::Status CheckCrlDistributionPoint(const std::string& url) {
+  if (url.empty()) return absl::OkStatus();
+  if (url.size() > kMaxCrlDistributionPointBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("must be at most ", kMaxCrlDistributionPointBytes, " bytes (it has ", url.size(), ")"));
+  }
+  for (size_t i = 0; i < url.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(url[i]);
+    if (c <= 0x20 || c >= 0x7f) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "holds the byte 0x%02X at offset %d: the URL must be printable ASCII without spaces (percent-encode the "
+          "rest)",
+          c, i));
+    }
+    if (c == '%' && (i + 2 >= url.size() || !absl::ascii_isxdigit(static_cast<unsigned char>(url[i + 1])) ||
+                     !absl::ascii_isxdigit(static_cast<unsigned char>(url[i + 2])))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("has a '%' at offset ", i, " that is not followed by two hexadecimal digits"));
+    }
+  }
+  absl::string_view rest = url;
+  if (!absl::ConsumePrefix(&rest, "http://") && !absl::ConsumePrefix(&rest, "https://") &&
+      !absl::ConsumePrefix(&rest, "ldap://")) {
+    return absl::InvalidArgumentError("must be an http://, https:// or ldap:// URL (lower-case scheme)");
+  }
+  if (rest.empty() || rest[0] == '/' || rest[0] == '?' || rest[0] == '#' || rest[0] == ':') {
+    return absl::InvalidArgumentError("has no host after the scheme");
+  }
+  return absl::OkStatus();
+}
+
 namespace {
 
 using google::protobuf::Value;
@@ -228,10 +267,8 @@ absl::Status ValidateProfile(const std::string& f, const v1::Profile& p) {
   if (p.max_san_value_bytes() < 1 || p.max_san_value_bytes() > 1024) {
     return FieldError(f + ".max_san_value_bytes", "must be 1 to 1024");
   }
-  const std::string& cdp = p.crl_distribution_point();
-  if (!cdp.empty() && (cdp.size() > 1024 || !(absl::StartsWith(cdp, "http://") || absl::StartsWith(cdp, "https://") ||
-                                              absl::StartsWith(cdp, "ldap://")))) {
-    return FieldError(f + ".crl_distribution_point", "must be an http://, https:// or ldap:// URL (at most 1024)");
+  if (auto st = CheckCrlDistributionPoint(p.crl_distribution_point()); !st.ok()) {
+    return FieldError(f + ".crl_distribution_point", st.message());
   }
   for (const auto& oid : p.policy_oids()) {
     LINESIGN_RETURN_IF_ERROR(CheckNotStationMarker(f + ".policy_oids", oid));
@@ -396,6 +433,11 @@ void ApplyDefaults(v1::ServerConfig* config) {
   if (l->handshake_timeout_seconds() == 0) l->set_handshake_timeout_seconds(10);
   if (l->grpc_memory_bytes() == 0) l->set_grpc_memory_bytes(uint64_t{1} << 30);
   if (config->health_check_interval_ms() == 0) config->set_health_check_interval_ms(2000);
+  // The CRL (issue 11): a week, remade at half-life, at most one a second.
+  auto* crl = config->mutable_crl();
+  if (crl->validity_seconds() == 0) crl->set_validity_seconds(7 * 24 * 3600);
+  if (crl->refresh_before_seconds() == 0) crl->set_refresh_before_seconds(crl->validity_seconds() / 2);
+  if (crl->min_interval_ms() == 0) crl->set_min_interval_ms(1000);
 }
 
 absl::Status Validate(const v1::ServerConfig& c) {
@@ -454,6 +496,18 @@ absl::Status Validate(const v1::ServerConfig& c) {
   LINESIGN_RETURN_IF_ERROR(ValidateLimits(c.limits()));
   if (c.health_check_interval_ms() < 100 || c.health_check_interval_ms() > 60000) {
     return FieldError("health_check_interval_ms", "must be 100 to 60000");
+  }
+  // The CRL (issue 11).
+  const auto& crl = c.crl();
+  if (crl.validity_seconds() < 3600 || crl.validity_seconds() > 31622400) {
+    return FieldError("crl.validity_seconds", "must be 3600 (1 hour) to 31622400 (366 days)");
+  }
+  if (crl.refresh_before_seconds() < 60 || crl.refresh_before_seconds() > crl.validity_seconds() - 60) {
+    return FieldError("crl.refresh_before_seconds",
+                      absl::StrCat("must be 60 to crl.validity_seconds - 60 (", crl.validity_seconds() - 60, ")"));
+  }
+  if (crl.min_interval_ms() < 10 || crl.min_interval_ms() > 3600000) {
+    return FieldError("crl.min_interval_ms", "must be 10 to 3600000");
   }
   LINESIGN_RETURN_IF_ERROR(ValidateTls(c));
   LINESIGN_RETURN_IF_ERROR(ValidateAccess(c));

@@ -23,6 +23,14 @@ void ApplyDefaults(v1::ServerConfig* config);
 // InvalidArgument with the dotted field path first ("hsm.key_uri: ...").
 absl::Status Validate(const v1::ServerConfig& config);
 
+// kMaxCrlDistributionPointBytes bounds a profile's crl_distribution_point.
+inline constexpr size_t kMaxCrlDistributionPointBytes = 512;
+
+// CheckCrlDistributionPoint checks a profile's crl_distribution_point: empty, or an http://, https:// or ldap://
+// URL with a host, printable ASCII without spaces, every '%' followed by two hex digits, at most
+// kMaxCrlDistributionPointBytes. InvalidArgument saying which rule failed (without the field name).
+absl::Status CheckCrlDistributionPoint(const std::string& url);
+
 // LoadConfigFile reads, parses, defaults and validates `path`. Relative paths inside the file are resolved
 // against the file's directory.
 absl::StatusOr<v1::ServerConfig> LoadConfigFile(const std::string& path);

@@ -44,6 +44,9 @@ TEST(ConfigTest, MinimalConfigGetsItsDefaults) {
   EXPECT_EQ(c->signer().max_batch(), 64u);
   EXPECT_EQ(c->signer().max_streams_per_station(), 16u);
   EXPECT_EQ(c->health_check_interval_ms(), 2000u);
+  EXPECT_EQ(c->crl().validity_seconds(), 604800u);
+  EXPECT_EQ(c->crl().refresh_before_seconds(), 302400u);
+  EXPECT_EQ(c->crl().min_interval_ms(), 1000u);
   EXPECT_THAT(p.key_usages(), ::testing::ElementsAre("digitalSignature"));
   EXPECT_EQ(p.max_subject_value_bytes(), 64u);
   EXPECT_EQ(p.max_san_value_bytes(), 255u);
@@ -113,6 +116,23 @@ TEST(ConfigTest, ValidationErrorsNameTheField) {
       {"profiles:\n  device:\n    max_san_value_bytes: 5000\n", "profiles.device.max_san_value_bytes: must be"},
       {"profiles:\n  device:\n    crl_distribution_point: 'file:///crl'\n",
        "profiles.device.crl_distribution_point: must be an http://"},
+      {"profiles:\n  device:\n    crl_distribution_point: 'http://crl.example/a b.crl'\n",
+       "profiles.device.crl_distribution_point: holds the byte 0x20 at offset 20: the URL must be printable ASCII"},
+      {"profiles:\n  device:\n    crl_distribution_point: 'http://crl.example/\xc3\xa9.crl'\n",
+       "profiles.device.crl_distribution_point: holds the byte 0xC3 at offset 19"},
+      {"profiles:\n  device:\n    crl_distribution_point: 'http:///ca.crl'\n",
+       "profiles.device.crl_distribution_point: has no host after the scheme"},
+      {"profiles:\n  device:\n    crl_distribution_point: 'http://crl.example/%zz'\n",
+       "profiles.device.crl_distribution_point: has a '%' at offset 19 that is not followed by two hexadecimal"},
+      {"profiles:\n  device:\n    crl_distribution_point: 'HTTP://crl.example/ca.crl'\n",
+       "profiles.device.crl_distribution_point: must be an http://, https:// or ldap:// URL"},
+      {absl::StrCat("profiles:\n  device:\n    crl_distribution_point: 'http://crl.example/", std::string(500, 'a'),
+                    "'\n"),
+       "profiles.device.crl_distribution_point: must be at most 512 bytes (it has 519)"},
+      {"crl: {validity_seconds: 60}\n", "crl.validity_seconds: must be 3600 (1 hour) to 31622400 (366 days)"},
+      {"crl: {validity_seconds: 7200, refresh_before_seconds: 7200}\n",
+       "crl.refresh_before_seconds: must be 60 to crl.validity_seconds - 60 (7140)"},
+      {"crl: {min_interval_ms: 5}\n", "crl.min_interval_ms: must be 10 to 3600000"},
       {"profiles:\n  device:\n    policy_oids: ['1.2.x']\n", "profiles.device.policy_oids: '1.2.x' is not"},
       {"profiles:\n  device:\n    allow_wildcard_dns: true\n", "profiles.device.allow_wildcard_dns: needs \"dns\" in san_types"},
       {"tls: {}\n", "tls.certificate_file: required"},

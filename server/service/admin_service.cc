@@ -11,6 +11,8 @@
 #include "common/utf8.h"
 #include "server/service/grpc_status.h"
 #include "server/service/peer.h"
+#include "nlohmann/json.hpp"
+#include "server/revocation/crl_builder.h"
 
 namespace linesign::service {
 namespace {
@@ -225,6 +227,92 @@ grpc::ServerUnaryReactor* AdminService::ListCertificates(grpc::CallbackServerCon
     response->set_next_page_token(page.next_page_token);
     return absl::OkStatus();
   });
+  return reactor;
+}
+
+// ---- Revocation (issue 11) ----
+
+absl::Status AdminService::CheckRevocationReason(int reason) {
+  switch (reason) {
+    case 0: case 1: case 2: case 3: case 4: case 5: case 9:
+      return absl::OkStatus();
+    case 6:
+      return absl::InvalidArgumentError(
+          "reason certificateHold (6) is not supported: linesign revocations are final; revoke with another "
+          "reason, or leave the certificate valid");
+    case 8:
+      return absl::InvalidArgumentError(
+          "reason removeFromCRL (8) is refused: it only undoes a certificateHold, and linesign puts no certificate "
+          "on hold (revocations are final)");
+    case 10:
+      return absl::InvalidArgumentError(
+          "reason aACompromise (10) is refused: it concerns attribute authorities, and linesign issues no attribute "
+          "certificates");
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "reason ", reason, " is not an RFC 5280 CRLReason (0 to 10; 7 is unused; linesign accepts 0-5 and 9)"));
+  }
+}
+
+grpc::ServerUnaryReactor* AdminService::RevokeCertificate(grpc::CallbackServerContext* context,
+                                                          const v1::RevokeCertificateRequest* request,
+                                                          v1::RevokeCertificateResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  constexpr Rpc kRpc = Rpc::kRevokeCertificate;
+  CallInfo call{"", context->peer(), "", ""};
+  auto identity = Admit(context, kRpc);
+  if (identity.ok()) call.identity = *identity;
+  absl::Status allowed = identity.status();
+  std::string serial = absl::AsciiStrToUpper(request->serial_hex());
+  if (allowed.ok() && (serial.empty() || serial.size() > 42 ||
+                       !std::all_of(serial.begin(), serial.end(), [](char c) { return absl::ascii_isxdigit(c); }))) {
+    allowed = absl::InvalidArgumentError(absl::StrCat(
+        "serial_hex must be 1 to 42 hexadecimal digits (got ", request->serial_hex().size(), " bytes: ",
+        QuoteForDisplay(request->serial_hex().substr(0, 64)), ")"));
+  }
+  const int reason = static_cast<int>(request->reason());
+  if (allowed.ok()) allowed = CheckRevocationReason(reason);
+  if (allowed.ok() && p_.revocations == nullptr) {
+    allowed = absl::FailedPreconditionError("revocation is not available on this server");
+  }
+  if (!allowed.ok()) {
+    reactor->Finish(p_.counters->Refused(kRpc, call, allowed));
+    return reactor;
+  }
+  while (serial.size() > 1 && serial[0] == '0' && serial[1] == '0') serial.erase(0, 2);
+  p_.drain->Enter(/*even_when_draining=*/true);
+  auto task = [this, reactor, response, call, serial, reason]() {
+    const std::string reason_name = revocation::ReasonName(reason);
+    nlohmann::json data = {{"reason", reason_name}, {"reason_code", reason}, {"by", ToValidUtf8(call.identity)}};
+    auto result = p_.revocations->Revoke(store::RevokeRequest{.issuer_id = p_.issuer_id,
+                                                              .serial_hex = serial,
+                                                              .reason = reason,
+                                                              .at = p_.clock->Now(),
+                                                              .data = data.dump()});
+    if (!result.ok()) {
+      absl::Status st = result.status();
+      if (absl::IsNotFound(st)) {
+        st = absl::NotFoundError(absl::StrCat("no certificate with serial ", serial, " from this CA"));
+      }
+      reactor->Finish(p_.counters->Refused(kRpc, call, st));
+    } else {
+      const store::CertificateRecord& r = result->record;
+      response->set_serial_hex(ToValidUtf8(r.serial_hex));
+      response->set_reason(static_cast<v1::RevocationReason>(r.revocation_reason));
+      response->mutable_revoked_at()->set_seconds(r.revoked_at);
+      response->set_already_revoked(result->already_revoked);
+      p_.counters->Revoked(kRpc, call, r, result->already_revoked, revocation::ReasonName(r.revocation_reason));
+      reactor->Finish(grpc::Status::OK);
+    }
+    p_.drain->Leave();
+  };
+  if (!p_.executor->TrySubmit(std::move(task))) {
+    reactor->Finish(p_.counters->Refused(
+        kRpc, call,
+        absl::ResourceExhaustedError(absl::StrCat("too many administrative calls in progress (at most ",
+                                                  p_.executor->max_pending(), "); retry in a moment"))));
+    p_.drain->Leave();
+  }
   return reactor;
 }
 

@@ -18,6 +18,7 @@
 #include "server/service/drain_tracker.h"
 #include "server/service/rpc_counters.h"
 #include "server/store/certificate_store.h"
+#include "server/store/revocation_store.h"
 
 namespace linesign::service {
 
@@ -37,6 +38,8 @@ class AdminService final : public v1::Administration::CallbackService {
     DrainTracker* drain;
     BoundedExecutor* executor;  // where the store reads run
     const Clock* clock;
+    // Revocation (issue 11).
+    store::RevocationStore* revocations = nullptr;
   };
   explicit AdminService(Parts parts) : p_(std::move(parts)) {}
 
@@ -48,6 +51,16 @@ class AdminService final : public v1::Administration::CallbackService {
   grpc::ServerUnaryReactor* ListCertificates(grpc::CallbackServerContext* context,
                                              const v1::ListCertificatesRequest* request,
                                              v1::ListCertificatesResponse* response) override;
+
+  // ---- Revocation (issue 11) ----
+  grpc::ServerUnaryReactor* RevokeCertificate(grpc::CallbackServerContext* context,
+                                              const v1::RevokeCertificateRequest* request,
+                                              v1::RevokeCertificateResponse* response) override;
+  // CheckRevocationReason accepts the RFC 5280 reasons linesign records (unspecified, keyCompromise,
+  // cACompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn) and refuses the rest
+  // with InvalidArgument naming the reason and why (certificateHold: revocations are final; removeFromCRL;
+  // aACompromise; a number RFC 5280 does not define).
+  static absl::Status CheckRevocationReason(int reason);
 
   // ToQuery validates a ListCertificatesRequest into a store query: InvalidArgument naming the field for a
   // page_size over kMaxPageSize, a page_token this server cannot have returned, a filter that is not UTF-8 or

@@ -24,6 +24,10 @@ const char* RpcName(Rpc rpc) {
       return "GetStats";
     case Rpc::kListCertificates:
       return "ListCertificates";
+    case Rpc::kRevokeCertificate:
+      return "RevokeCertificate";
+    case Rpc::kGetCrl:
+      return "GetCrl";
     case Rpc::kCount:
       break;
   }
@@ -51,6 +55,17 @@ grpc::Status RpcCounters::Refused(Rpc rpc, const CallInfo& call, const absl::Sta
   e.reason = std::string(why.message());
   audit_->Record(e);
   return st;
+}
+
+void RpcCounters::Revoked(Rpc rpc, const CallInfo& call, const store::CertificateRecord& record,
+                          bool already_revoked, const std::string& reason) {
+  Count(rpc, grpc::StatusCode::OK);
+  audit::Entry e = Entry(rpc, call, grpc::StatusCode::OK);
+  e.outcome = already_revoked ? "already_revoked" : "revoked";
+  e.serial_hex = record.serial_hex;
+  e.subject = ToValidUtf8(record.subject);
+  e.reason = reason;
+  audit_->Record(e);
 }
 
 void RpcCounters::Completed(Rpc rpc, const CallInfo& call, const absl::StatusOr<store::CertificateRecord>& record,

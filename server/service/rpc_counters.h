@@ -28,6 +28,9 @@ enum class Rpc {
   kGetCertificate,
   kGetStats,
   kListCertificates,
+  // Revocation (issue 11).
+  kRevokeCertificate,
+  kGetCrl,
   kCount
 };
 const char* RpcName(Rpc rpc);
@@ -51,6 +54,10 @@ class RpcCounters {
   // and subject, else "refused" (ALREADY_EXISTS: a request id reused) or "failed" with the reason.
   void Completed(Rpc rpc, const CallInfo& call, const absl::StatusOr<store::CertificateRecord>& record,
                  bool replayed);
+  // Revoked counts and audits a successful RevokeCertificate: outcome "revoked", or "already_revoked" when the
+  // certificate was revoked before (nothing changed), with the serial, subject and `reason` (its RFC 5280 name).
+  void Revoked(Rpc rpc, const CallInfo& call, const store::CertificateRecord& record, bool already_revoked,
+               const std::string& reason);
   // Answered counts a successful answer that needs no audit line of its own (reads).
   void Answered(Rpc rpc) { Count(rpc, grpc::StatusCode::OK); }
 

@@ -76,4 +76,26 @@ grpc::ServerUnaryReactor* StationService::GetCaChain(grpc::CallbackServerContext
   return reactor;
 }
 
+grpc::ServerUnaryReactor* StationService::GetCrl(grpc::CallbackServerContext* context,
+                                                 const v1::GetCrlRequest* request, v1::GetCrlResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto identity = Authenticate(*p_.authenticator, context, p_.clock->Now());
+  absl::Status allowed = identity.ok() ? p_.access->AllowRead(*identity, "GetCrl") : identity.status();
+  absl::StatusOr<revocation::PublishedCrl> crl =
+      p_.crl == nullptr ? absl::UnavailableError("this server publishes no CRL") : p_.crl->Current();
+  if (allowed.ok() && !crl.ok()) allowed = crl.status();
+  if (!allowed.ok()) {
+    reactor->Finish(
+        p_.counters->Refused(Rpc::kGetCrl, CallInfo{identity.value_or(""), context->peer(), "", ""}, allowed));
+    return reactor;
+  }
+  response->set_crl_der(std::move(crl->der));
+  response->set_crl_number(static_cast<uint64_t>(crl->number));
+  response->mutable_this_update()->set_seconds(absl::ToUnixSeconds(crl->this_update));
+  response->mutable_next_update()->set_seconds(absl::ToUnixSeconds(crl->next_update));
+  p_.counters->Answered(Rpc::kGetCrl);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
 }  // namespace linesign::service

@@ -13,6 +13,7 @@
 #include "server/auth/access_policy.h"
 #include "server/auth/authenticator.h"
 #include "server/issuance/batch_signer.h"
+#include "server/revocation/crl_publisher.h"
 #include "server/service/drain_tracker.h"
 #include "server/service/request_checker.h"
 #include "server/service/rpc_counters.h"
@@ -33,6 +34,8 @@ class StationService final : public v1::CertificateAuthority::CallbackService {
     RpcCounters* counters;
     DrainTracker* drain;
     const Clock* clock;
+    // The CRL (issue 11); GetCrl is UNAVAILABLE without it.
+    const revocation::CrlPublisher* crl = nullptr;
   };
   explicit StationService(Parts parts);
 
@@ -42,6 +45,9 @@ class StationService final : public v1::CertificateAuthority::CallbackService {
       grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* GetCaChain(grpc::CallbackServerContext* context, const v1::GetCaChainRequest* request,
                                        v1::GetCaChainResponse* response) override;
+  // GetCrl returns the current CRL from memory (no store read): any identity an access rule names, like GetCaChain.
+  grpc::ServerUnaryReactor* GetCrl(grpc::CallbackServerContext* context, const v1::GetCrlRequest* request,
+                                   v1::GetCrlResponse* response) override;
 
  private:
   const Parts p_;

@@ -1,6 +1,7 @@
 // Store interfaces, one per capability: the issuer sees only IssuanceStore ("record this batch, find a station's
 // earlier request"); read-only queries are CertificateReader (certificate_store.h) and EventReader
-// (event_log.h); side effects leave through Outbox (outbox.h). Open picks the backend StoreConfig names:
+// (event_log.h); side effects leave through Outbox (outbox.h); revocations and CRLs through RevocationStore
+// (revocation_store.h). Open picks the backend StoreConfig names:
 // sqlite/ (embedded default); PostgreSQL later, passing the same suite (testing/store_conformance.h).
 #ifndef LINESIGN_SERVER_STORE_STORE_H_
 #define LINESIGN_SERVER_STORE_STORE_H_
@@ -16,6 +17,7 @@
 #include "server/store/certificate_store.h"
 #include "server/store/event_log.h"
 #include "server/store/outbox.h"
+#include "server/store/revocation_store.h"
 
 namespace linesign::store {
 
@@ -50,7 +52,8 @@ class IssuanceStore {
 };
 
 // Store is a whole backend. Components take the narrow interface they need; only the server's wiring holds this.
-class Store : public IssuanceStore, public CertificateReader, public EventReader, public Outbox {
+class Store : public IssuanceStore, public CertificateReader, public EventReader, public Outbox,
+              public RevocationStore {
  public:
   // One FindByRequest for both interfaces that ask for it.
   absl::StatusOr<std::optional<CertificateRecord>> FindByRequest(const std::string& station,

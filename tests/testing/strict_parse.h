@@ -24,6 +24,16 @@ absl::Status StrictParse(const std::string& der, bool allow_wildcard_dns = false
 // StrictParseAll does the same for many certificates with one python3 and one certtool process.
 absl::Status StrictParseAll(const std::vector<std::string>& ders, bool allow_wildcard_dns = false);
 
+// StrictParseCrl returns OK when three independent parsers accept the DER CRL `der`, or an error naming the
+// parser and what it said:
+//  - OpenSSL: d2i_X509_CRL with nothing left over, re-encoding gives the same bytes, version 2, every CRL and
+//    entry extension decodes, no entry carries reasonCode unspecified (RFC 5280 §5.3.1), thisUpdate and
+//    nextUpdate in RFC 5280's time forms (UTCTime through 2049);
+//  - python3-cryptography: load_der_x509_crl, the issuer, every extension, every entry's serial, date and
+//    extensions;
+//  - GnuTLS: certtool --crl-info.
+absl::Status StrictParseCrl(const std::string& der);
+
 }  // namespace linesign::testing
 
 #endif  // LINESIGN_TESTS_TESTING_STRICT_PARSE_H_

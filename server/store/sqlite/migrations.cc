@@ -99,10 +99,33 @@ DROP TABLE events;
 ALTER TABLE events_v3 RENAME TO events;
 )sql";
 
-constexpr std::array<Migration, 3> kMigrations = {{
+// Version 4: revocation and CRLs. crl_state holds, per issuer, the last CRL number allocated (numbers only grow,
+// across restarts and processes) and a counter of revocations (a publisher regenerates when it moved); crls keeps
+// the latest signed CRL so a restarted server serves it at once. The partial index holds only revoked rows, so
+// recording a (valid) certificate writes nothing to it.
+constexpr const char* kV4Revocation = R"sql(
+CREATE TABLE crl_state (
+  issuer_id   TEXT PRIMARY KEY,
+  last_number INTEGER NOT NULL DEFAULT 0,
+  revocations INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE crls (
+  issuer_id      TEXT NOT NULL,
+  number         INTEGER NOT NULL,
+  revocations    INTEGER NOT NULL,
+  this_update_us INTEGER NOT NULL,
+  next_update_us INTEGER NOT NULL,
+  der            BLOB NOT NULL,
+  PRIMARY KEY (issuer_id, number)
+);
+CREATE INDEX certificates_revoked ON certificates (issuer_id) WHERE status = 'revoked';
+)sql";
+
+constexpr std::array<Migration, 4> kMigrations = {{
     {1, "initial: certificates", kV1Initial},
     {2, "events, outbox, certificate lifecycle columns", kV2EventsOutboxLifecycle},
     {3, "ISSUED events implied by certificates, one id sequence", kV3IssuedImplied},
+    {4, "revocation: CRL numbers and the latest CRL", kV4Revocation},
 }};
 
 absl::Status Exec(sqlite3* db, const std::string& sql, absl::string_view what) {

@@ -709,3 +709,249 @@ absl::Status SqliteStore::Reschedule(int64_t id, const std::string& owner, absl:
 }
 
 }  // namespace linesign::store
+
+// ---- Revocation and CRLs (revocation_store.h) ----
+
+namespace linesign::store {
+
+absl::StatusOr<RevokeResult> SqliteStore::Revoke(const RevokeRequest& request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // IMMEDIATE: the look-up and the update see the same row, whoever else (another process) revokes it meanwhile.
+  LINESIGN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  auto fail = [&](absl::Status st) {
+    Exec("ROLLBACK").IgnoreError();
+    return st;
+  };
+  RevokeResult result;
+  {
+    Stmt s;
+    std::string sql = absl::StrCat("SELECT ", kColumns, " FROM certificates WHERE issuer_id = ?1 AND serial = ?2");
+    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &s.s, nullptr) != SQLITE_OK) return fail(Unavailable(db_, "prepare"));
+    BindText(s.s, 1, request.issuer_id);
+    BindText(s.s, 2, request.serial_hex);
+    int rc = sqlite3_step(s.s);
+    if (rc == SQLITE_DONE) {
+      return fail(absl::NotFoundError(
+          absl::StrCat("store: no certificate with serial ", request.serial_hex, " from this issuer")));
+    }
+    if (rc != SQLITE_ROW) return fail(Unavailable(db_, "revoke: look-up"));
+    result.record = ReadCertificate(s.s);
+  }
+  if (result.record.status == CertificateStatus::kRevoked) {
+    Exec("ROLLBACK").IgnoreError();
+    result.already_revoked = true;
+    return result;
+  }
+  const int64_t at = absl::ToUnixSeconds(request.at);
+  {
+    Stmt s;
+    if (sqlite3_prepare_v2(db_,
+                           "UPDATE certificates SET status = 'revoked', revoked_at = ?2, revocation_reason = ?3 "
+                           "WHERE id = ?1",
+                           -1, &s.s, nullptr) != SQLITE_OK) {
+      return fail(Unavailable(db_, "prepare"));
+    }
+    sqlite3_bind_int64(s.s, 1, result.record.id);
+    sqlite3_bind_int64(s.s, 2, at);
+    sqlite3_bind_int(s.s, 3, request.reason);
+    if (sqlite3_step(s.s) != SQLITE_DONE) return fail(Unavailable(db_, "revoke"));
+  }
+  Event event{.type = kEventRevoked,
+              .issuer_id = request.issuer_id,
+              .serial_hex = result.record.serial_hex,
+              .station = result.record.station,
+              .profile = result.record.profile,
+              .time = request.at,
+              .data = request.data};
+  if (auto st = InsertEvent(event); !st.ok()) return fail(st);
+  {
+    Stmt s;
+    if (sqlite3_prepare_v2(db_,
+                           "INSERT INTO crl_state (issuer_id, revocations) VALUES (?1, 1) "
+                           "ON CONFLICT (issuer_id) DO UPDATE SET revocations = revocations + 1",
+                           -1, &s.s, nullptr) != SQLITE_OK) {
+      return fail(Unavailable(db_, "prepare"));
+    }
+    BindText(s.s, 1, request.issuer_id);
+    if (sqlite3_step(s.s) != SQLITE_DONE) return fail(Unavailable(db_, "count the revocation"));
+  }
+  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) return fail(Unavailable(db_, "commit"));
+  result.record.status = CertificateStatus::kRevoked;
+  result.record.revoked_at = at;
+  result.record.revocation_reason = request.reason;
+  return result;
+}
+
+namespace {
+
+// ReadRevoked appends the revoked certificates of `issuer_id` (on `db`, inside the caller's transaction).
+absl::Status ReadRevoked(sqlite3* db, const std::string& issuer_id, std::vector<RevokedEntry>* out) {
+  Stmt s;
+  // status = 'revoked' literally, so the partial index certificates_revoked is used.
+  if (sqlite3_prepare_v2(db,
+                         "SELECT serial, revoked_at, revocation_reason FROM certificates "
+                         "WHERE issuer_id = ?1 AND status = 'revoked'",
+                         -1, &s.s, nullptr) != SQLITE_OK) {
+    return Unavailable(db, "prepare");
+  }
+  BindText(s.s, 1, issuer_id);
+  int rc;
+  while ((rc = sqlite3_step(s.s)) == SQLITE_ROW) {
+    out->push_back(RevokedEntry{.serial_hex = ColumnText(s.s, 0),
+                                .revoked_at = sqlite3_column_int64(s.s, 1),
+                                .reason = sqlite3_column_int(s.s, 2)});
+  }
+  if (rc != SQLITE_DONE) return Unavailable(db, "read the revoked certificates");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> RevocationCount(sqlite3* db, const std::string& issuer_id) {
+  Stmt s;
+  if (sqlite3_prepare_v2(db, "SELECT revocations FROM crl_state WHERE issuer_id = ?1", -1, &s.s, nullptr) !=
+      SQLITE_OK) {
+    return Unavailable(db, "prepare");
+  }
+  BindText(s.s, 1, issuer_id);
+  int rc = sqlite3_step(s.s);
+  if (rc == SQLITE_DONE) return 0;
+  if (rc != SQLITE_ROW) return Unavailable(db, "read the revocation count");
+  return sqlite3_column_int64(s.s, 0);
+}
+
+}  // namespace
+
+absl::StatusOr<CrlSnapshot> SqliteStore::BeginCrl(const std::string& issuer_id) {
+  // The revoked certificates are read first in a read transaction on the scan connection (100,000 of them take
+  // ~100 ms: bench/README.md), so the writer — the issuing path — is not held for that long. The number is then
+  // allocated under the write lock, where the revocation count is read again: unchanged, the snapshot is exactly
+  // the state the number was allocated in; changed (a revocation came in between), the list is read again under
+  // the write lock. Either way a higher number never lists fewer revocations.
+  CrlSnapshot snap;
+  int64_t snapshot_count = -1;
+  {
+    std::lock_guard<std::mutex> lock(scan_mu_);
+    if (sqlite3_exec(scanner_, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK) {
+      return Unavailable(scanner_, "begin the CRL snapshot");
+    }
+    auto count = RevocationCount(scanner_, issuer_id);
+    absl::Status st = count.ok() ? ReadRevoked(scanner_, issuer_id, &snap.entries) : count.status();
+    sqlite3_exec(scanner_, "COMMIT", nullptr, nullptr, nullptr);
+    if (!st.ok()) return st;
+    snapshot_count = *count;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  LINESIGN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  auto fail = [&](absl::Status st) {
+    Exec("ROLLBACK").IgnoreError();
+    return st;
+  };
+  {
+    Stmt s;
+    if (sqlite3_prepare_v2(db_,
+                           "INSERT INTO crl_state (issuer_id, last_number) VALUES (?1, 1) "
+                           "ON CONFLICT (issuer_id) DO UPDATE SET last_number = last_number + 1 "
+                           "RETURNING last_number, revocations",
+                           -1, &s.s, nullptr) != SQLITE_OK) {
+      return fail(Unavailable(db_, "prepare"));
+    }
+    BindText(s.s, 1, issuer_id);
+    if (sqlite3_step(s.s) != SQLITE_ROW) return fail(Unavailable(db_, "allocate a CRL number"));
+    snap.number = sqlite3_column_int64(s.s, 0);
+    snap.revocations = sqlite3_column_int64(s.s, 1);
+    if (sqlite3_step(s.s) != SQLITE_DONE) return fail(Unavailable(db_, "allocate a CRL number"));
+  }
+  if (snap.revocations != snapshot_count) {
+    snap.entries.clear();
+    if (auto st = ReadRevoked(db_, issuer_id, &snap.entries); !st.ok()) return fail(st);
+  }
+  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) return fail(Unavailable(db_, "commit"));
+  return snap;
+}
+
+absl::StatusOr<bool> SqliteStore::SaveCrl(const std::string& issuer_id, const StoredCrl& crl) {
+  std::lock_guard<std::mutex> lock(mu_);
+  LINESIGN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  auto fail = [&](absl::Status st) {
+    Exec("ROLLBACK").IgnoreError();
+    return st;
+  };
+  {
+    Stmt s;
+    if (sqlite3_prepare_v2(db_, "SELECT 1 FROM crls WHERE issuer_id = ?1 AND number >= ?2", -1, &s.s, nullptr) !=
+        SQLITE_OK) {
+      return fail(Unavailable(db_, "prepare"));
+    }
+    BindText(s.s, 1, issuer_id);
+    sqlite3_bind_int64(s.s, 2, crl.number);
+    int rc = sqlite3_step(s.s);
+    if (rc == SQLITE_ROW) {
+      Exec("ROLLBACK").IgnoreError();
+      return false;
+    }
+    if (rc != SQLITE_DONE) return fail(Unavailable(db_, "save the CRL"));
+  }
+  {
+    Stmt s;
+    if (sqlite3_prepare_v2(db_,
+                           "INSERT INTO crls (issuer_id, number, revocations, this_update_us, next_update_us, der) "
+                           "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                           -1, &s.s, nullptr) != SQLITE_OK) {
+      return fail(Unavailable(db_, "prepare"));
+    }
+    BindText(s.s, 1, issuer_id);
+    sqlite3_bind_int64(s.s, 2, crl.number);
+    sqlite3_bind_int64(s.s, 3, crl.revocations);
+    sqlite3_bind_int64(s.s, 4, Micros(crl.this_update));
+    sqlite3_bind_int64(s.s, 5, Micros(crl.next_update));
+    BindBlob(s.s, 6, crl.der);
+    if (sqlite3_step(s.s) != SQLITE_DONE) return fail(Unavailable(db_, "save the CRL"));
+  }
+  {
+    Stmt s;
+    if (sqlite3_prepare_v2(db_, "DELETE FROM crls WHERE issuer_id = ?1 AND number < ?2", -1, &s.s, nullptr) !=
+        SQLITE_OK) {
+      return fail(Unavailable(db_, "prepare"));
+    }
+    BindText(s.s, 1, issuer_id);
+    sqlite3_bind_int64(s.s, 2, crl.number);
+    if (sqlite3_step(s.s) != SQLITE_DONE) return fail(Unavailable(db_, "drop older CRLs"));
+  }
+  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) return fail(Unavailable(db_, "commit"));
+  return true;
+}
+
+absl::StatusOr<CrlState> SqliteStore::GetCrlState(const std::string& issuer_id) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  Stmt s;
+  if (sqlite3_prepare_v2(reader_,
+                         "SELECT (SELECT revocations FROM crl_state WHERE issuer_id = ?1), "
+                         "(SELECT MAX(number) FROM crls WHERE issuer_id = ?1)",
+                         -1, &s.s, nullptr) != SQLITE_OK) {
+    return Unavailable(reader_, "prepare");
+  }
+  BindText(s.s, 1, issuer_id);
+  if (sqlite3_step(s.s) != SQLITE_ROW) return Unavailable(reader_, "read the CRL state");
+  return CrlState{.revocations = sqlite3_column_int64(s.s, 0), .latest_number = sqlite3_column_int64(s.s, 1)};
+}
+
+absl::StatusOr<std::optional<StoredCrl>> SqliteStore::LatestCrl(const std::string& issuer_id) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  Stmt s;
+  if (sqlite3_prepare_v2(reader_,
+                         "SELECT number, revocations, this_update_us, next_update_us, der FROM crls "
+                         "WHERE issuer_id = ?1 ORDER BY number DESC LIMIT 1",
+                         -1, &s.s, nullptr) != SQLITE_OK) {
+    return Unavailable(reader_, "prepare");
+  }
+  BindText(s.s, 1, issuer_id);
+  int rc = sqlite3_step(s.s);
+  if (rc == SQLITE_DONE) return std::optional<StoredCrl>();
+  if (rc != SQLITE_ROW) return Unavailable(reader_, "read the latest CRL");
+  return std::optional<StoredCrl>(StoredCrl{.number = sqlite3_column_int64(s.s, 0),
+                                            .revocations = sqlite3_column_int64(s.s, 1),
+                                            .this_update = FromMicros(sqlite3_column_int64(s.s, 2)),
+                                            .next_update = FromMicros(sqlite3_column_int64(s.s, 3)),
+                                            .der = ColumnText(s.s, 4)});
+}
+
+}  // namespace linesign::store

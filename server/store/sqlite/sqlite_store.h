@@ -43,6 +43,13 @@ class SqliteStore final : public Store {
   absl::Status Reschedule(int64_t id, const std::string& owner, absl::Time next_attempt_at,
                           const std::string& last_error) override;
 
+  // RevocationStore (revocation_store.h).
+  absl::StatusOr<RevokeResult> Revoke(const RevokeRequest& request) override;
+  absl::StatusOr<CrlSnapshot> BeginCrl(const std::string& issuer_id) override;
+  absl::StatusOr<bool> SaveCrl(const std::string& issuer_id, const StoredCrl& crl) override;
+  absl::StatusOr<CrlState> GetCrlState(const std::string& issuer_id) override;
+  absl::StatusOr<std::optional<StoredCrl>> LatestCrl(const std::string& issuer_id) override;
+
   // Checkpoint copies the WAL into the database file (PASSIVE: it waits for neither the writer nor the readers;
   // what it cannot copy now the next call copies) once the last commit left kCheckpointPages pages or more in the
   // WAL, and does nothing below that. Unavailable with SQLite's reason when the checkpoint fails.

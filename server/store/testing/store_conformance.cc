@@ -428,5 +428,196 @@ TEST_P(StoreConformanceTest, TwoClaimersNeverGetTheSameItem) {
   EXPECT_EQ(all.size(), 300u);
 }
 
+// ---- Revocation and CRLs (revocation_store.h) ----
+
+RevokeRequest Revocation(const std::string& serial, int reason, int64_t at_seconds) {
+  return RevokeRequest{.issuer_id = "ISSUER",
+                       .serial_hex = serial,
+                       .reason = reason,
+                       .at = absl::FromUnixSeconds(at_seconds),
+                       .data = absl::StrCat("{\"reason\":", reason, "}")};
+}
+
+// Revoking marks the record (status, time, reason), appends one REVOKED event with the certificate's station and
+// profile, and counts the revocation, visible to another handle (another process).
+TEST_P(StoreConformanceTest, RevokeMarksTheRecordAndAppendsARevokedEvent) {
+  ASSERT_TRUE(store_->RecordBatch(Batch{.entries = {Entry("0A", "a"), Entry("0B", "b")}}).ok());
+  auto events_before = store_->ReadAfter(0, 100);
+  ASSERT_TRUE(events_before.ok());
+  auto revoked = store_->Revoke(Revocation("0A", 1, 1700000100));
+  ASSERT_TRUE(revoked.ok()) << revoked.status();
+  EXPECT_FALSE(revoked->already_revoked);
+  EXPECT_EQ(revoked->record.status, CertificateStatus::kRevoked);
+  EXPECT_EQ(revoked->record.revoked_at, 1700000100);
+  EXPECT_EQ(revoked->record.revocation_reason, 1);
+
+  auto other = backend_->Open(&clock_);
+  ASSERT_TRUE(other.ok()) << other.status();
+  auto found = (*other)->FindBySerial("ISSUER", "0A");
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ((*found)->status, CertificateStatus::kRevoked);
+  EXPECT_EQ((*found)->revoked_at, 1700000100);
+  EXPECT_EQ((*found)->revocation_reason, 1);
+  auto untouched = (*other)->FindBySerial("ISSUER", "0B");
+  ASSERT_TRUE(untouched.ok() && untouched->has_value());
+  EXPECT_EQ((*untouched)->status, CertificateStatus::kValid);
+  EXPECT_EQ((*untouched)->revocation_reason, -1);
+
+  auto events = (*other)->ReadAfter(events_before->empty() ? 0 : events_before->back().id, 100);
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 1u);
+  EXPECT_EQ((*events)[0].type, kEventRevoked);
+  EXPECT_EQ((*events)[0].serial_hex, "0A");
+  EXPECT_EQ((*events)[0].station, "station-1");
+  EXPECT_EQ((*events)[0].profile, "device");
+  EXPECT_EQ((*events)[0].time, absl::FromUnixSeconds(1700000100));
+  EXPECT_EQ((*events)[0].data, "{\"reason\":1}");
+
+  auto state = (*other)->GetCrlState("ISSUER");
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(state->revocations, 1);
+  EXPECT_EQ(state->latest_number, 0);
+}
+
+// A second revocation (another reason, a later time) reports the first and changes nothing: no event, no count.
+TEST_P(StoreConformanceTest, ASecondRevokeReportsTheFirstAndChangesNothing) {
+  ASSERT_TRUE(store_->RecordBatch(Batch{.entries = {Entry("0A", "a")}}).ok());
+  ASSERT_TRUE(store_->Revoke(Revocation("0A", 1, 1700000100)).ok());
+  auto events_before = store_->ReadAfter(0, 100);
+  ASSERT_TRUE(events_before.ok());
+  auto again = store_->Revoke(Revocation("0A", 4, 1700000999));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->already_revoked);
+  EXPECT_EQ(again->record.revoked_at, 1700000100);
+  EXPECT_EQ(again->record.revocation_reason, 1);
+  auto events = store_->ReadAfter(0, 100);
+  ASSERT_TRUE(events.ok());
+  EXPECT_EQ(events->size(), events_before->size());
+  auto state = store_->GetCrlState("ISSUER");
+  ASSERT_TRUE(state.ok());
+  EXPECT_EQ(state->revocations, 1);
+}
+
+TEST_P(StoreConformanceTest, RevokingAnUnknownSerialIsNotFoundAndWritesNothing) {
+  ASSERT_TRUE(store_->RecordBatch(Batch{.entries = {Entry("0A", "a")}}).ok());
+  auto events_before = store_->ReadAfter(0, 100);
+  ASSERT_TRUE(events_before.ok());
+  for (RevokeRequest r : {Revocation("0C", 1, 5), Revocation("0A", 1, 5)}) {
+    if (r.serial_hex == "0A") r.issuer_id = "OTHER";  // the serial exists, but under another issuer
+    auto revoked = store_->Revoke(r);
+    ASSERT_FALSE(revoked.ok());
+    EXPECT_EQ(revoked.status().code(), absl::StatusCode::kNotFound) << revoked.status();
+    EXPECT_THAT(revoked.status().message(), HasSubstr(r.serial_hex));
+  }
+  auto events = store_->ReadAfter(0, 100);
+  ASSERT_TRUE(events.ok());
+  EXPECT_EQ(events->size(), events_before->size());
+  auto state = store_->GetCrlState("ISSUER");
+  ASSERT_TRUE(state.ok());
+  EXPECT_EQ(state->revocations, 0);
+  auto found = store_->FindBySerial("ISSUER", "0A");
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ((*found)->status, CertificateStatus::kValid);
+}
+
+// CRL numbers come from one sequence per issuer shared by every handle (process): strictly increasing whoever
+// asks, and a snapshot lists exactly the revocations counted when its number was taken.
+TEST_P(StoreConformanceTest, CrlNumbersGrowAcrossHandlesAndSnapshotsMatchTheirCount) {
+  ASSERT_TRUE(store_->RecordBatch(Batch{.entries = {Entry("0A", "a"), Entry("0B", "b"), Entry("0C", "c")}}).ok());
+  auto other = backend_->Open(&clock_);
+  ASSERT_TRUE(other.ok()) << other.status();
+  auto first = store_->BeginCrl("ISSUER");
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->number, 1);
+  EXPECT_EQ(first->revocations, 0);
+  EXPECT_TRUE(first->entries.empty());
+  ASSERT_TRUE(store_->Revoke(Revocation("0B", 0, 1700000200)).ok());
+  ASSERT_TRUE((*other)->Revoke(Revocation("0C", 5, 1700000300)).ok());
+  auto second = (*other)->BeginCrl("ISSUER");
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->number, 2);
+  EXPECT_EQ(second->revocations, 2);
+  ASSERT_EQ(second->entries.size(), 2u);
+  std::map<std::string, std::pair<int64_t, int>> entries;
+  for (const auto& e : second->entries) entries[e.serial_hex] = {e.revoked_at, e.reason};
+  EXPECT_EQ(entries["0B"], std::make_pair(int64_t{1700000200}, 0));
+  EXPECT_EQ(entries["0C"], std::make_pair(int64_t{1700000300}, 5));
+  auto third = store_->BeginCrl("ISSUER");
+  ASSERT_TRUE(third.ok());
+  EXPECT_EQ(third->number, 3);
+  // Another issuer has its own sequence.
+  auto elsewhere = store_->BeginCrl("OTHER");
+  ASSERT_TRUE(elsewhere.ok());
+  EXPECT_EQ(elsewhere->number, 1);
+  EXPECT_TRUE(elsewhere->entries.empty());
+
+  // Many handles allocating at once never get the same number.
+  std::vector<std::unique_ptr<Store>> stores;
+  for (int t = 0; t < 3; ++t) {
+    auto s = backend_->Open(&clock_);
+    ASSERT_TRUE(s.ok());
+    stores.push_back(*std::move(s));
+  }
+  std::vector<std::vector<int64_t>> got(stores.size());
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < stores.size(); ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 20; ++i) {
+        auto snap = stores[t]->BeginCrl("ISSUER");
+        got[t].push_back(snap.ok() ? snap->number : -1);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::set<int64_t> all;
+  for (const auto& g : got) {
+    for (size_t i = 0; i < g.size(); ++i) {
+      EXPECT_GT(g[i], 3);
+      if (i > 0) EXPECT_GT(g[i], g[i - 1]);
+      EXPECT_TRUE(all.insert(g[i]).second) << "CRL number " << g[i] << " allocated twice";
+    }
+  }
+}
+
+// The latest saved CRL is kept (and older ones dropped); saving one older than a saved one changes nothing.
+TEST_P(StoreConformanceTest, SaveCrlKeepsOnlyTheNewest) {
+  auto none = store_->LatestCrl("ISSUER");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_value());
+  auto crl = [](int64_t number) {
+    return StoredCrl{.number = number,
+                     .revocations = number * 10,
+                     .this_update = absl::FromUnixMicros(1700000000000001 + number),
+                     .next_update = absl::FromUnixSeconds(1700600000),
+                     .der = absl::StrCat("crl-", number)};
+  };
+  auto saved = store_->SaveCrl("ISSUER", crl(2));
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_TRUE(*saved);
+  saved = store_->SaveCrl("ISSUER", crl(5));
+  ASSERT_TRUE(saved.ok() && *saved);
+  auto other = backend_->Open(&clock_);
+  ASSERT_TRUE(other.ok());
+  saved = (*other)->SaveCrl("ISSUER", crl(4));  // slower process, older snapshot
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_FALSE(*saved);
+  saved = (*other)->SaveCrl("ISSUER", crl(5));
+  ASSERT_TRUE(saved.ok());
+  EXPECT_FALSE(*saved);
+  auto latest = (*other)->LatestCrl("ISSUER");
+  ASSERT_TRUE(latest.ok() && latest->has_value());
+  EXPECT_EQ((*latest)->number, 5);
+  EXPECT_EQ((*latest)->revocations, 50);
+  EXPECT_EQ((*latest)->der, "crl-5");
+  EXPECT_EQ((*latest)->this_update, absl::FromUnixMicros(1700000000000006));
+  EXPECT_EQ((*latest)->next_update, absl::FromUnixSeconds(1700600000));
+  auto state = store_->GetCrlState("ISSUER");
+  ASSERT_TRUE(state.ok());
+  EXPECT_EQ(state->latest_number, 5);
+  auto elsewhere = store_->LatestCrl("OTHER");
+  ASSERT_TRUE(elsewhere.ok());
+  EXPECT_FALSE(elsewhere->has_value());
+}
+
 }  // namespace
 }  // namespace linesign::store::testing
