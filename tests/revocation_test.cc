@@ -539,7 +539,9 @@ TEST(RevocationRestartTest, TheCrlNumberOnlyIncreasesAcrossRestartsAndProcesses)
   EXPECT_EQ(ParseCrl(from_second.crl_der()).reasons[serial_b], 3);
   EXPECT_TRUE(testing::StrictParseCrl(from_second.crl_der()).ok());
   // Numbers never repeat for different CRLs.
-  if (from_second.crl_number() == from_third.crl_number()) EXPECT_EQ(from_second.crl_der(), from_third.crl_der());
+  if (from_second.crl_number() == from_third.crl_number()) {
+    EXPECT_EQ(from_second.crl_der(), from_third.crl_der());
+  }
   const uint64_t top = std::max(from_second.crl_number(), from_third.crl_number());
   (*third)->process()->Stop(SIGTERM);
   (*second)->process()->Stop(SIGTERM);

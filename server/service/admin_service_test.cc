@@ -74,7 +74,7 @@ class AdminServiceTest : public ::testing::Test {
     service_ = std::make_unique<AdminService>(AdminService::Parts{
         .issuer_id = "ISSUER", .authenticator = authenticator_.get(), .access = access_.get(), .reader = store_,
         .queued = [] { return size_t{7}; }, .counters = counters_.get(), .drain = drain_.get(),
-        .executor = executor_.get(), .clock = RealClock::Get()});
+        .executor = executor_.get(), .clock = RealClock::Get(), .revocations = store_});
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -284,6 +284,47 @@ TEST_F(AdminServiceTest, AFullExecutorRefusesInsteadOfQueueingOrStartingAThread)
     if (st.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
   }
   EXPECT_TRUE(st.ok()) << st.error_message();
+}
+
+// RevokeCertificate: the serial in any case and with leading zero octets finds the record; a second call reports
+// the first revocation; a bad reason or serial is refused before the store is touched; an unknown serial is
+// NOT_FOUND. (tests/revocation_test.cc has the rest, against the real server.)
+TEST_F(AdminServiceTest, RevokeIsIdempotentAndRefusesEachBadInput) {
+  auto revoke = [&](const std::string& serial, int reason, v1::RevokeCertificateResponse* resp) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    v1::RevokeCertificateRequest req;
+    req.set_serial_hex(serial);
+    req.set_reason(static_cast<v1::RevocationReason>(reason));
+    return stub_->RevokeCertificate(&ctx, req, resp);
+  };
+  v1::RevokeCertificateResponse first, second, refused;
+  grpc::Status st = revoke("007f04e1", 4, &first);  // Record(249)
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(first.serial_hex(), "7F04E1");
+  EXPECT_FALSE(first.already_revoked());
+  EXPECT_EQ(first.reason(), v1::REVOCATION_REASON_SUPERSEDED);
+  st = revoke("7F04E1", 1, &second);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_TRUE(second.already_revoked());
+  EXPECT_EQ(second.reason(), v1::REVOCATION_REASON_SUPERSEDED);
+  EXPECT_EQ(second.revoked_at().seconds(), first.revoked_at().seconds());
+
+  for (int reason : {6, 7, 8, 10, 11, -1}) {
+    st = revoke("7F03E9", reason, &refused);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << reason;
+    EXPECT_EQ(AdminService::CheckRevocationReason(reason).message(), st.error_message());
+  }
+  st = revoke("7F0", 1, &refused);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(st.error_message(), "no certificate with serial 7F0 from this CA");
+  st = revoke("7F03E9 ", 1, &refused);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(st.error_message(), "serial_hex must be 1 to 42 hexadecimal digits (got 7 bytes: \"7F03E9 \")");
+  auto record = store_->FindBySerial("ISSUER", "7F03E9");
+  ASSERT_TRUE(record.ok() && record->has_value());
+  EXPECT_EQ((*record)->status, store::CertificateStatus::kValid);
+  for (int reason : {0, 1, 2, 3, 4, 5, 9}) EXPECT_TRUE(AdminService::CheckRevocationReason(reason).ok()) << reason;
 }
 
 }  // namespace

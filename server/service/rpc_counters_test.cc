@@ -84,5 +84,25 @@ TEST_F(RpcCountersTest, AnsweredCountsWithoutAuditing) {
   EXPECT_TRUE(Lines().empty());
 }
 
+// A revocation is counted as OK and audited "revoked" (or "already_revoked") with the serial, subject and reason.
+TEST_F(RpcCountersTest, RevokedAuditsTheRevocation) {
+  RpcCounters counters(audit_.get(), &clock_);
+  store::CertificateRecord r;
+  r.serial_hex = "0A1B";
+  r.subject = "CN=dev";
+  counters.Revoked(Rpc::kRevokeCertificate, CallInfo{"admin", "ipv4:1.2.3.4:5", "", ""}, r, false, "keyCompromise");
+  counters.Revoked(Rpc::kRevokeCertificate, CallInfo{"admin", "ipv4:1.2.3.4:5", "", ""}, r, true, "keyCompromise");
+  EXPECT_EQ(counters.answered(Rpc::kRevokeCertificate, grpc::StatusCode::OK), 2u);
+  auto lines = Lines();
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0]["rpc"], "RevokeCertificate");
+  EXPECT_EQ(lines[0]["outcome"], "revoked");
+  EXPECT_EQ(lines[0]["serial"], "0A1B");
+  EXPECT_EQ(lines[0]["subject"], "CN=dev");
+  EXPECT_EQ(lines[0]["reason"], "keyCompromise");
+  EXPECT_EQ(lines[1]["outcome"], "already_revoked");
+  EXPECT_EQ(counters.Snapshot()["RevokeCertificate OK"], 2u);
+}
+
 }  // namespace
 }  // namespace linesign::service

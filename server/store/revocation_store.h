@@ -63,6 +63,8 @@ struct CrlState {
   int64_t latest_number = 0;  // number of the latest saved CRL, 0 for none
 };
 
+// RevocationStore is the store's revocation capability: what RevokeCertificate and the CRL publisher use. Every
+// method is safe from any thread and across processes on one database.
 class RevocationStore {
  public:
   virtual ~RevocationStore() = default;
