@@ -396,7 +396,33 @@ void ApplyDefaults(v1::ServerConfig* config) {
   if (l->handshake_timeout_seconds() == 0) l->set_handshake_timeout_seconds(10);
   if (l->grpc_memory_bytes() == 0) l->set_grpc_memory_bytes(uint64_t{1} << 30);
   if (config->health_check_interval_ms() == 0) config->set_health_check_interval_ms(2000);
+  if (!config->has_http()) config->mutable_http()->set_listen("127.0.0.1:9443");
+  if (config->http().tls().empty()) config->mutable_http()->set_tls("off");
+  if (config->http().threads() == 0) config->mutable_http()->set_threads(2);
 }
+
+namespace {
+
+// ValidateHttp checks the operator's HTTP listener (`http`).
+absl::Status ValidateHttp(const v1::ServerConfig& c) {
+  const v1::HttpConfig& h = c.http();
+  if (!h.listen().empty() && h.listen().rfind(':') == std::string::npos) {
+    return FieldError("http.listen", "must be host:port (or \"\" for no HTTP listener)");
+  }
+  if (h.tls() != "off" && h.tls() != "same-as-grpc") {
+    return FieldError("http.tls", absl::StrCat("'", h.tls(), "' is not one of off, same-as-grpc"));
+  }
+  if (h.tls() == "same-as-grpc" && c.tls().insecure()) {
+    return FieldError("http.tls", "same-as-grpc needs gRPC's TLS, but tls.insecure is set");
+  }
+  if (h.require_client_certificate() && h.tls() != "same-as-grpc") {
+    return FieldError("http.require_client_certificate", "needs http.tls: same-as-grpc");
+  }
+  if (h.threads() < 1 || h.threads() > 16) return FieldError("http.threads", "must be 1 to 16");
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::Status Validate(const v1::ServerConfig& c) {
   if (c.listen().empty()) return FieldError("listen", "required (host:port)");
@@ -457,6 +483,7 @@ absl::Status Validate(const v1::ServerConfig& c) {
   }
   LINESIGN_RETURN_IF_ERROR(ValidateTls(c));
   LINESIGN_RETURN_IF_ERROR(ValidateAccess(c));
+  LINESIGN_RETURN_IF_ERROR(ValidateHttp(c));
   return absl::OkStatus();
 }
 
