@@ -426,5 +426,42 @@ TEST_F(OpsTest, BackupWhileServingRestoresToAServerThatReplaysAndNeverReusesASer
   for (const auto& serial : recorded) EXPECT_TRUE(after.contains(serial)) << serial;
 }
 
+// deploy/systemd/linesign.service passes `systemd-analyze verify` (with ExecStart pointed at the built binary: the
+// unit names the installed path) and `systemd-analyze security --offline=true` rates it OK or better (exposure at
+// most 4.9). Works without systemd as PID 1 (containers, CI).
+TEST(DeployTest, SystemdUnitVerifiesAndIsRatedOk) {
+  ASSERT_EQ(access("/usr/bin/systemd-analyze", X_OK), 0) << "systemd-analyze is missing: install package systemd";
+  auto unit = ReadFile(testing::SourceDir() + "/deploy/systemd/linesign.service");
+  ASSERT_TRUE(unit.ok()) << unit.status();
+  std::string text = *unit;
+  const std::string installed = "/usr/local/bin/linesign-server";
+  ASSERT_NE(text.find(installed), std::string::npos);
+  text.replace(text.find(installed), installed.size(), testing::ServerBinary());
+  const std::string dir = testing::TempDir("systemd");
+  Write(dir + "/linesign.service", text, 0644);
+  auto verify = Shell(absl::StrCat("cd ", dir, " && SYSTEMD_LOG_LEVEL=warning systemd-analyze verify ", dir,
+                                   "/linesign.service"));
+  EXPECT_EQ(verify.exit_code, 0) << verify.output;
+  EXPECT_EQ(verify.output, "") << verify.output;
+  auto security = Shell(absl::StrCat("systemd-analyze security --offline=true --no-pager ", dir, "/linesign.service"));
+  EXPECT_EQ(security.exit_code, 0) << security.output;
+  const std::string marker = "Overall exposure level for linesign.service: ";
+  const size_t at = security.output.find(marker);
+  ASSERT_NE(at, std::string::npos) << security.output;
+  double exposure = 99;
+  std::string rest = security.output.substr(at + marker.size());
+  ASSERT_TRUE(absl::SimpleAtod(rest.substr(0, rest.find(' ')), &exposure)) << rest;
+  EXPECT_LE(exposure, 4.9) << rest;  // systemd: < 5 is "OK", < 3 "SAFE" (this unit: 1.2)
+  EXPECT_THAT(rest, ::testing::AnyOf(HasSubstr(" OK"), HasSubstr(" SAFE"))) << rest;
+  std::cout << marker << rest.substr(0, rest.find('\n')) << std::endl;
+}
+
+// The suggested alert rules parse and type-check (`promtool check rules`).
+TEST(DeployTest, AlertRulesPassPromtool) {
+  auto check = Shell(absl::StrCat("promtool check rules ", testing::SourceDir(), "/deploy/prometheus/linesign.rules.yml"));
+  EXPECT_EQ(check.exit_code, 0) << check.output;
+  EXPECT_THAT(check.output, HasSubstr("SUCCESS"));
+}
+
 }  // namespace
 }  // namespace linesign
