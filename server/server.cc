@@ -19,6 +19,7 @@
 #include "common/status_macros.h"
 #include "hsm/open_signer.h"
 #include "server/config/config.h"
+#include "server/observability/status_page.h"
 
 namespace linesign {
 
@@ -141,6 +142,8 @@ absl::StatusOr<std::unique_ptr<observability::HttpServer>> StartHttp(const v1::S
   http->Handle("/healthz", [](const observability::HttpRequest&) {
     return observability::HttpResponse{.body = "ok\n"};
   });
+  // The line's status page (status_page.h): "/", "/status", "/status.json".
+  observability::MountStatusPage(http.get(), metrics, health);
   http->Handle("/readyz", [health](const observability::HttpRequest&) {
     if (health->serving()) return observability::HttpResponse{.body = "ready\n"};
     std::string reason = health->reason();

@@ -360,6 +360,37 @@ TEST_F(OpsTest, RealPrometheusScrapeMatchesTheLoadGeneratorsCount) {
   Stop();
 }
 
+// The status page in Debian's headless Chromium while linesign-bench issues certificates: it loads with no console
+// errors, its chart moves, a station that was refused appears in the station table with its refusal, and a
+// screenshot is saved under the build tree (build/tests/status_page.png).
+TEST_F(OpsTest, StatusPageInChromiumMovesUnderLoadAndShowsARefusedStation) {
+  StartServer();
+  {
+    auto intruder = v1::CertificateAuthority::NewStub(ca_->Channel(server_->address(), "intruder"));
+    v1::SignCsrRequest req;
+    req.set_csr_der(testing::Csr("ec-p256", "/CN=INTRUDER"));
+    req.set_request_id("intruder-1");
+    v1::SignCsrResponse resp;
+    grpc::ClientContext ctx;
+    EXPECT_EQ(intruder->SignCsr(&ctx, req, &resp).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  const std::string station = TlsDir(*ca_, "station-1");
+  std::thread load([&] {
+    Bench(server_->address(), station, {"--mode", "stream", "--concurrency", "2", "--duration", "12"});
+  });
+  const std::string screenshot = std::string(LINESIGN_TEST_OUTPUT_DIR) + "/status_page.png";
+  auto check = testing::RunCommand({"/usr/bin/python3", testing::SourceDir() + "/tests/status_page_check.py",
+                                    absl::StrCat("http://", server_->http_address(), "/status"), screenshot,
+                                    "intruder"},
+                                   90);
+  load.join();
+  EXPECT_EQ(check.exit_code, 0) << check.output;
+  std::cout << check.output;
+  struct stat st;
+  EXPECT_EQ(stat(screenshot.c_str(), &st), 0) << screenshot;
+  Stop();
+}
+
 // A backup taken with `linesign-server backup` while the server issues certificates, restored into a fresh data
 // directory and served: a station's replay of a recorded request id gets the ORIGINAL certificate, and new
 // certificates never take a serial the backup holds.

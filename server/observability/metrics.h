@@ -83,6 +83,13 @@ class Family {
   T* Get(std::initializer_list<std::string_view> values) {
     return Get(absl::Span<const std::string_view>(values.begin(), values.size()));
   }
+  // ForEach calls f(label values, metric) for every label set created so far (not on a hot path).
+  template <typename F>
+  void ForEach(F f) const {
+    for (size_t i = 0; i < capacity_; ++i) {
+      if (const Cell* c = slots_[i].load(std::memory_order_acquire)) f(c->values, c->metric);
+    }
+  }
 
  private:
   friend class Registry;

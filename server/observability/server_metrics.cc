@@ -8,12 +8,15 @@
 
 #include <chrono>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/openssl_util.h"
+#include "common/utf8.h"
+#include "nlohmann/json.hpp"
 
 #ifndef LINESIGN_VERSION
 #define LINESIGN_VERSION "unknown"
@@ -239,6 +242,10 @@ ServerMetrics::ServerMetrics() : store_stats_(std::make_shared<StoreStats>()) {
   refusals_ = r.AddCounter("linesign_refusals_total",
                            "Requests refused or failed, by RPC, gRPC code and reason class (README, Metrics).",
                            {"rpc", "code", "reason"});
+  station_refusals_ = r.AddCounter("linesign_station_refusals_total",
+                                   "Requests refused or failed, by the caller's identity (\"\" when it was not "
+                                   "authenticated).",
+                                   {"station"});
   auto* latency = r.AddHistogram("linesign_sign_request_duration_seconds",
                                  "Time from a signing request's admission to the signing queue to its answer (queue "
                                  "wait, HSM signature, commit), by path: unary SignCsr or a SignCsrStream request.",
@@ -323,6 +330,7 @@ std::unique_ptr<store::IssuanceStore> ServerMetrics::MeterStore(store::IssuanceS
 }
 
 void ServerMetrics::WatchQueue(std::function<size_t()> queued) {
+  queued_ = queued;
   registry_.AddCallback("linesign_signing_queue_depth", "Signing requests waiting for a worker.",
                         metrics::Type::kGauge, {}, [queued = std::move(queued)](const metrics::Emit& emit) {
                           emit({}, static_cast<double>(queued()));
@@ -364,14 +372,52 @@ void ServerMetrics::OnAnswered(issuance::BatchSigner::Admission admission, absl:
       ->Observe(absl::ToDoubleSeconds(elapsed));
 }
 
-void ServerMetrics::OnDecision(service::Rpc rpc, grpc::StatusCode code, std::string_view outcome,
-                               const absl::Status& why) {
+void ServerMetrics::OnDecision(service::Rpc rpc, grpc::StatusCode code, std::string_view identity,
+                               std::string_view outcome, const absl::Status& why) {
   if (outcome == "replayed") {
     replayed_->Get({service::RpcName(rpc)})->Add();
   } else if (outcome == "refused" || outcome == "failed") {
+    station_refusals_->Get({identity})->Add();
     refusals_->Get({service::RpcName(rpc), StatusCodeName(static_cast<int>(code)), RefusalReason(code, std::string_view(why.message().data(), why.message().size()))})
         ->Add();
   }
+}
+
+std::string ServerMetrics::StatusJson(const HealthMonitor* health) {
+  nlohmann::json j;
+  j["time"] = absl::ToUnixMillis(absl::Now()) / 1000.0;
+  j["serving"] = health != nullptr && health->serving();
+  j["reason"] = health != nullptr ? health->reason() : "";
+  j["queue_depth"] = queued_ ? queued_() : 0;
+  j["hsm_in_progress"] = hsm_in_progress_->value();
+  uint64_t issued = 0;
+  std::map<std::string, std::pair<uint64_t, uint64_t>> by_station;  // issued, refused
+  issued_->ForEach([&](const std::vector<std::string>& v, const metrics::Counter& c) {
+    issued += c.value();
+    by_station[ToValidUtf8(v[1])].first += c.value();
+  });
+  station_refusals_->ForEach([&](const std::vector<std::string>& v, const metrics::Counter& c) {
+    by_station[v[0].empty() ? std::string("(unauthenticated)") : ToValidUtf8(v[0])].second += c.value();
+  });
+  nlohmann::json stations = nlohmann::json::object();
+  for (const auto& [name, n] : by_station) stations[name] = {{"issued", n.first}, {"refused", n.second}};
+  j["issued"] = issued;
+  j["stations"] = std::move(stations);
+  std::map<std::string, uint64_t> reasons;
+  refusals_->ForEach([&](const std::vector<std::string>& v, const metrics::Counter& c) { reasons[v[2]] += c.value(); });
+  j["refusals_by_reason"] = reasons;
+  // Unary and stream requests together: the page shows the latency a station sees.
+  std::vector<uint64_t> counts = unary_latency_->Counts();
+  const std::vector<uint64_t> stream = stream_latency_->Counts();
+  for (size_t i = 0; i < counts.size(); ++i) counts[i] += stream[i];
+  j["latency_bounds"] = unary_latency_->bounds();
+  j["latency_counts"] = counts;
+  nlohmann::json outbox = nlohmann::json::object();
+  store_stats_->With([&](const store::StoreStats& s, absl::Time) {
+    for (const auto& b : s.outbox) outbox[ToValidUtf8(b.kind)] = b.pending;
+  });
+  j["outbox"] = std::move(outbox);
+  return j.dump();
 }
 
 }  // namespace linesign::observability

@@ -60,8 +60,13 @@ class ServerMetrics final : public issuance::BatchSigner::Observer, public servi
   void OnAnswered(issuance::BatchSigner::Admission admission, absl::Duration elapsed,
                   const absl::Status& status) override;
   // RpcCounters::Observer
-  void OnDecision(service::Rpc rpc, grpc::StatusCode code, std::string_view outcome,
+  void OnDecision(service::Rpc rpc, grpc::StatusCode code, std::string_view identity, std::string_view outcome,
                   const absl::Status& why) override;
+
+  // StatusJson renders what the status page shows (status_page.h), read now: totals, per-station counts and
+  // refusals, refusals by reason, the latency histogram's buckets (the page computes percentiles over its own
+  // window), queue depth, health and the outbox.
+  std::string StatusJson(const HealthMonitor* health);
 
   // The expiry distribution's bounds, in days.
   static const std::vector<int>& ExpiryBoundDays();
@@ -72,6 +77,8 @@ class ServerMetrics final : public issuance::BatchSigner::Observer, public servi
   metrics::Histogram* unary_latency_;
   metrics::Histogram* stream_latency_;
   metrics::Family<metrics::Counter>* refusals_;
+  metrics::Family<metrics::Counter>* station_refusals_;
+  std::function<size_t()> queued_;
   metrics::Family<metrics::Counter>* replayed_;
   metrics::Histogram* hsm_latency_;
   metrics::Family<metrics::Counter>* hsm_errors_;

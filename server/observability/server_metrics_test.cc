@@ -65,5 +65,21 @@ TEST(ServerMetricsTest, MeteredStoreCountsRecordedCertificatesByProfileAndStatio
   EXPECT_THAT(m.registry()->Render(), HasSubstr("linesign_certificates_expiring{within_days=\"+Inf\"} 0\n"));
 }
 
+// The status page's JSON: per-station counts and refusals (an unauthenticated caller under its own name), refusals
+// by reason class, the latency buckets.
+TEST(ServerMetricsTest, StatusJsonHasStationsRefusalsAndLatency) {
+  ServerMetrics m;
+  m.OnDecision(service::Rpc::kSignCsr, grpc::StatusCode::PERMISSION_DENIED, "intruder", "refused",
+               absl::PermissionDeniedError("identity 'intruder' may not call SignCsr"));
+  m.OnDecision(service::Rpc::kSignCsr, grpc::StatusCode::UNAUTHENTICATED, "", "refused",
+               absl::UnauthenticatedError("no client certificate"));
+  m.OnAnswered(issuance::BatchSigner::Admission::kAlways, absl::Milliseconds(3), absl::OkStatus());
+  const std::string json = m.StatusJson(nullptr);
+  EXPECT_THAT(json, HasSubstr("\"intruder\":{\"issued\":0,\"refused\":1}"));
+  EXPECT_THAT(json, HasSubstr("\"(unauthenticated)\":{\"issued\":0,\"refused\":1}"));
+  EXPECT_THAT(json, HasSubstr("\"refusals_by_reason\":{\"authentication\":1,\"authorization\":1}"));
+  EXPECT_THAT(json, HasSubstr("\"latency_counts\":[0,0,0,0,0,1,"));
+}
+
 }  // namespace
 }  // namespace linesign::observability

@@ -48,9 +48,10 @@ class RpcCounters {
   class Observer {
    public:
     virtual ~Observer() = default;
-    // OnDecision: `rpc` answered `code`; `outcome` is the audit's ("issued", "replayed", "refused", "failed",
-    // "answered"), `why` the refusal or failure (OK otherwise).
-    virtual void OnDecision(Rpc rpc, grpc::StatusCode code, std::string_view outcome, const absl::Status& why) = 0;
+    // OnDecision: `rpc` answered `code` to `identity` ("" when not authenticated or not known); `outcome` is the
+    // audit's ("issued", "replayed", "refused", "failed", "answered"), `why` the refusal or failure (OK otherwise).
+    virtual void OnDecision(Rpc rpc, grpc::StatusCode code, std::string_view identity, std::string_view outcome,
+                            const absl::Status& why) = 0;
   };
 
   // `audit`, `clock` and `observer` (optional) are borrowed and must outlive the counters. Thread-safe.
@@ -66,7 +67,7 @@ class RpcCounters {
   // Answered counts a successful answer that needs no audit line of its own (reads).
   void Answered(Rpc rpc) {
     Count(rpc, grpc::StatusCode::OK);
-    if (observer_ != nullptr) observer_->OnDecision(rpc, grpc::StatusCode::OK, "answered", absl::OkStatus());
+    if (observer_ != nullptr) observer_->OnDecision(rpc, grpc::StatusCode::OK, "", "answered", absl::OkStatus());
   }
 
   // answered returns how many answers `rpc` gave with `code` (a grpc::StatusCode); a stream counts each request.
