@@ -44,6 +44,9 @@ TEST(ConfigTest, MinimalConfigGetsItsDefaults) {
   EXPECT_EQ(c->signer().max_batch(), 64u);
   EXPECT_EQ(c->signer().max_streams_per_station(), 16u);
   EXPECT_EQ(c->health_check_interval_ms(), 2000u);
+  EXPECT_EQ(c->http().listen(), "127.0.0.1:9443");
+  EXPECT_EQ(c->http().tls(), "off");
+  EXPECT_EQ(c->http().threads(), 2u);
   EXPECT_THAT(p.key_usages(), ::testing::ElementsAre("digitalSignature"));
   EXPECT_EQ(p.max_subject_value_bytes(), 64u);
   EXPECT_EQ(p.max_san_value_bytes(), 255u);
@@ -100,6 +103,11 @@ TEST(ConfigTest, ValidationErrorsNameTheField) {
       {"limits:\n  grpc_memory_bytes: 1000\n", "limits.grpc_memory_bytes: must be 16777216"},
       {"health_check_interval_ms: 50\n", "health_check_interval_ms: must be 100 to 60000"},
       {"health_check_interval_ms: 60001\n", "health_check_interval_ms: must be 100 to 60000"},
+      {"http: {tls: on}\nlisten: 127.0.0.1:7443\ntls: {insecure: true}\n",
+       "http.tls: 'on' is not one of off, same-as-grpc"},
+      {"http: {require_client_certificate: true}\n", "http.require_client_certificate: needs http.tls: same-as-grpc"},
+      {"http: {threads: 17}\n", "http.threads: must be 1 to 16"},
+      {"http: {listen: nowhere}\nlisten: 127.0.0.1:7443\n", "http.listen: must be host:port"},
       {"profiles:\n  device:\n    validity_days: 400\n    max_validity_days: 365\n",
        "profiles.device.validity_days: must be 1 to max_validity_days (365)"},
       {"profiles:\n  device:\n    key_usages: [certSign]\n", "profiles.device.key_usages: unknown 'certSign'"},
