@@ -96,7 +96,7 @@ class MeteredIssuanceStore final : public store::IssuanceStore {
 
 // ProcessStat reads this process's RSS (bytes), CPU time (seconds) and start time (Unix seconds) from /proc.
 struct ProcessStat {
-  double rss_bytes = 0, cpu_seconds = 0, start_time = 0;
+  double rss_bytes = 0, cpu_seconds = 0, start_time = -1;  // -1: unknown (/proc/stat hidden, e.g. ProcSubset=pid)
 };
 ProcessStat ReadProcessStat() {
   ProcessStat p;
@@ -278,7 +278,10 @@ ServerMetrics::ServerMetrics() : store_stats_(std::make_shared<StoreStats>()) {
   r.AddCallback("process_cpu_seconds_total", "User and system CPU time of linesign-server.", metrics::Type::kCounter,
                 {}, [](const metrics::Emit& emit) { emit({}, ReadProcessStat().cpu_seconds); });
   r.AddCallback("process_start_time_seconds", "Start time of linesign-server, Unix seconds.", metrics::Type::kGauge,
-                {}, [](const metrics::Emit& emit) { emit({}, ReadProcessStat().start_time); });
+                {}, [](const metrics::Emit& emit) {
+                  // Under the systemd unit's ProcSubset=pid, /proc/stat (boot time) is hidden: no sample then.
+                  if (const double t = ReadProcessStat().start_time; t >= 0) emit({}, t);
+                });
   r.AddCallback("process_open_fds", "Open file descriptors of linesign-server.", metrics::Type::kGauge, {},
                 [](const metrics::Emit& emit) { emit({}, OpenFds()); });
 
