@@ -20,6 +20,10 @@ PACKAGES=(
   python3-cryptography                            # a strict third parser of every certificate the tests issue
   mosquitto mosquitto-clients                     # tests/mosquitto_test: a real MQTT broker with linesign's CRL
   clang libclang-rt-14-dev                        # libFuzzer + sanitizers for scripts/fuzz.sh
+  libcpp-httplib-dev                              # the operator's HTTP listener: /metrics, /healthz, /readyz
+  prometheus                                      # promtool (metrics and rules checks) and a real scrape in the tests
+  systemd                                         # systemd-analyze verify / security on deploy/systemd in the tests
+  chromium chromium-driver python3-selenium       # the status page's browser test
 )
 
 SUDO=""

@@ -11,6 +11,34 @@
 #include "server/config/config.h"
 #include "server/dev/dev_mode.h"
 #include "server/server.h"
+#include "server/store/sqlite/backup.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace {
+
+// Backup copies the store `config_path` names into `out` (server/store/sqlite/backup.h) and says what it copied.
+int Backup(const std::string& config_path, const std::string& out) {
+  auto config = linesign::config::LoadConfigFile(config_path);
+  if (!config.ok()) {
+    std::cerr << "linesign-server: " << config_path << ": " << config.status().message() << "\n";
+    return 1;
+  }
+  if (!config->store().has_sqlite()) {
+    std::cerr << "linesign-server: backup: only the sqlite store can be backed up by linesign-server\n";
+    return 1;
+  }
+  auto r = linesign::store::sqlite::BackupDatabase(config->store().sqlite().path(), out);
+  if (!r.ok()) {
+    std::cerr << "linesign-server: " << r.status().message() << "\n";
+    return 1;
+  }
+  std::cout << "backup of " << config->store().sqlite().path() << " written to " << out << ": " << r->certificates
+            << " certificates, schema version " << r->schema_version << std::endl;
+  return 0;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"linesign-server: the linesign certificate authority"};
@@ -23,7 +51,14 @@ int main(int argc, char** argv) {
   app.add_option("--ceremony-script", ceremony, "Development mode: the CA ceremony script")->capture_default_str();
   config_opt->excludes(dev_opt);
   listen_opt->needs(dev_opt);
+  // backup: a consistent copy of the store of a configuration, made while that server keeps serving.
+  std::string backup_config, backup_out;
+  CLI::App* backup = app.add_subcommand(
+      "backup", "Copy the SQLite store of --config into the new file --out (0600) while the server is running");
+  backup->add_option("--config", backup_config, "the server's YAML configuration file")->required();
+  backup->add_option("--out", backup_out, "the backup file to create (never overwritten)")->required();
   CLI11_PARSE(app, argc, argv);
+  if (backup->parsed()) return Backup(backup_config, backup_out);
   if (config_path.empty() && dev_dir.empty()) {
     std::cerr << "linesign-server: give --config FILE, or --dev DIR for development mode\n" << app.help();
     return 2;
@@ -57,7 +92,17 @@ int main(int argc, char** argv) {
     std::cerr << "linesign-server: " << config_path << ": " << config.status().message() << "\n";
     return 1;
   }
-  if (!dev_dir.empty()) config->set_listen(listen);  // --listen wins over the generated file
+  if (!dev_dir.empty()) {
+    config->set_listen(listen);  // --listen wins over the generated file
+    // Development mode's HTTP listener: the gRPC port + 2000 on the same host (7443 -> 9443), so servers on
+    // different ports never share one; port 0 stays 0.
+    const auto colon = listen.rfind(':');
+    int port = 0;
+    if (colon != std::string::npos && absl::SimpleAtoi(listen.substr(colon + 1), &port)) {
+      config->mutable_http()->set_listen(
+          absl::StrCat(listen.substr(0, colon), ":", port == 0 ? 0 : (port + 2000 > 65535 ? 0 : port + 2000)));
+    }
+  }
   auto server = linesign::LinesignServer::Start(*std::move(config));
   if (!server.ok()) {
     std::cerr << "linesign-server: " << server.status().message() << "\n";
@@ -67,6 +112,11 @@ int main(int argc, char** argv) {
     linesign::LogInfo("development mode: configuration ", config_path, "; CA chain ", dev_dir, "/chain.pem; root ",
                       dev_dir, "/root.pem; station credentials ", dev_dir, "/station (linesign --tls-dir ", dev_dir,
                       "/station), administrator ", dev_dir, "/admin");
+  }
+  // The HTTP line first: a supervisor (and the tests) reading up to "listening on" has both addresses.
+  if (!(*server)->http_address().empty()) {
+    std::cout << "linesign-server http on " << (*server)->http_address() << std::endl;
+    linesign::LogInfo("http (metrics, health) on ", (*server)->http_address());
   }
   std::cout << "linesign-server listening on " << (*server)->address() << std::endl;
   linesign::LogInfo("listening on ", (*server)->address());

@@ -18,6 +18,8 @@
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "hsm/open_signer.h"
+#include "server/config/config.h"
+#include "server/observability/status_page.h"
 
 namespace linesign {
 
@@ -31,6 +33,10 @@ constexpr absl::string_view kHealthProbe = "linesign health probe";
 
 // kSettle is how long a drained server keeps its connections open for the stations to read their last answers.
 constexpr absl::Duration kSettle = absl::Milliseconds(250);
+
+// kStoreStatsEvery is how often the outbox backlog and the expiry distribution are read from the store for the
+// metrics (a few indexed counts on the administrative read connection).
+constexpr absl::Duration kStoreStatsEvery = absl::Seconds(15);
 
 // ServerCredentials: TLS that asks every client for a certificate. The handshake proves the client holds the
 // certificate's key; the chain, validity and revocation are checked per call by auth::Authenticator, so that a
@@ -108,6 +114,45 @@ std::string ListenFailure(const std::string& listen) {
   return why;
 }
 
+// StartHttp starts the HTTP listener `c.http` names with /metrics, /healthz and /readyz.
+absl::StatusOr<std::unique_ptr<observability::HttpServer>> StartHttp(const v1::ServerConfig& c,
+                                                                     const auth::Authenticator* authenticator,
+                                                                     const Clock* clock,
+                                                                     observability::ServerMetrics* metrics,
+                                                                     const observability::HealthMonitor* health) {
+  const v1::HttpConfig& h = c.http();
+  observability::HttpServer::Options o;
+  o.listen = h.listen();
+  o.threads = static_cast<int>(h.threads());
+  o.tls = h.tls() == "same-as-grpc";
+  o.certificate_file = c.tls().certificate_file();
+  o.key_file = c.tls().key_file();
+  o.client_ca_file = c.tls().client_ca_file();
+  o.authenticator = h.require_client_certificate() ? authenticator : nullptr;
+  o.clock = clock;
+  if (!config::IsLoopback(h.listen()) && o.authenticator == nullptr) {
+    LogWarning("http.listen ", h.listen(), " is not loopback and http.require_client_certificate is off: the "
+               "metrics are shown to anyone who can connect");
+  }
+  LINESIGN_ASSIGN_OR_RETURN(auto http, observability::HttpServer::Start(std::move(o)));
+  http->Handle("/metrics", [metrics](const observability::HttpRequest&) {
+    return observability::HttpResponse{.content_type = "text/plain; version=0.0.4; charset=utf-8",
+                                       .body = metrics->registry()->Render()};
+  });
+  http->Handle("/healthz", [](const observability::HttpRequest&) {
+    return observability::HttpResponse{.body = "ok\n"};
+  });
+  // The line's status page (status_page.h): "/", "/status", "/status.json".
+  observability::MountStatusPage(http.get(), metrics, health);
+  http->Handle("/readyz", [health](const observability::HttpRequest&) {
+    if (health->serving()) return observability::HttpResponse{.body = "ready\n"};
+    std::string reason = health->reason();
+    return observability::HttpResponse{.status = 503,
+                                       .body = absl::StrCat("not ready: ", reason.empty() ? "starting" : reason, "\n")};
+  });
+  return http;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::ServerConfig config,
@@ -124,14 +169,19 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
                                             static_cast<int>(c.signer().workers())));
   LogInfo("CA key: ", s->signer_->description(), " (", hsm::AlgorithmName(s->signer_->algorithm()), ")");
   LINESIGN_ASSIGN_OR_RETURN(s->store_, store::Open(c.store(), s->clock_));
+  // Metrics (server/observability/server_metrics.h): the key and the store, measured by decorators; the batch
+  // signer and the counters report to it as their observer.
+  s->metrics_ = std::make_unique<observability::ServerMetrics>();
+  s->metered_signer_ = s->metrics_->MeterSigner(s->signer_.get());
+  s->metered_store_ = s->metrics_->MeterStore(s->store_.get());
   // The tasks start once what they use is open, and stop (in reverse) before it is closed.
   s->tasks_ = std::make_unique<tasks::TaskRunner>(s->clock_);
   s->tasks_->Start(std::make_unique<tasks::FunctionTask>(
       "store-checkpoint", kCheckpointEvery, [store = s->store_.get()](absl::Time) { return store->Checkpoint(); }));
-  LINESIGN_ASSIGN_OR_RETURN(s->builder_, issuance::CertificateBuilder::Create(&s->ca_, s->signer_.get()));
+  LINESIGN_ASSIGN_OR_RETURN(s->builder_, issuance::CertificateBuilder::Create(&s->ca_, s->metered_signer_.get()));
   // The CRL: signed by the same key through the same signer; the latest one in the store is served at once, and
   // the task's first round (run here, before any call) makes one when there is none or it is due.
-  LINESIGN_ASSIGN_OR_RETURN(s->crl_builder_, revocation::CrlBuilder::Create(&s->ca_, s->signer_.get()));
+  LINESIGN_ASSIGN_OR_RETURN(s->crl_builder_, revocation::CrlBuilder::Create(&s->ca_, s->metered_signer_.get()));
   LINESIGN_ASSIGN_OR_RETURN(
       s->crl_publisher_,
       revocation::CrlPublisher::Create(
@@ -140,6 +190,26 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
                                             .refresh_before = absl::Seconds(c.crl().refresh_before_seconds()),
                                             .min_interval = absl::Milliseconds(c.crl().min_interval_ms())}));
   s->tasks_->Start(s->crl_publisher_->MakeTask());
+  {
+    const revocation::CrlPublisher* crl = s->crl_publisher_.get();
+    const Clock* clock = s->clock_;
+    s->metrics_->registry()->AddCallback(
+        "linesign_crl_age_seconds", "Seconds since the current CRL's thisUpdate; no sample before the first CRL.",
+        metrics::Type::kGauge, {}, [crl, clock](const metrics::Emit& emit) {
+          if (auto h = crl->CurrentHeader(); h.ok()) emit({}, absl::ToDoubleSeconds(clock->Now() - h->this_update));
+        });
+    s->metrics_->registry()->AddCallback(
+        "linesign_crl_next_update_seconds",
+        "Seconds until the current CRL's nextUpdate (negative: relying parties refuse it).",
+        metrics::Type::kGauge, {}, [crl, clock](const metrics::Emit& emit) {
+          if (auto h = crl->CurrentHeader(); h.ok()) emit({}, absl::ToDoubleSeconds(h->next_update - clock->Now()));
+        });
+    s->metrics_->registry()->AddCallback(
+        "linesign_crl_number", "The current CRL's number.", metrics::Type::kGauge, {},
+        [crl](const metrics::Emit& emit) {
+          if (auto h = crl->CurrentHeader(); h.ok()) emit({}, static_cast<double>(h->number));
+        });
+  }
 
   issuance::BatchSigner::Options opts;
   opts.workers = static_cast<int>(c.signer().workers());
@@ -147,13 +217,14 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
   opts.max_linger = absl::Microseconds(c.signer().max_linger_us());
   opts.queue_size = c.signer().queue_size();
   opts.clock = s->clock_;
-  s->batch_signer_ = issuance::BatchSigner::Create(s->builder_.get(), s->store_.get(), opts);
+  opts.observer = s->metrics_.get();
+  s->batch_signer_ = issuance::BatchSigner::Create(s->builder_.get(), s->metered_store_.get(), opts);
   LINESIGN_ASSIGN_OR_RETURN(s->access_, auth::AccessPolicy::Create(c.access()));
   LINESIGN_ASSIGN_OR_RETURN(s->audit_, audit::AuditLog::Open(c.audit().file()));
   LINESIGN_ASSIGN_OR_RETURN(s->profiles_, profile::Profiles::Compile(c));
   LINESIGN_ASSIGN_OR_RETURN(auto credentials, ServerCredentials(c.tls(), c.listen()));
   const Clock* clock = s->clock_;
-  s->counters_ = std::make_unique<service::RpcCounters>(s->audit_.get(), clock);
+  s->counters_ = std::make_unique<service::RpcCounters>(s->audit_.get(), clock, s->metrics_.get());
   s->drain_ = std::make_unique<service::DrainTracker>(service::DrainTracker::Limits{
       .max_streams_per_identity = c.signer().max_streams_per_station(), .max_streams = c.limits().max_streams()});
   s->checker_ = std::make_unique<service::RequestChecker>(s->access_.get(), &s->profiles_, clock);
@@ -182,6 +253,11 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
       absl::Milliseconds(c.health_check_interval_ms()));
   s->health_monitor_ = monitor.get();
   s->tasks_->Start(std::move(monitor));
+  // Metrics read at scrape time, and the store's figures read every kStoreStatsEvery by a task.
+  s->metrics_->WatchQueue([signer = s->batch_signer_.get()] { return signer->queued(); });
+  s->metrics_->WatchRpcCounters(s->counters_.get());
+  s->metrics_->WatchHealth(s->health_monitor_);
+  s->tasks_->Start(s->metrics_->StoreStatsTask(s->store_.get(), kStoreStatsEvery));
 
   // gRPC's own health service would answer without a client certificate: ours (registered below) requires one.
   grpc::EnableDefaultHealthCheckService(false);
@@ -221,6 +297,28 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
     return absl::UnavailableError(absl::StrCat("cannot listen on ", c.listen(), ": ", ListenFailure(c.listen())));
   }
   s->address_ = absl::StrCat(c.listen().substr(0, c.listen().rfind(':')), ":", port);
+
+  // The operator's HTTP listener (config `http`): metrics, liveness, readiness; other parts mount more pages.
+  if (!c.http().listen().empty()) {
+    auto http = StartHttp(c, s->authenticator_.get(), s->clock_, s->metrics_.get(), s->health_monitor_);
+    if (!http.ok()) {
+      s->Shutdown(absl::ZeroDuration());
+      return http.status();
+    }
+    s->http_ = *std::move(http);
+    // The CRL at the path profiles name in their CRL distribution point: the publisher's current DER from memory.
+    if (c.crl().http_path() != "off") {
+      const revocation::CrlPublisher* crl = s->crl_publisher_.get();
+      s->http_->Handle(c.crl().http_path(), [crl](const observability::HttpRequest&) {
+        auto der = crl->CurrentDer();
+        if (!der.ok()) {
+          return observability::HttpResponse{.status = 503,
+                                             .body = absl::StrCat("no CRL: ", der.status().message(), "\n")};
+        }
+        return observability::HttpResponse{.content_type = "application/pkix-crl", .body = *std::move(der)};
+      });
+    }
+  }
   return s;
 }
 
@@ -252,6 +350,8 @@ void LinesignServer::Shutdown(absl::Duration grace) {
   }
   if (batch_signer_ != nullptr) batch_signer_->Shutdown();
   if (grpc_server_ != nullptr) grpc_server_->Wait();
+  // Readiness says "draining" until here; then the pages stop before what they read goes.
+  if (http_ != nullptr) http_->Stop();
   admin_executor_.reset();  // runs any administrative read it accepted: they use the store
   if (tasks_ != nullptr) tasks_->Stop();
   store_.reset();

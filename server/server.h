@@ -16,6 +16,8 @@
 #include "server/observability/health_service.h"
 #include "server/revocation/crl_builder.h"
 #include "server/revocation/crl_publisher.h"
+#include "server/observability/http_server.h"
+#include "server/observability/server_metrics.h"
 #include "server/service/admin_service.h"
 #include "server/service/bounded_executor.h"
 #include "server/service/drain_tracker.h"
@@ -49,6 +51,10 @@ class LinesignServer {
 
   // address is the bound host:port (with the real port when the configuration asked for port 0).
   const std::string& address() const { return address_; }
+  // http_address is the HTTP listener's bound host:port ("" when http.listen is "").
+  std::string http_address() const { return http_ != nullptr ? http_->address() : ""; }
+  // http returns the HTTP listener (null when off), where other parts mount GET pages (HttpServer::Handle).
+  observability::HttpServer* http() { return http_.get(); }
 
   // Shutdown reports NOT_SERVING, refuses new signing calls, lets in-flight ones and open streams finish (up to
   // `grace`; see DrainTracker::BeginDrain), then stops gRPC, the batch signer, the background tasks (in reverse
@@ -67,9 +73,13 @@ class LinesignServer {
 
   const Clock* clock_ = nullptr;  // borrowed
   v1::ServerConfig config_;
+  // The metrics outlive everything they watch (declared first, destroyed last).
+  std::unique_ptr<observability::ServerMetrics> metrics_;
   issuance::IssuingCa ca_;
   std::unique_ptr<hsm::Signer> signer_;
+  std::unique_ptr<hsm::Signer> metered_signer_;  // signer_, measured: what the certificate builder signs with
   std::unique_ptr<store::Store> store_;
+  std::unique_ptr<store::IssuanceStore> metered_store_;  // store_, measured: what the batch signer records in
   std::unique_ptr<issuance::CertificateBuilder> builder_;
   // Revocation (issue 11): the CRL builder and publisher (its task runs on tasks_).
   std::unique_ptr<revocation::CrlBuilder> crl_builder_;
@@ -93,6 +103,8 @@ class LinesignServer {
   std::unique_ptr<tasks::TaskRunner> tasks_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::string address_;
+  // Last: stopped (destroyed) before anything its pages read.
+  std::unique_ptr<observability::HttpServer> http_;
   std::mutex mu_;
   bool shut_down_ = false;  // guarded by mu_
 };

@@ -155,6 +155,7 @@ class UpgradeServerTest : public ::testing::Test {
     EXPECT_TRUE(key.ok()) << key.status();
     EXPECT_TRUE(WriteFile(dir + "/ca.key", *key, 0600).ok());
     return testing::WriteConfig(dir, absl::StrCat(R"(listen: 127.0.0.1:0
+http: {listen: 127.0.0.1:0}
 hsm: {development_key_file: )", dir, R"(/ca.key}
 ca: {chain_file: )", Fixture("v1-ca.pem"), R"(}
 store: {sqlite: {path: )", db, R"(}}

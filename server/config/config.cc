@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cmath>
 #include <regex>
 #include <set>
@@ -438,7 +439,34 @@ void ApplyDefaults(v1::ServerConfig* config) {
   if (crl->validity_seconds() == 0) crl->set_validity_seconds(7 * 24 * 3600);
   if (crl->refresh_before_seconds() == 0) crl->set_refresh_before_seconds(crl->validity_seconds() / 2);
   if (crl->min_interval_ms() == 0) crl->set_min_interval_ms(1000);
+  if (crl->http_path().empty()) crl->set_http_path("/linesign.crl");
+  if (!config->has_http()) config->mutable_http()->set_listen("127.0.0.1:9443");
+  if (config->http().tls().empty()) config->mutable_http()->set_tls("off");
+  if (config->http().threads() == 0) config->mutable_http()->set_threads(2);
 }
+
+namespace {
+
+// ValidateHttp checks the operator's HTTP listener (`http`).
+absl::Status ValidateHttp(const v1::ServerConfig& c) {
+  const v1::HttpConfig& h = c.http();
+  if (!h.listen().empty() && h.listen().rfind(':') == std::string::npos) {
+    return FieldError("http.listen", "must be host:port (or \"\" for no HTTP listener)");
+  }
+  if (h.tls() != "off" && h.tls() != "same-as-grpc") {
+    return FieldError("http.tls", absl::StrCat("'", h.tls(), "' is not one of off, same-as-grpc"));
+  }
+  if (h.tls() == "same-as-grpc" && c.tls().insecure()) {
+    return FieldError("http.tls", "same-as-grpc needs gRPC's TLS, but tls.insecure is set");
+  }
+  if (h.require_client_certificate() && h.tls() != "same-as-grpc") {
+    return FieldError("http.require_client_certificate", "needs http.tls: same-as-grpc");
+  }
+  if (h.threads() < 1 || h.threads() > 16) return FieldError("http.threads", "must be 1 to 16");
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::Status Validate(const v1::ServerConfig& c) {
   if (c.listen().empty()) return FieldError("listen", "required (host:port)");
@@ -509,8 +537,26 @@ absl::Status Validate(const v1::ServerConfig& c) {
   if (crl.min_interval_ms() < 10 || crl.min_interval_ms() > 3600000) {
     return FieldError("crl.min_interval_ms", "must be 10 to 3600000");
   }
+  if (crl.http_path() != "off") {
+    const std::string& path = crl.http_path();
+    if (path.size() < 2 || path.size() > 128 || path[0] != '/' ||
+        !std::all_of(path.begin(), path.end(), [](char ch) {
+          return absl::ascii_isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '.' || ch == '_' ||
+                 ch == '/';
+        }) ||
+        absl::StrContains(path, "//") || absl::StrContains(path, "/../") || absl::EndsWith(path, "/..")) {
+      return FieldError("crl.http_path",
+                        "must be \"off\" or \"/\" followed by letters, digits and \"-._/\", at most 128 bytes");
+    }
+    for (const char* taken : {"/metrics", "/healthz", "/readyz", "/status", "/status.json"}) {
+      if (path == taken) {
+        return FieldError("crl.http_path", absl::StrCat("is ", taken, ", which the HTTP listener already serves"));
+      }
+    }
+  }
   LINESIGN_RETURN_IF_ERROR(ValidateTls(c));
   LINESIGN_RETURN_IF_ERROR(ValidateAccess(c));
+  LINESIGN_RETURN_IF_ERROR(ValidateHttp(c));
   return absl::OkStatus();
 }
 

@@ -47,6 +47,10 @@ TEST(ConfigTest, MinimalConfigGetsItsDefaults) {
   EXPECT_EQ(c->crl().validity_seconds(), 604800u);
   EXPECT_EQ(c->crl().refresh_before_seconds(), 302400u);
   EXPECT_EQ(c->crl().min_interval_ms(), 1000u);
+  EXPECT_EQ(c->crl().http_path(), "/linesign.crl");
+  EXPECT_EQ(c->http().listen(), "127.0.0.1:9443");
+  EXPECT_EQ(c->http().tls(), "off");
+  EXPECT_EQ(c->http().threads(), 2u);
   EXPECT_THAT(p.key_usages(), ::testing::ElementsAre("digitalSignature"));
   EXPECT_EQ(p.max_subject_value_bytes(), 64u);
   EXPECT_EQ(p.max_san_value_bytes(), 255u);
@@ -103,6 +107,11 @@ TEST(ConfigTest, ValidationErrorsNameTheField) {
       {"limits:\n  grpc_memory_bytes: 1000\n", "limits.grpc_memory_bytes: must be 16777216"},
       {"health_check_interval_ms: 50\n", "health_check_interval_ms: must be 100 to 60000"},
       {"health_check_interval_ms: 60001\n", "health_check_interval_ms: must be 100 to 60000"},
+      {"http: {tls: on}\nlisten: 127.0.0.1:7443\ntls: {insecure: true}\n",
+       "http.tls: 'on' is not one of off, same-as-grpc"},
+      {"http: {require_client_certificate: true}\n", "http.require_client_certificate: needs http.tls: same-as-grpc"},
+      {"http: {threads: 17}\n", "http.threads: must be 1 to 16"},
+      {"http: {listen: nowhere}\nlisten: 127.0.0.1:7443\n", "http.listen: must be host:port"},
       {"profiles:\n  device:\n    validity_days: 400\n    max_validity_days: 365\n",
        "profiles.device.validity_days: must be 1 to max_validity_days (365)"},
       {"profiles:\n  device:\n    key_usages: [certSign]\n", "profiles.device.key_usages: unknown 'certSign'"},
@@ -133,6 +142,11 @@ TEST(ConfigTest, ValidationErrorsNameTheField) {
       {"crl: {validity_seconds: 7200, refresh_before_seconds: 7200}\n",
        "crl.refresh_before_seconds: must be 60 to crl.validity_seconds - 60 (7140)"},
       {"crl: {min_interval_ms: 5}\n", "crl.min_interval_ms: must be 10 to 3600000"},
+      {"crl: {http_path: 'linesign.crl'}\n", "crl.http_path: must be \"off\" or \"/\" followed by"},
+      {"crl: {http_path: '/'}\n", "crl.http_path: must be \"off\" or \"/\" followed by"},
+      {"crl: {http_path: '/a/../metrics'}\n", "crl.http_path: must be \"off\" or \"/\" followed by"},
+      {"crl: {http_path: '/crl?x=1'}\n", "crl.http_path: must be \"off\" or \"/\" followed by"},
+      {"crl: {http_path: '/metrics'}\n", "crl.http_path: is /metrics, which the HTTP listener already serves"},
       {"profiles:\n  device:\n    policy_oids: ['1.2.x']\n", "profiles.device.policy_oids: '1.2.x' is not"},
       {"profiles:\n  device:\n    allow_wildcard_dns: true\n", "profiles.device.allow_wildcard_dns: needs \"dns\" in san_types"},
       {"tls: {}\n", "tls.certificate_file: required"},

@@ -33,12 +33,30 @@ struct SignJob {
 
 class BatchSigner {
  public:
+  // How Submit treats a full queue.
+  enum class Admission {
+    kRefuseWhenFull,  // ResourceExhausted (unary calls: the station retries with backoff)
+    kAlways,          // queue anyway: for a caller that bounds its own in-flight requests (a stream's window),
+                      // so the queue holds at most queue_size + streams x window jobs
+  };
+
+  // Observer watches the signer from outside (metrics), so the signer carries no metrics of its own. Called from
+  // worker threads: quick and thread-safe.
+  class Observer {
+   public:
+    virtual ~Observer() = default;
+    // OnAnswered: a job submitted with `admission` is about to be answered (its `done` runs next) with `status`,
+    // `elapsed` after Submit accepted it (the wait in the queue, the signature and the batch's commit).
+    virtual void OnAnswered(Admission admission, absl::Duration elapsed, const absl::Status& status) = 0;
+  };
+
   struct Options {
     int workers = 1;
     int max_batch = 64;
     absl::Duration max_linger = absl::Microseconds(200);
     size_t queue_size = 4096;
     const Clock* clock = RealClock::Get();  // borrowed; dates the certificates (notBefore, notAfter)
+    Observer* observer = nullptr;           // borrowed, optional; must outlive the BatchSigner
   };
 
   // Create starts the workers. `builder` and `store` are borrowed and must outlive the BatchSigner.
@@ -46,13 +64,6 @@ class BatchSigner {
                                              Options options);
   // The destructor drains (see Shutdown).
   ~BatchSigner();
-
-  // How Submit treats a full queue.
-  enum class Admission {
-    kRefuseWhenFull,  // ResourceExhausted (unary calls: the station retries with backoff)
-    kAlways,          // queue anyway: for a caller that bounds its own in-flight requests (a stream's window),
-                      // so the queue holds at most queue_size + streams x window jobs
-  };
 
   // Submit queues `job`. ResourceExhausted when the queue is full (kRefuseWhenFull) and Unavailable after
   // Shutdown; then `job.done` is not called and the caller answers itself.

@@ -45,6 +45,14 @@ absl::StatusOr<std::string> CrlPublisher::CurrentDer() const {
   return std::move(crl.der);
 }
 
+absl::StatusOr<PublishedCrl> CrlPublisher::CurrentHeader() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!current_.has_value()) return absl::UnavailableError("no CRL has been made yet");
+  return PublishedCrl{.number = current_->number,
+                      .this_update = current_->this_update,
+                      .next_update = current_->next_update};
+}
+
 int64_t CrlPublisher::generations() const {
   std::lock_guard<std::mutex> lock(mu_);
   return generations_;

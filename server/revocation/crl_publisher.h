@@ -53,6 +53,8 @@ class CrlPublisher {
   absl::StatusOr<PublishedCrl> Current() const;
   // CurrentDer returns Current()'s DER: what the HTTP listener serves (application/pkix-crl).
   absl::StatusOr<std::string> CurrentDer() const;
+  // CurrentHeader returns Current() without its DER (empty): number and times, cheap for metrics.
+  absl::StatusOr<PublishedCrl> CurrentHeader() const;
 
   // Refresh is one round of the task at `now` (see the file comment): it may adopt a newer stored CRL or make a
   // new one. Errors of the store or the signer are returned (the task logs them) and leave the current CRL.

@@ -54,6 +54,7 @@ grpc::Status RpcCounters::Refused(Rpc rpc, const CallInfo& call, const absl::Sta
   e.outcome = "refused";
   e.reason = std::string(why.message());
   audit_->Record(e);
+  if (observer_ != nullptr) observer_->OnDecision(rpc, st.error_code(), call.identity, e.outcome, why);
   return st;
 }
 
@@ -82,6 +83,7 @@ void RpcCounters::Completed(Rpc rpc, const CallInfo& call, const absl::StatusOr<
     e.reason = std::string(record.status().message());
   }
   audit_->Record(e);
+  if (observer_ != nullptr) observer_->OnDecision(rpc, code, call.identity, e.outcome, record.status());
 }
 
 std::map<std::string, uint64_t> RpcCounters::Snapshot() const {

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <string_view>
 #include <string>
 
 #include "absl/status/status.h"
@@ -45,8 +46,20 @@ struct CallInfo {
 
 class RpcCounters {
  public:
-  // `audit` and `clock` are borrowed and must outlive the counters. Thread-safe.
-  RpcCounters(audit::AuditLog* audit, const Clock* clock) : audit_(audit), clock_(clock) {}
+  // Observer sees every decision the counters count (metrics by code and reason), from the calling thread: quick
+  // and thread-safe.
+  class Observer {
+   public:
+    virtual ~Observer() = default;
+    // OnDecision: `rpc` answered `code` to `identity` ("" when not authenticated or not known); `outcome` is the
+    // audit's ("issued", "replayed", "refused", "failed", "answered"), `why` the refusal or failure (OK otherwise).
+    virtual void OnDecision(Rpc rpc, grpc::StatusCode code, std::string_view identity, std::string_view outcome,
+                            const absl::Status& why) = 0;
+  };
+
+  // `audit`, `clock` and `observer` (optional) are borrowed and must outlive the counters. Thread-safe.
+  RpcCounters(audit::AuditLog* audit, const Clock* clock, Observer* observer = nullptr)
+      : audit_(audit), clock_(clock), observer_(observer) {}
 
   // Refused counts and audits a refusal ("refused", with `why`'s message) and returns its gRPC status.
   grpc::Status Refused(Rpc rpc, const CallInfo& call, const absl::Status& why);
@@ -59,7 +72,10 @@ class RpcCounters {
   void Revoked(Rpc rpc, const CallInfo& call, const store::CertificateRecord& record, bool already_revoked,
                const std::string& reason);
   // Answered counts a successful answer that needs no audit line of its own (reads).
-  void Answered(Rpc rpc) { Count(rpc, grpc::StatusCode::OK); }
+  void Answered(Rpc rpc) {
+    Count(rpc, grpc::StatusCode::OK);
+    if (observer_ != nullptr) observer_->OnDecision(rpc, grpc::StatusCode::OK, "", "answered", absl::OkStatus());
+  }
 
   // answered returns how many answers `rpc` gave with `code` (a grpc::StatusCode); a stream counts each request.
   uint64_t answered(Rpc rpc, int code) const {
@@ -76,6 +92,7 @@ class RpcCounters {
 
   audit::AuditLog* const audit_;  // borrowed
   const Clock* const clock_;      // borrowed
+  Observer* const observer_;      // borrowed; may be null
   std::array<std::array<std::atomic<uint64_t>, 32>, static_cast<int>(Rpc::kCount)> answered_{};
 };
 

@@ -36,6 +36,21 @@ struct Batch {
   std::vector<OutboxItem> outbox;   // likewise
 };
 
+// OutboxBacklog is the unfinished outbox items of one kind.
+struct OutboxBacklog {
+  std::string kind;
+  int64_t pending = 0;
+  absl::Time oldest_created = absl::InfiniteFuture();  // when the oldest of them was recorded
+};
+
+// StoreStats is what the operator's metrics read from the store now and then (never on the issuing path).
+struct StoreStats {
+  std::vector<OutboxBacklog> outbox;  // by kind, only kinds with pending items
+  // expiring[i]: recorded certificates (any status) with now < notAfter <= now + the i-th bound asked for.
+  std::vector<int64_t> expiring;
+  int64_t unexpired = 0;  // recorded certificates with notAfter > now
+};
+
 class IssuanceStore {
  public:
   virtual ~IssuanceStore() = default;
@@ -65,6 +80,12 @@ class Store : public IssuanceStore, public CertificateReader, public EventReader
   // Checkpoint does the backend's periodic upkeep (SQLite: copy the WAL into the database file once it has
   // grown); the server's "store-checkpoint" task calls it. Unavailable when it fails; OK for nothing to do.
   virtual absl::Status Checkpoint() { return absl::OkStatus(); }
+  // Stats counts the outbox backlog by kind and the certificates by time left to expiry at `now`, one count per
+  // bound in `expiry_bounds` (ascending), for the metrics task. Runs on a read connection; Unimplemented for a
+  // backend that does not offer it.
+  virtual absl::StatusOr<StoreStats> Stats(absl::Time now, const std::vector<absl::Duration>& expiry_bounds) {
+    return absl::UnimplementedError("store: Stats is not offered by this backend");
+  }
 };
 
 // Open opens the backend `config` names, brings its schema up to date (see sqlite/migrations.h) and returns it.

@@ -86,6 +86,12 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(const std::v
       size_t end = p->output_.find('\n', at);
       if (end != std::string::npos) {
         p->address_ = p->output_.substr(at + marker.size(), end - at - marker.size());
+        // The HTTP listener's line comes before it (when the listener is on).
+        const std::string http_marker = "linesign-server http on ";
+        if (size_t h = p->output_.find(http_marker); h != std::string::npos && h < at) {
+          size_t h_end = p->output_.find('\n', h);
+          p->http_address_ = p->output_.substr(h + http_marker.size(), h_end - h - http_marker.size());
+        }
         ServerProcess* raw = p.get();
         raw->drain_ = std::thread([raw] {
           char buf[4096];

@@ -29,6 +29,8 @@ class ServerProcess {
   ~ServerProcess();
 
   const std::string& address() const { return address_; }
+  // http_address is the HTTP listener's host:port ("" when it is off).
+  const std::string& http_address() const { return http_address_; }
   pid_t pid() const { return pid_; }
   // Stop sends `signal` and waits for exit; returns the exit code (-1 if it died of a signal).
   ExitResult Stop(int signal = 15);
@@ -41,6 +43,7 @@ class ServerProcess {
   std::mutex mu_;
   std::string output_;  // guarded by mu_ once drain_ runs
   std::string address_;
+  std::string http_address_;
 };
 
 // StillRunning says whether the child `pid` has not exited yet, without reaping it (so ServerProcess::Stop still

@@ -66,6 +66,7 @@ absl::StatusOr<TestCa> TestCa::Create(const std::string& algorithm) {
 v1::ServerConfig TestCa::Config(const std::string& db_path) const {
   v1::ServerConfig c;
   c.set_listen("127.0.0.1:0");
+  c.mutable_http()->set_listen("127.0.0.1:0");  // never the default 9443: tests run side by side
   auto* h = c.mutable_hsm();
   h->set_module(module);
   h->set_key_uri(key_uri);

@@ -576,6 +576,48 @@ absl::StatusOr<int64_t> SqliteStore::Count() {
   return sqlite3_column_int64(s.s, 0);
 }
 
+absl::StatusOr<StoreStats> SqliteStore::Stats(absl::Time now, const std::vector<absl::Duration>& expiry_bounds) {
+  std::lock_guard<std::mutex> lock(scan_mu_);
+  StoreStats stats;
+  const int64_t now_s = absl::ToUnixSeconds(now);
+  {
+    Stmt s;
+    if (sqlite3_prepare_v2(scanner_, "SELECT COUNT(*) FROM certificates WHERE not_after > ?1 AND not_after <= ?2",
+                           -1, &s.s, nullptr) != SQLITE_OK) {
+      return Unavailable(scanner_, "prepare");
+    }
+    for (absl::Duration bound : expiry_bounds) {
+      sqlite3_reset(s.s);
+      sqlite3_bind_int64(s.s, 1, now_s);
+      sqlite3_bind_int64(s.s, 2, bound == absl::InfiniteDuration() ? INT64_MAX : absl::ToUnixSeconds(now + bound));
+      if (sqlite3_step(s.s) != SQLITE_ROW) return Unavailable(scanner_, "count expiring");
+      stats.expiring.push_back(sqlite3_column_int64(s.s, 0));
+    }
+    sqlite3_reset(s.s);
+    sqlite3_bind_int64(s.s, 1, now_s);
+    sqlite3_bind_int64(s.s, 2, INT64_MAX);
+    if (sqlite3_step(s.s) != SQLITE_ROW) return Unavailable(scanner_, "count unexpired");
+    stats.unexpired = sqlite3_column_int64(s.s, 0);
+  }
+  Stmt s;
+  if (sqlite3_prepare_v2(scanner_,
+                         "SELECT kind, COUNT(*), MIN(created_us) FROM outbox WHERE completed_us IS NULL "
+                         "GROUP BY kind ORDER BY kind",
+                         -1, &s.s, nullptr) != SQLITE_OK) {
+    return Unavailable(scanner_, "prepare");
+  }
+  int rc;
+  while ((rc = sqlite3_step(s.s)) == SQLITE_ROW) {
+    OutboxBacklog b;
+    b.kind = ColumnText(s.s, 0);
+    b.pending = sqlite3_column_int64(s.s, 1);
+    b.oldest_created = absl::FromUnixMicros(sqlite3_column_int64(s.s, 2));
+    stats.outbox.push_back(std::move(b));
+  }
+  if (rc != SQLITE_DONE) return Unavailable(scanner_, "outbox backlog");
+  return stats;
+}
+
 absl::StatusOr<std::vector<Event>> SqliteStore::ReadAfter(int64_t cursor, int limit) {
   if (limit < 1 || limit > kMaxReadLimit) {
     return absl::InvalidArgumentError(absl::StrCat("store: event read limit ", limit, " is outside 1..",

@@ -58,6 +58,9 @@ class SqliteStore final : public Store {
   // waiting at most kPingBusyTimeout: Unavailable ("store: ping: database is locked") when another connection or
   // process holds the database longer than that, or the file cannot be written.
   absl::Status Ping() override;
+  // Stats runs on the administrative scan connection: the expiry counts walk the not_after index, the backlog the
+  // outbox's unfinished rows.
+  absl::StatusOr<StoreStats> Stats(absl::Time now, const std::vector<absl::Duration>& expiry_bounds) override;
 
   // checkpoints returns how many checkpoints Checkpoint has completed.
   int64_t checkpoints() const;
