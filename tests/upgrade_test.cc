@@ -12,6 +12,7 @@
 #include "common/testing/fake_clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/store/sqlite/migrations.h"
 #include "server/store/sqlite/sqlite_store.h"
 #include "tests/testing/certs.h"
 #include "tests/testing/server_process.h"
@@ -78,9 +79,9 @@ TEST(UpgradeTest, AVersion1DatabaseIsMigratedAndKeepsItsCertificates) {
   testing::FakeClock clock(absl::FromUnixSeconds(1760000000));
   auto store = store::SqliteStore::Open(path, &clock);
   ASSERT_TRUE(store.ok()) << store.status();
-  EXPECT_EQ(testing::SqliteScalar(path, "PRAGMA user_version"), "2");
+  EXPECT_EQ(testing::SqliteScalar(path, "PRAGMA user_version"), "3");
   EXPECT_EQ(testing::SqliteScalar(path, "SELECT group_concat(version || ':' || applied_at) FROM schema_migrations"),
-            "1:1760000000,2:1760000000");
+            "1:1760000000,2:1760000000,3:1760000000");
 
   const std::string issuer = IssuerId();
   for (int n = 1; n <= kOldCertificates; ++n) {
@@ -127,8 +128,8 @@ TEST(UpgradeTest, ADatabaseFromANewerServerIsRefusedWithBothVersions) {
   EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(store.status().message(),
             absl::StrCat("store: database ", path,
-                         " has schema version 99 but this linesign-server knows up to 2; upgrade linesign-server (a "
-                         "database is never downgraded)"));
+                         " has schema version 99 but this linesign-server knows up to ", store::sqlite::LatestVersion(),
+                         "; upgrade linesign-server (a database is never downgraded)"));
   EXPECT_EQ(testing::SqliteScalar(path, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'schema_migrations'"), "0");
 }
 
@@ -170,7 +171,7 @@ TEST_F(UpgradeServerTest, TheServerReplaysOldRequestsAndIssuesNewOnesAfterTheUpg
   std::string dir = db.substr(0, db.rfind('/'));
   auto server = testing::ServerProcess::Start({"--config", Config(db)});
   ASSERT_TRUE(server.ok()) << server.status();
-  EXPECT_EQ(testing::SqliteScalar(db, "PRAGMA user_version"), "2");
+  EXPECT_EQ(testing::SqliteScalar(db, "PRAGMA user_version"), "3");
 
   for (int n = 1; n <= kOldCertificates; ++n) {
     std::string out = absl::StrCat(dir, "/replayed", n, ".pem");
@@ -217,7 +218,8 @@ TEST_F(UpgradeServerTest, TheServerRefusesToStartOnANewerDatabase) {
   auto r = testing::RunCommand({testing::ServerBinary(), "--config", Config(db)});
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_THAT(r.output, HasSubstr(absl::StrCat("store: database ", db,
-                                               " has schema version 7 but this linesign-server knows up to 2")));
+                                               " has schema version 7 but this linesign-server knows up to ",
+                                               store::sqlite::LatestVersion())));
 }
 
 }  // namespace

@@ -24,6 +24,13 @@ const char* RpcName(Rpc rpc) {
       return "GetStats";
     case Rpc::kListCertificates:
       return "ListCertificates";
+    // Lifecycle (issue 11).
+    case Rpc::kRenewCertificate:
+      return "RenewCertificate";
+    case Rpc::kRekeyCertificate:
+      return "RekeyCertificate";
+    case Rpc::kWatchEvents:
+      return "WatchEvents";
     case Rpc::kCount:
       break;
   }

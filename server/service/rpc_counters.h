@@ -28,6 +28,10 @@ enum class Rpc {
   kGetCertificate,
   kGetStats,
   kListCertificates,
+  // Lifecycle (issue 11).
+  kRenewCertificate,
+  kRekeyCertificate,
+  kWatchEvents,
   kCount
 };
 const char* RpcName(Rpc rpc);
