@@ -18,6 +18,7 @@
 #include "server/server.h"
 #include "server/store/sqlite/sqlite_store.h"
 #include "tests/testing/certs.h"
+#include "tests/testing/server_process.h"
 #include "tests/testing/test_ca.h"
 
 namespace linesign {
@@ -386,6 +387,55 @@ TEST_F(LifecycleTest, EventsStreamLiveAndResumeAfterARestart) {
   std::vector<int64_t> streamed;
   for (const auto& x : Watch(again, 0, ids.size())) streamed.push_back(x.cursor());
   EXPECT_EQ(streamed, ids);
+}
+
+// The administrator's CLI against the server: list what expires within 60 days, force a renewal, see both
+// certificates' status and links, read the events (and as JSON), and a refusal as one line and exit 1.
+TEST_F(LifecycleTest, TheCliListsRenewsGetsAndPrintsEvents) {
+  LinesignServer* a = StartServer();
+  ASSERT_NE(a, nullptr);
+  v1::SignCsrResponse old = Sign(a, "CLI1");  // 30 days: within 60
+  Sign(a, "CLI2", "device");                  // 365 days: not
+  const std::string dir = testing::TempDir("cli");
+  tls::LeafSpec spec;
+  spec.not_before = absl::Now() - absl::Hours(1);
+  spec.not_after = absl::Now() + absl::Hours(24 * 400);
+  tls::KeyAndCertificate admin = ca_->StationCredentials("admin", spec);
+  ASSERT_TRUE(WriteFile(dir + "/ca.pem", ca_->station_ca.certificate_pem).ok());
+  ASSERT_TRUE(WriteFile(dir + "/cert.pem", admin.certificate_pem).ok());
+  ASSERT_TRUE(WriteFile(dir + "/key.pem", admin.key_pem).ok());
+  auto cli = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), testing::ClientBinary());
+    args.insert(args.end(), {"--server", a->address(), "--tls-dir", dir});
+    return testing::RunCommand(args);
+  };
+  auto listed = cli({"list", "--expiring-within", "60d"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.output;
+  EXPECT_THAT(listed.output, HasSubstr(old.serial_hex()));
+  EXPECT_THAT(listed.output, ::testing::Not(HasSubstr("CLI2")));
+  auto renewed = cli({"renew", old.serial_hex()});
+  ASSERT_EQ(renewed.exit_code, 0) << renewed.output;
+  EXPECT_THAT(renewed.output, HasSubstr("renewed " + old.serial_hex() + " -> "));
+  auto got = cli({"get", old.serial_hex()});
+  ASSERT_EQ(got.exit_code, 0) << got.output;
+  EXPECT_THAT(got.output, HasSubstr("status:            superseded"));
+  const std::string successor = Get(a, old.serial_hex()).renewed_by_serial();
+  EXPECT_THAT(got.output, HasSubstr("renewed_by_serial: " + successor));
+  auto superseded = cli({"list", "--status", "superseded", "--json"});
+  ASSERT_EQ(superseded.exit_code, 0) << superseded.output;
+  EXPECT_THAT(superseded.output, HasSubstr("\"renewed_by_serial\":\"" + successor + "\""));
+  auto events = cli({"events"});
+  ASSERT_EQ(events.exit_code, 0) << events.output;
+  EXPECT_THAT(events.output, HasSubstr(" RENEWED " + successor));
+  auto json = cli({"events", "--json"});
+  EXPECT_THAT(json.output, HasSubstr("\"type\":\"RENEWED\""));
+  auto refused = cli({"renew", old.serial_hex()});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.output, HasSubstr("linesign: renew failed: FAILED_PRECONDITION: certificate " +
+                                        old.serial_hex() + " is already superseded by " + successor));
+  auto bad = cli({"list", "--expiring-within", "soon"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_THAT(bad.output, HasSubstr("--expiring-within 'soon' is not a duration"));
 }
 
 }  // namespace

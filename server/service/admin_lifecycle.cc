@@ -221,7 +221,7 @@ grpc::ServerWriteReactor<v1::WatchEventsResponse>* AdminService::WatchEvents(grp
   if (!identity.ok()) return new Refusal(p_.counters->Refused(Rpc::kWatchEvents, call, identity.status()));
   call.identity = *identity;
   // A stream ends when its watcher goes away or the server stops: either way it was served.
-  auto reactor = p_.watchers->Open(request->after_cursor(),
+  auto reactor = p_.watchers->Open(request->after_cursor(), request->stop_at_end(),
                                    [this](const grpc::Status&) { p_.counters->Answered(Rpc::kWatchEvents); });
   if (!reactor.ok()) return new Refusal(p_.counters->Refused(Rpc::kWatchEvents, call, reactor.status()));
   return *reactor;

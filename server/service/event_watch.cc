@@ -11,8 +11,8 @@ namespace linesign::service {
 // called StartWrite, so no lock is held across either call.
 class EventWatchers::Watcher final : public grpc::ServerWriteReactor<v1::WatchEventsResponse> {
  public:
-  Watcher(EventWatchers* hub, int64_t cursor, std::function<void(const grpc::Status&)> on_end)
-      : hub_(hub), read_cursor_(cursor), sent_cursor_(cursor), on_end_(std::move(on_end)) {}
+  Watcher(EventWatchers* hub, int64_t cursor, bool stop_at_end, std::function<void(const grpc::Status&)> on_end)
+      : hub_(hub), stop_at_end_(stop_at_end), read_cursor_(cursor), sent_cursor_(cursor), on_end_(std::move(on_end)) {}
 
   // Keep holds the reactor alive while gRPC may call it; released in OnDone.
   void Keep(std::shared_ptr<Watcher> self) { self_ = std::move(self); }
@@ -30,6 +30,7 @@ class EventWatchers::Watcher final : public grpc::ServerWriteReactor<v1::WatchEv
     {
       std::lock_guard<std::mutex> lock(mu_);
       more_ = full;
+      if (!full) caught_up_ = true;
       for (store::Event& e : events) {
         if (e.id <= read_cursor_) continue;  // never twice
         read_cursor_ = e.id;
@@ -102,6 +103,13 @@ class EventWatchers::Watcher final : public grpc::ServerWriteReactor<v1::WatchEv
       Finish(st);
       return;
     }
+    if (pending_.empty() && caught_up_ && stop_at_end_) {
+      finish_called_ = true;
+      final_status_ = grpc::Status::OK;
+      lock.unlock();
+      Finish(grpc::Status::OK);
+      return;
+    }
     if (pending_.empty()) {
       const bool more = more_;
       more_ = false;
@@ -127,6 +135,7 @@ class EventWatchers::Watcher final : public grpc::ServerWriteReactor<v1::WatchEv
   }
 
   EventWatchers* const hub_;
+  const bool stop_at_end_;
   mutable std::mutex mu_;
   std::shared_ptr<Watcher> self_;
   int64_t read_cursor_;                 // guarded by mu_: the last event queued
@@ -139,6 +148,7 @@ class EventWatchers::Watcher final : public grpc::ServerWriteReactor<v1::WatchEv
   bool stop_ = false;                   // guarded by mu_
   bool done_ = false;                   // guarded by mu_
   bool more_ = false;                   // guarded by mu_; the last read was full
+  bool caught_up_ = false;              // guarded by mu_; a read found the end of the log
   grpc::Status final_status_;           // guarded by mu_
   std::function<void(const grpc::Status&)> on_end_;
 };
@@ -157,12 +167,12 @@ EventWatchers::~EventWatchers() {
 }
 
 absl::StatusOr<grpc::ServerWriteReactor<v1::WatchEventsResponse>*> EventWatchers::Open(
-    int64_t after_cursor, std::function<void(const grpc::Status&)> on_end) {
+    int64_t after_cursor, bool stop_at_end, std::function<void(const grpc::Status&)> on_end) {
   if (after_cursor < 0) {
     return absl::InvalidArgumentError(absl::StrCat("after_cursor ", after_cursor,
                                                    " is negative: 0 for the whole log, else a cursor received"));
   }
-  auto w = std::make_shared<Watcher>(this, after_cursor, std::move(on_end));
+  auto w = std::make_shared<Watcher>(this, after_cursor, stop_at_end, std::move(on_end));
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopped_) return absl::UnavailableError("the server is shutting down; retry on another replica");
@@ -224,7 +234,7 @@ void EventWatchers::Loop() {
         continue;
       }
       const bool full = events->size() == std::min<size_t>(room, 1000);
-      if (!events->empty()) w->Add(*std::move(events), full);
+      w->Add(*std::move(events), full);
     }
     all.clear();
     lock.lock();

@@ -47,8 +47,9 @@ class EventWatchers {
   // Open starts a stream of the events after `after_cursor`; `on_end` is called once with the stream's final
   // status (for counting and audit). ResourceExhausted when max_watchers streams are open, Unavailable after
   // Stop, InvalidArgument for a negative cursor.
+  // With `stop_at_end` the stream ends OK once a read finds nothing more after what it has sent.
   absl::StatusOr<grpc::ServerWriteReactor<v1::WatchEventsResponse>*> Open(
-      int64_t after_cursor, std::function<void(const grpc::Status&)> on_end);
+      int64_t after_cursor, bool stop_at_end, std::function<void(const grpc::Status&)> on_end);
 
   // Stop refuses new streams and ends every open one UNAVAILABLE, naming the cursor to resume from (the last
   // one that stream sent), as soon as its write in flight (if any) is done. Idempotent.
