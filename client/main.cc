@@ -13,6 +13,7 @@
 #include "CLI/CLI.hpp"
 #include "client/connect.h"
 #include "client/keygen.h"
+#include "client/lifecycle_commands.h"
 #include "client/output.h"
 #include "client/revocation_commands.h"
 #include "common/openssl_util.h"
@@ -137,6 +138,11 @@ int main(int argc, char** argv) {
   // Revocation (issue 11): revoke, crl, export.
   linesign::client::RevocationCommands revocation(
       &app, [&](CLI::App* cmd) { AddConnectionOptions(cmd, &server, &tls); });
+  // Lifecycle (issue 11): get, renew, rekey, events; list's --status, --subject, --expiring-within, --json.
+  linesign::client::LifecycleOptions lifecycle;
+  linesign::client::AddListLifecycleOptions(list, &lifecycle);
+  linesign::client::AddLifecycleCommands(app, &lifecycle,
+                                         [&](CLI::App* cmd) { AddConnectionOptions(cmd, &server, &tls); });
 
   CLI11_PARSE(app, argc, argv);
 
@@ -169,6 +175,7 @@ int main(int argc, char** argv) {
   if (revocation.chosen()) return revocation.Run(channel, timeout_s);
   auto stub = linesign::v1::CertificateAuthority::NewStub(channel);
   auto admin = linesign::v1::Administration::NewStub(channel);
+  if (auto code = linesign::client::RunLifecycleCommand(lifecycle, admin.get(), timeout_s)) return *code;
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(timeout_s));
   if (*chain) {
@@ -238,13 +245,18 @@ int main(int argc, char** argv) {
     if (issued_after.empty()) req.clear_issued_after();
     if (issued_before.empty()) req.clear_issued_before();
     if (expiring_before.empty()) req.clear_expiring_before();
+    if (auto st = linesign::client::ApplyListLifecycleOptions(lifecycle, absl::Now(), &req); !st.ok()) {
+      return Fail(std::string(st.message()));
+    }
     for (;;) {
       linesign::v1::ListCertificatesResponse resp;
       grpc::ClientContext page_ctx;
       page_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(timeout_s));
       grpc::Status st = admin->ListCertificates(&page_ctx, req, &resp);
       if (!st.ok()) return FailRpc("list", st);
-      for (const auto& c : resp.certificates()) std::cout << ListLine(c) << "\n";
+      for (const auto& c : resp.certificates()) {
+        std::cout << (lifecycle.json ? linesign::client::ToJson(c) : ListLine(c)) << "\n";
+      }
       if (resp.next_page_token().empty()) break;
       if (!all_pages) {
         std::cerr << "linesign: more certificates match; --all lists every page\n";

@@ -235,11 +235,28 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
       .crl = s->crl_publisher_.get()});
   // Administrative reads are rare: two threads, and a few more waiting, are plenty; beyond that a call is refused.
   s->admin_executor_ = std::make_unique<service::BoundedExecutor>(/*threads=*/2, /*max_pending=*/16);
+  // Lifecycle (issue 11): renewal and the event streams.
+  s->renewer_ = std::make_unique<lifecycle::Renewer>(lifecycle::Renewer::Parts{
+      .issuer_id = s->ca_.issuer_id, .reader = s->store_.get(), .signer = s->batch_signer_.get(),
+      .profiles = &s->profiles_});
+  s->watchers_ = std::make_unique<service::EventWatchers>(
+      s->store_.get(), service::EventWatchers::Options{
+                           .max_watchers = c.events().max_watchers(),
+                           .poll_interval = absl::Milliseconds(c.events().poll_interval_ms())});
   s->admin_ = std::make_unique<service::AdminService>(service::AdminService::Parts{
       .issuer_id = s->ca_.issuer_id, .authenticator = s->authenticator_.get(), .access = s->access_.get(),
       .reader = s->store_.get(), .queued = [signer = s->batch_signer_.get()] { return signer->queued(); },
       .counters = s->counters_.get(), .drain = s->drain_.get(), .executor = s->admin_executor_.get(),
-      .clock = clock, .revocations = s->store_.get()});
+      .clock = clock, .revocations = s->store_.get(), .chain_pem = s->ca_.chain_pem, .profiles = &s->profiles_, .renewer = s->renewer_.get(),
+      .signer = s->batch_signer_.get(), .watchers = s->watchers_.get(),
+      .station_access = s->access_.get()});
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  s->tasks_->Start(std::make_unique<lifecycle::RenewalScanner>(
+      s->ca_.issuer_id, s->renewer_.get(), s->store_.get(), s->store_.get(), &s->profiles_,
+      lifecycle::RenewalScanner::Options{.interval = absl::Milliseconds(c.renewal().scan_interval_ms()),
+                                         .batch = static_cast<int>(c.renewal().batch()),
+                                         .owner = absl::StrCat(host, ":", getpid(), ":renewal")}));
 
   s->health_ =
       std::make_unique<observability::HealthService>(s->authenticator_.get(), s->audit_.get(), s->clock_);
@@ -341,6 +358,7 @@ void LinesignServer::Shutdown(absl::Duration grace) {
     // lets them arrive first. Whatever is still running at the deadline is cancelled by gRPC.
     absl::Time deadline = absl::Now() + grace;
     drain_->BeginDrain();
+    watchers_->Stop();  // event streams end at once, each naming the cursor to resume from
     if (drain_->WaitUntilIdle(deadline)) {
       absl::SleepFor(std::min(kSettle, std::max(absl::ZeroDuration(), deadline - absl::Now())));
     } else {

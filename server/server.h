@@ -12,6 +12,8 @@
 #include "hsm/signer.h"
 #include "linesign/v1/config.pb.h"
 #include "server/issuance/batch_signer.h"
+#include "server/lifecycle/renewal.h"
+#include "server/service/event_watch.h"
 #include "server/observability/health_monitor.h"
 #include "server/observability/health_service.h"
 #include "server/revocation/crl_builder.h"
@@ -95,6 +97,9 @@ class LinesignServer {
   std::unique_ptr<service::DrainTracker> drain_;
   std::unique_ptr<service::RequestChecker> checker_;
   std::unique_ptr<service::BoundedExecutor> admin_executor_;
+  // Lifecycle (issue 11): the renewer (used by the scanner task and RenewCertificate) and the WatchEvents hub.
+  std::unique_ptr<lifecycle::Renewer> renewer_;
+  std::unique_ptr<service::EventWatchers> watchers_;
   std::unique_ptr<service::StationService> service_;
   std::unique_ptr<service::AdminService> admin_;
   std::unique_ptr<observability::HealthService> health_;

@@ -201,6 +201,14 @@ absl::Status ValidateProfile(const std::string& f, const v1::Profile& p) {
                                                          ")"));
   }
   if (p.backdate_seconds() > 86400) return FieldError(f + ".backdate_seconds", "must be 0 to 86400");
+  if (p.renew_before_days() != 0 && p.renew_before_days() >= p.validity_days()) {
+    return FieldError(f + ".renew_before_days",
+                      absl::StrCat("must be 1 to validity_days - 1 (", p.validity_days() - 1,
+                                   "): a certificate due from the moment it is issued would be renewed forever"));
+  }
+  if (!p.renewal().empty() && p.renewal() != "managed" && p.renewal() != "notify" && p.renewal() != "off") {
+    return FieldError(f + ".renewal", absl::StrCat("must be managed, notify or off, not '", p.renewal(), "'"));
+  }
   for (const auto& k : p.key_types()) {
     if (!KeyTypes().contains(k)) {
       return FieldError(f + ".key_types", absl::StrCat("unknown '", k, "' (ec-p256, ec-p384, ed25519, rsa)"));
@@ -443,6 +451,17 @@ void ApplyDefaults(v1::ServerConfig* config) {
   if (!config->has_http()) config->mutable_http()->set_listen("127.0.0.1:9443");
   if (config->http().tls().empty()) config->mutable_http()->set_tls("off");
   if (config->http().threads() == 0) config->mutable_http()->set_threads(2);
+  // Lifecycle (issue 11). A profile's renew_before and renewal mode default in profile::Profile::Compile (the
+  // default renew_before depends on validity_days).
+  for (auto& [name, p] : *config->mutable_profiles()) {
+    if (p.renewal().empty()) p.set_renewal("managed");
+  }
+  auto* r = config->mutable_renewal();
+  if (r->scan_interval_ms() == 0) r->set_scan_interval_ms(60000);
+  if (r->batch() == 0) r->set_batch(100);
+  auto* e = config->mutable_events();
+  if (e->max_watchers() == 0) e->set_max_watchers(16);
+  if (e->poll_interval_ms() == 0) e->set_poll_interval_ms(200);
 }
 
 namespace {
@@ -522,6 +541,16 @@ absl::Status Validate(const v1::ServerConfig& c) {
     return FieldError("signer.max_streams_per_station", "must be 1 to 1024");
   }
   LINESIGN_RETURN_IF_ERROR(ValidateLimits(c.limits()));
+  if (c.renewal().scan_interval_ms() < 100 || c.renewal().scan_interval_ms() > 86400000) {
+    return FieldError("renewal.scan_interval_ms", "must be 100 to 86400000");
+  }
+  if (c.renewal().batch() < 1 || c.renewal().batch() > 1000) return FieldError("renewal.batch", "must be 1 to 1000");
+  if (c.events().max_watchers() < 1 || c.events().max_watchers() > 1024) {
+    return FieldError("events.max_watchers", "must be 1 to 1024");
+  }
+  if (c.events().poll_interval_ms() < 10 || c.events().poll_interval_ms() > 60000) {
+    return FieldError("events.poll_interval_ms", "must be 10 to 60000");
+  }
   if (c.health_check_interval_ms() < 100 || c.health_check_interval_ms() > 60000) {
     return FieldError("health_check_interval_ms", "must be 100 to 60000");
   }

@@ -234,6 +234,15 @@ void BatchSigner::ProcessBatch(std::vector<SignJob> batch) {
         case store::RecordOutcome::kSerialCollision:
           retry.push_back(std::move(job));
           break;
+        case store::RecordOutcome::kPredecessorNotValid:
+          // Checked by the maker before submitting; this is the race the store settles (another process renewed,
+          // re-keyed or revoked it in between).
+          job.done(absl::FailedPreconditionError(absl::StrCat(
+                       "certificate ", job.request.predecessor_serial,
+                       " is no longer valid or already has a successor (renewed, re-keyed or revoked meanwhile); "
+                       "GetCertificate shows which")),
+                   false);
+          break;
       }
     }
     pending = std::move(retry);

@@ -95,6 +95,15 @@ absl::StatusOr<std::shared_ptr<const Profile>> Profile::Compile(const std::strin
   p->validity_ = absl::Hours(24) * config.validity_days();
   p->backdate_ = absl::Seconds(config.backdate_seconds());
   p->fixed_extensions_ = FixedExtensions(config);
+  // Never due from the moment of issue: the default is 60 days, or a third of the validity when that is shorter.
+  // (A profile compiled without its defaults, validity 0, keeps the 60 days.)
+  p->renew_before_ = config.renew_before_days() != 0 ? absl::Hours(24) * config.renew_before_days()
+                     : p->validity_ <= absl::ZeroDuration()
+                         ? absl::Hours(24 * 60)
+                         : std::min(absl::Hours(24 * 60), std::max(absl::Hours(1), p->validity_ / 3));
+  p->renewal_mode_ = config.renewal() == "notify" ? RenewalMode::kNotify
+                     : config.renewal() == "off"  ? RenewalMode::kOff
+                                                  : RenewalMode::kManaged;
   return std::shared_ptr<const Profile>(std::move(p));
 }
 
@@ -154,6 +163,12 @@ absl::StatusOr<Profiles> Profiles::Compile(const v1::ServerConfig& config) {
     LINESIGN_ASSIGN_OR_RETURN(out.by_name_[name], Profile::Compile(name, profile));
   }
   out.default_profile_ = config.default_profile();
+  return out;
+}
+
+std::vector<std::shared_ptr<const Profile>> Profiles::All() const {
+  std::vector<std::shared_ptr<const Profile>> out;
+  for (const auto& [name, p] : by_name_) out.push_back(p);
   return out;
 }
 

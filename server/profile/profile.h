@@ -51,7 +51,8 @@ class Profile {
   // policies as configured: Extension DERs, concatenated, the same for every certificate of the profile.
   const std::string& fixed_extensions() const { return fixed_extensions_; }
 
-  // Renewal: how long before not_after a certificate is renewed, and how (defaults until issue 11).
+  // Renewal: how long before not_after a certificate is due, and what then happens (renew_before_days and
+  // renewal; renew_before defaults to 60 days, at most a third of the validity).
   absl::Duration renew_before() const { return renew_before_; }
   RenewalMode renewal_mode() const { return renewal_mode_; }
 
@@ -76,6 +77,8 @@ class Profiles {
 
   // Find returns the profile `name`, or NotFound naming it.
   absl::StatusOr<std::shared_ptr<const Profile>> Find(const std::string& name) const;
+  // All returns every profile, by name.
+  std::vector<std::shared_ptr<const Profile>> All() const;
   // default_profile is the name used when a request names none.
   const std::string& default_profile() const { return default_profile_; }
 

@@ -123,5 +123,22 @@ TEST(ProfilesTest, FindResolvesOnceAndNamesUnknownProfiles) {
   EXPECT_THAT(std::string(profiles->Find("other").status().message()), HasSubstr("unknown profile 'other'"));
 }
 
+// renew_before: as configured, else 60 days but at most a third of the validity (a 30-day certificate is due
+// 10 days before its end, never from the moment it is issued); the renewal mode as configured.
+TEST(ProfileTest, RenewalSettingsAndTheirDefaults) {
+  v1::Profile p = DeviceProfile();
+  p.set_validity_days(365);
+  EXPECT_EQ((*Profile::Compile("d", p))->renew_before(), absl::Hours(24 * 60));
+  p.set_validity_days(30);
+  EXPECT_EQ((*Profile::Compile("d", p))->renew_before(), absl::Hours(24 * 10));
+  p.set_renew_before_days(5);
+  p.set_renewal("notify");
+  auto compiled = Profile::Compile("d", p);
+  EXPECT_EQ((*compiled)->renew_before(), absl::Hours(24 * 5));
+  EXPECT_EQ((*compiled)->renewal_mode(), RenewalMode::kNotify);
+  p.set_renewal("off");
+  EXPECT_EQ((*Profile::Compile("d", p))->renewal_mode(), RenewalMode::kOff);
+}
+
 }  // namespace
 }  // namespace linesign::profile

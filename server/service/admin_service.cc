@@ -91,6 +91,18 @@ absl::StatusOr<store::CertificateQuery> AdminService::ToQuery(const v1::ListCert
     LINESIGN_ASSIGN_OR_RETURN(int64_t s, Seconds("expiring_before", request.expiring_before()));
     q.expiring_before = s;
   }
+  // Lifecycle (issue 11).
+  if (!request.status().empty()) {
+    std::optional<store::ListStatus> status = store::ParseListStatus(request.status());
+    if (!status.has_value()) {
+      return absl::InvalidArgumentError(absl::StrCat("status ", QuoteForDisplay(request.status().substr(0, 32)),
+                                                     " is not one of valid, renewal_due, expired, superseded, "
+                                                     "revoked"));
+    }
+    q.status = status;
+  }
+  if (auto st = FilterText("subject", request.subject()); !st.ok()) return st;
+  q.subject_contains = request.subject();
   if (request.has_issued_after() && request.has_issued_before() &&
       !(absl::FromUnixSeconds(request.issued_after().seconds()) + absl::Nanoseconds(request.issued_after().nanos()) <
         absl::FromUnixSeconds(request.issued_before().seconds()) +
@@ -167,6 +179,13 @@ grpc::ServerUnaryReactor* AdminService::GetCertificate(grpc::CallbackServerConte
     response->mutable_not_before()->set_seconds(r.not_before);
     response->mutable_not_after()->set_seconds(r.not_after);
     response->mutable_issued_at()->set_seconds(r.issued_at);
+    // Lifecycle (issue 11).
+    response->set_status(
+        store::EffectiveStatus(r, absl::ToUnixSeconds(p_.clock->Now()), RenewBefore(r.profile)));
+    response->set_chain_pem(p_.chain_pem);
+    response->set_renews_serial(r.renews_serial);
+    response->set_renewed_by_serial(r.renewed_by_serial);
+    if (r.renewal_due_at != 0) response->mutable_renewal_due_at()->set_seconds(r.renewal_due_at);
     return absl::OkStatus();
   });
   return reactor;
@@ -209,6 +228,13 @@ grpc::ServerUnaryReactor* AdminService::ListCertificates(grpc::CallbackServerCon
     reactor->Finish(p_.counters->Refused(Rpc::kListCertificates, call, query.status()));
     return reactor;
   }
+  // Status is judged at the server's time with each profile's renew_before.
+  query->now = absl::ToUnixSeconds(p_.clock->Now());
+  if (p_.profiles != nullptr) {
+    for (const auto& profile : p_.profiles->All()) {
+      query->renew_before_seconds[profile->name()] = absl::ToInt64Seconds(profile->renew_before());
+    }
+  }
   OffThread(reactor, Rpc::kListCertificates, call, [this, response, q = *std::move(query)]() -> absl::Status {
     LINESIGN_ASSIGN_OR_RETURN(store::CertificatePage page, p_.reader->List(q));
     for (const store::CertificateRecord& r : page.records) {
@@ -222,7 +248,9 @@ grpc::ServerUnaryReactor* AdminService::ListCertificates(grpc::CallbackServerCon
       s->mutable_not_before()->set_seconds(r.not_before);
       s->mutable_not_after()->set_seconds(r.not_after);
       s->mutable_issued_at()->set_seconds(r.issued_at);
-      s->set_status(store::StatusName(r.status));
+      s->set_status(store::EffectiveStatus(r, q.now, RenewBefore(r.profile)));
+      s->set_renews_serial(r.renews_serial);
+      s->set_renewed_by_serial(r.renewed_by_serial);
     }
     response->set_next_page_token(page.next_page_token);
     return absl::OkStatus();

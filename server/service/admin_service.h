@@ -1,5 +1,6 @@
-// AdminService: the Administration gRPC service (GetCertificate, GetStats, ListCertificates), for identities an
-// access rule marks as administrators. The caller is authenticated and authorised, and the request validated, on
+// AdminService: the Administration gRPC service (GetCertificate, GetStats, ListCertificates; the lifecycle RPCs
+// RenewCertificate, RekeyCertificate, WatchEvents in admin_lifecycle.cc), for identities an access rule marks as
+// administrators (RekeyCertificate: also the stations that may use the certificate's profile). The caller is authenticated and authorised, and the request validated, on
 // the callback thread (CPU only); the store read then runs on a BoundedExecutor — never on a gRPC callback
 // thread, never on a thread of its own — and a call that finds the executor full is refused RESOURCE_EXHAUSTED.
 // Every refusal is counted and audited by RpcCounters; reads in progress are tracked by DrainTracker so a
@@ -19,6 +20,11 @@
 #include "server/service/rpc_counters.h"
 #include "server/store/certificate_store.h"
 #include "server/store/revocation_store.h"
+// Lifecycle (issue 11).
+#include "server/issuance/batch_signer.h"
+#include "server/lifecycle/renewal.h"
+#include "server/profile/profile.h"
+#include "server/service/event_watch.h"
 
 namespace linesign::service {
 
@@ -40,6 +46,13 @@ class AdminService final : public v1::Administration::CallbackService {
     const Clock* clock;
     // Revocation (issue 11).
     store::RevocationStore* revocations = nullptr;
+    // ---- Lifecycle (issue 11) ----
+    std::string chain_pem;              // GetCertificate's and the successors' chain
+    const profile::Profiles* profiles;  // renew_before (status), re-key CSR checks
+    lifecycle::Renewer* renewer;        // RenewCertificate
+    issuance::BatchSigner* signer;      // RekeyCertificate
+    EventWatchers* watchers;            // WatchEvents
+    auth::AccessPolicy* station_access;  // RekeyCertificate by a station: its profile and rate limit (AllowSign)
   };
   explicit AdminService(Parts parts) : p_(std::move(parts)) {}
 
@@ -61,6 +74,15 @@ class AdminService final : public v1::Administration::CallbackService {
   // with InvalidArgument naming the reason and why (certificateHold: revocations are final; removeFromCRL;
   // aACompromise; a number RFC 5280 does not define).
   static absl::Status CheckRevocationReason(int reason);
+  // ---- Lifecycle (issue 11): admin_lifecycle.cc ----
+  grpc::ServerUnaryReactor* RenewCertificate(grpc::CallbackServerContext* context,
+                                             const v1::RenewCertificateRequest* request,
+                                             v1::SuccessorResponse* response) override;
+  grpc::ServerUnaryReactor* RekeyCertificate(grpc::CallbackServerContext* context,
+                                             const v1::RekeyCertificateRequest* request,
+                                             v1::SuccessorResponse* response) override;
+  grpc::ServerWriteReactor<v1::WatchEventsResponse>* WatchEvents(grpc::CallbackServerContext* context,
+                                                                 const v1::WatchEventsRequest* request) override;
 
   // ToQuery validates a ListCertificatesRequest into a store query: InvalidArgument naming the field for a
   // page_size over kMaxPageSize, a page_token this server cannot have returned, a filter that is not UTF-8 or
@@ -68,6 +90,16 @@ class AdminService final : public v1::Administration::CallbackService {
   static absl::StatusOr<store::CertificateQuery> ToQuery(const v1::ListCertificatesRequest& request);
 
  private:
+  // ---- Lifecycle (issue 11) ----
+  // RenewBefore returns the renew_before of `profile` in seconds (the default for a profile no longer configured).
+  int64_t RenewBefore(const std::string& profile) const;
+  // OffThreadIssue runs `start` on the executor (bracketed by the drain tracker); `start` looks up what it needs and
+  // hands a job to the signer, and `finish` (given to it, called exactly once, maybe on a signing worker) answers
+  // with the successor, counted and audited. RESOURCE_EXHAUSTED when the executor is full.
+  using Finish = absl::AnyInvocable<void(absl::StatusOr<store::CertificateRecord> record, bool replayed)>;
+  void OffThreadIssue(grpc::ServerUnaryReactor* reactor, Rpc rpc, CallInfo call, v1::SuccessorResponse* response,
+                      absl::AnyInvocable<void(Finish finish) &&> start);
+
   // Admit authenticates and authorises the caller for `rpc`; on success returns its identity.
   absl::StatusOr<std::string> Admit(grpc::CallbackServerContext* context, Rpc rpc) const;
   // OffThread runs `read` on the executor (bracketed by the drain tracker) and finishes `reactor` with its

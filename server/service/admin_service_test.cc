@@ -170,7 +170,7 @@ TEST_F(AdminServiceTest, ListPagesThroughEveryRecordExactlyOnce) {
   EXPECT_EQ(first.certificates_size(), 100) << "page_size 0 means 100";
   const v1::CertificateSummary& c = first.certificates(1);
   EXPECT_EQ(c.serial_hex(), "7F03E9");
-  EXPECT_EQ(c.status(), "valid");
+  EXPECT_EQ(c.status(), "expired");  // judged at the server's time: not_after was in 1970
   EXPECT_EQ(c.issued_at().seconds(), 1'000'001);
   EXPECT_EQ(c.not_after().seconds(), 2'000'010);
   EXPECT_EQ(c.san(0).value(), "d1.example");
@@ -325,6 +325,23 @@ TEST_F(AdminServiceTest, RevokeIsIdempotentAndRefusesEachBadInput) {
   ASSERT_TRUE(record.ok() && record->has_value());
   EXPECT_EQ((*record)->status, store::CertificateStatus::kValid);
   for (int reason : {0, 1, 2, 3, 4, 5, 9}) EXPECT_TRUE(AdminService::CheckRevocationReason(reason).ok()) << reason;
+}
+
+// The lifecycle filters (issue 11): a status must be one of the five, a subject filter is text like the others.
+TEST(AdminServiceQueryTest, LifecycleFiltersAreCheckedAndNamed) {
+  v1::ListCertificatesRequest req;
+  req.set_status("renewal_due");
+  req.set_subject("CN=DEV");
+  auto q = AdminService::ToQuery(req);
+  ASSERT_TRUE(q.ok()) << q.status();
+  EXPECT_EQ(q->status, store::ListStatus::kRenewalDue);
+  EXPECT_EQ(q->subject_contains, "CN=DEV");
+  req.set_status("bogus");
+  EXPECT_EQ(AdminService::ToQuery(req).status().message(),
+            "status \"bogus\" is not one of valid, renewal_due, expired, superseded, revoked");
+  req.set_status("");
+  req.set_subject(std::string(129, 'x'));
+  EXPECT_EQ(AdminService::ToQuery(req).status().message(), "subject of 129 bytes exceeds 128");
 }
 
 }  // namespace

@@ -28,6 +28,13 @@ const char* RpcName(Rpc rpc) {
       return "RevokeCertificate";
     case Rpc::kGetCrl:
       return "GetCrl";
+    // Lifecycle (issue 11).
+    case Rpc::kRenewCertificate:
+      return "RenewCertificate";
+    case Rpc::kRekeyCertificate:
+      return "RekeyCertificate";
+    case Rpc::kWatchEvents:
+      return "WatchEvents";
     case Rpc::kCount:
       break;
   }

@@ -32,6 +32,10 @@ enum class Rpc {
   // Revocation (issue 11).
   kRevokeCertificate,
   kGetCrl,
+  // Lifecycle (issue 11).
+  kRenewCertificate,
+  kRekeyCertificate,
+  kWatchEvents,
   kCount
 };
 const char* RpcName(Rpc rpc);

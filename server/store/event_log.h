@@ -17,6 +17,12 @@ namespace linesign::store {
 // (its time is the certificate's issued_at, to the second), so callers never append one; a batch holding an
 // ISSUED event is refused.
 inline constexpr char kEventIssued[] = "ISSUED";
+// Lifecycle (issue 11): a certificate entered its renewal window (once per certificate); a successor with the
+// same key (RENEWED) or a new key (REKEYED) was issued, the event naming the successor and its data
+// {"renews":"<predecessor serial>"}.
+inline constexpr char kEventRenewalDue[] = "RENEWAL_DUE";
+inline constexpr char kEventRenewed[] = "RENEWED";
+inline constexpr char kEventRekeyed[] = "REKEYED";
 
 // Event is one entry of the log.
 struct Event {

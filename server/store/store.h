@@ -1,7 +1,8 @@
 // Store interfaces, one per capability: the issuer sees only IssuanceStore ("record this batch, find a station's
 // earlier request"); read-only queries are CertificateReader (certificate_store.h) and EventReader
 // (event_log.h); side effects leave through Outbox (outbox.h); revocations and CRLs through RevocationStore
-// (revocation_store.h). Open picks the backend StoreConfig names:
+// (revocation_store.h); the renewal scanner marks due certificates through RenewalStore (renewal_store.h).
+// Open picks the backend StoreConfig names:
 // sqlite/ (embedded default); PostgreSQL later, passing the same suite (testing/store_conformance.h).
 #ifndef LINESIGN_SERVER_STORE_STORE_H_
 #define LINESIGN_SERVER_STORE_STORE_H_
@@ -18,6 +19,7 @@
 #include "server/store/event_log.h"
 #include "server/store/outbox.h"
 #include "server/store/revocation_store.h"
+#include "server/store/renewal_store.h"
 
 namespace linesign::store {
 
@@ -57,7 +59,9 @@ class IssuanceStore {
 
   // RecordBatch writes `batch` in ONE durable transaction (committed and synced before it returns) and returns
   // one outcome per entry; an entry that was not recorded wrote nothing, neither its certificate nor its events
-  // nor its outbox items. A failed transaction (disk full, read-only file, lost connection, any failed write) is
+  // nor its outbox items. An entry whose certificate renews another (renews_serial) supersedes it in the same
+  // transaction (status superseded, renewed_by_serial set), or is refused kPredecessorNotValid when that one is
+  // no longer valid or already has a successor. A failed transaction (disk full, read-only file, lost connection, any failed write) is
   // Unavailable and writes nothing at all.
   virtual absl::StatusOr<std::vector<RecordOutcome>> RecordBatch(const Batch& batch) = 0;
 
@@ -68,7 +72,8 @@ class IssuanceStore {
 
 // Store is a whole backend. Components take the narrow interface they need; only the server's wiring holds this.
 class Store : public IssuanceStore, public CertificateReader, public EventReader, public Outbox,
-              public RevocationStore {
+              public RevocationStore,
+              public RenewalStore {
  public:
   // One FindByRequest for both interfaces that ask for it.
   absl::StatusOr<std::optional<CertificateRecord>> FindByRequest(const std::string& station,

@@ -121,11 +121,32 @@ CREATE TABLE crls (
 CREATE INDEX certificates_revoked ON certificates (issuer_id) WHERE status = 'revoked';
 )sql";
 
-constexpr std::array<Migration, 4> kMigrations = {{
+// Version 5 (issue 11): renewal links and marks, and the indexes of the list filters and the renewal scan. Every
+// index here except certificates_lifecycle takes a write per certificate on the issuing path; their keys grow
+// with time within a profile or station, so each write lands on a right-most page already in cache.
+// bench/README.md, "Indexes of the lifecycle queries", has their measured cost.
+constexpr const char* kV5Renewal = R"sql(
+ALTER TABLE certificates ADD COLUMN renewed_by_serial TEXT;
+ALTER TABLE certificates ADD COLUMN renewal_due_at INTEGER;
+-- ListCertificates: equality filters walk (value, id) in id order; issued ranges walk (issued_at, id).
+CREATE INDEX certificates_profile ON certificates (profile);
+CREATE INDEX certificates_station ON certificates (station);
+CREATE INDEX certificates_issued_at ON certificates (issued_at);
+-- Revoked and superseded certificates only: new certificates are valid, so this one costs the issuing path nothing.
+CREATE INDEX certificates_lifecycle ON certificates (status) WHERE status <> 'valid';
+-- Valid certificates by expiry: the valid / renewal_due / expired list filters.
+CREATE INDEX certificates_valid_not_after ON certificates (not_after) WHERE status = 'valid';
+-- The renewal scan: valid certificates not yet marked due, per profile by expiry. A marked certificate leaves it.
+CREATE INDEX certificates_renewal_pending ON certificates (profile, not_after)
+  WHERE status = 'valid' AND renewal_due_at IS NULL;
+)sql";
+
+constexpr std::array<Migration, 5> kMigrations = {{
     {1, "initial: certificates", kV1Initial},
     {2, "events, outbox, certificate lifecycle columns", kV2EventsOutboxLifecycle},
     {3, "ISSUED events implied by certificates, one id sequence", kV3IssuedImplied},
     {4, "revocation: CRL numbers and the latest CRL", kV4Revocation},
+    {5, "renewal links and marks, list filter and renewal scan indexes", kV5Renewal},
 }};
 
 absl::Status Exec(sqlite3* db, const std::string& sql, absl::string_view what) {

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -30,7 +31,8 @@ namespace {
 
 constexpr const char* kColumns =
     "id, issuer_id, serial, subject, sans, not_before, not_after, spki_sha256, csr_sha256, station, profile, "
-    "request_id, der, issued_at, status, renews_serial, revoked_at, revocation_reason";
+    "request_id, der, issued_at, status, renews_serial, revoked_at, revocation_reason, renewed_by_serial, "
+    "renewal_due_at";
 
 // The event log's id sequence, shared by certificates (each one an ISSUED event) and appended events: the next id
 // is one past the larger of the two tables' largest ids, read inside the writing transaction (two seeks to the
@@ -83,11 +85,34 @@ constexpr const char* kReschedule =
     "UPDATE outbox SET next_attempt_us = ?3, last_error = ?4, lease_owner = NULL, lease_until_us = NULL "
     "WHERE id = ?1 AND lease_owner = ?2 AND completed_us IS NULL";
 
+// A successor supersedes its predecessor in the successor's transaction, and only a valid one without a
+// successor: at most one successor per certificate, whoever (scanner, administrator, re-keying station) asks.
+constexpr const char* kSupersede =
+    "UPDATE certificates SET status = 'superseded', renewed_by_serial = ?3 "
+    "WHERE issuer_id = ?1 AND serial = ?2 AND status = 'valid' AND renewed_by_serial IS NULL";
+
+constexpr const char* kMarkDue =
+    "UPDATE certificates SET renewal_due_at = ?3 "
+    "WHERE issuer_id = ?1 AND serial = ?2 AND status = 'valid' AND renewed_by_serial IS NULL "
+    "AND renewal_due_at IS NULL";
+
+// The renewal scan: its conditions are certificates_renewal_pending's, so only unmarked valid rows are walked.
+constexpr const char* kRenewalPending =
+    "SELECT id, issuer_id, serial, subject, sans, not_before, not_after, spki_sha256, csr_sha256, station, profile, "
+    "request_id, der, issued_at, status, renews_serial, revoked_at, revocation_reason, renewed_by_serial, "
+    "renewal_due_at FROM certificates WHERE profile = ?1 AND status = 'valid' AND renewal_due_at IS NULL "
+    "AND not_after > ?2 AND not_after <= ?3 AND renewed_by_serial IS NULL ORDER BY not_after LIMIT ?4";
+
 constexpr int kMaxReadLimit = 1000;
 constexpr char kPageTokenPrefix[] = "c1.";
+// Expiry-ordered and issue-ordered pages: "c2.e.<not_after>.<id>", "c2.i.<issued_at>.<id>".
+constexpr char kOrderedTokenPrefix[] = "c2.";
 
 struct Stmt {
   sqlite3_stmt* s = nullptr;
+  Stmt() = default;
+  Stmt(Stmt&& other) noexcept : s(other.s) { other.s = nullptr; }
+  Stmt& operator=(Stmt&&) = delete;
   ~Stmt() { sqlite3_finalize(s); }
 };
 
@@ -204,6 +229,8 @@ CertificateRecord ReadCertificate(sqlite3_stmt* s) {
   r.renews_serial = ColumnText(s, 15);
   r.revoked_at = sqlite3_column_int64(s, 16);
   r.revocation_reason = sqlite3_column_type(s, 17) == SQLITE_NULL ? -1 : sqlite3_column_int(s, 17);
+  r.renewed_by_serial = ColumnText(s, 18);
+  r.renewal_due_at = sqlite3_column_int64(s, 19);
   return r;
 }
 
@@ -223,6 +250,21 @@ OutboxItem ReadOutbox(sqlite3_stmt* s) {
 
 absl::Status Unavailable(sqlite3* db, absl::string_view what) {
   return absl::UnavailableError(absl::StrCat("store: ", what, ": ", sqlite3_errmsg(db)));
+}
+
+// Explain returns the query plan of the prepared statement `s` on `db` (EXPLAIN QUERY PLAN of its expanded SQL).
+absl::StatusOr<std::string> Explain(sqlite3* db, sqlite3_stmt* s) {
+  char* expanded = sqlite3_expanded_sql(s);
+  if (expanded == nullptr) return absl::InternalError("store: cannot expand the statement");
+  std::string explain = absl::StrCat("EXPLAIN QUERY PLAN ", expanded);
+  sqlite3_free(expanded);
+  Stmt e;
+  if (sqlite3_prepare_v2(db, explain.c_str(), -1, &e.s, nullptr) != SQLITE_OK) {
+    return absl::UnavailableError(absl::StrCat("store: explain: ", sqlite3_errmsg(db)));
+  }
+  std::string out;
+  while (sqlite3_step(e.s) == SQLITE_ROW) absl::StrAppend(&out, ColumnText(e.s, 3), "\n");
+  return out;
 }
 
 absl::Status CheckOutboxItem(const OutboxItem& item) {
@@ -331,7 +373,8 @@ absl::Status SqliteStore::Prepare() {
   } all[] = {{&find_request_, find_request.c_str()}, {&insert_certificate_, kInsertCertificate},
              {&insert_event_, kInsertEvent},         {&insert_outbox_, kInsertOutbox},
              {&claim_, kClaim},                      {&complete_, kComplete},
-             {&reschedule_, kReschedule}};
+             {&reschedule_, kReschedule},            {&supersede_, kSupersede},
+             {&mark_due_, kMarkDue}};
   for (auto& [stmt, sql] : all) {
     if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, nullptr) != SQLITE_OK) {
       return Unavailable(db_, absl::StrCat("prepare ", sql));
@@ -342,7 +385,8 @@ absl::Status SqliteStore::Prepare() {
 
 SqliteStore::~SqliteStore() {
   for (sqlite3_stmt* s :
-       {find_request_, insert_certificate_, insert_event_, insert_outbox_, claim_, complete_, reschedule_}) {
+       {find_request_, insert_certificate_, insert_event_, insert_outbox_, claim_, complete_, reschedule_,
+        supersede_, mark_due_}) {
     sqlite3_finalize(s);
   }
   sqlite3_close(reader_);
@@ -443,6 +487,22 @@ absl::StatusOr<std::vector<RecordOutcome>> SqliteStore::RecordBatch(const Batch&
       }
       if (rc != SQLITE_DONE) return fail(Unavailable(db_, "duplicate check"));
     }
+    // A successor: supersede the predecessor first, under a savepoint so that a refused entry (its predecessor
+    // taken, or a serial collision) leaves the predecessor as it was. First issues (the line rate) need none.
+    const bool successor = !r.renews_serial.empty();
+    if (successor) {
+      if (auto st = Exec("SAVEPOINT successor"); !st.ok()) return fail(st);
+      Using up(supersede_);
+      BindText(up.s, 1, r.issuer_id);
+      BindText(up.s, 2, r.renews_serial);
+      BindText(up.s, 3, r.serial_hex);
+      if (sqlite3_step(up.s) != SQLITE_DONE) return fail(Unavailable(db_, "supersede"));
+      if (sqlite3_changes(db_) != 1) {
+        if (auto st = Exec("ROLLBACK TO successor; RELEASE successor"); !st.ok()) return fail(st);
+        outcomes[i] = RecordOutcome::kPredecessorNotValid;
+        continue;
+      }
+    }
     {
       Using ins(insert_certificate_);
       BindText(ins.s, 1, r.issuer_id);
@@ -474,10 +534,16 @@ absl::StatusOr<std::vector<RecordOutcome>> SqliteStore::RecordBatch(const Batch&
       int rc = sqlite3_step(ins.s);
       if (rc == SQLITE_CONSTRAINT_UNIQUE) {
         // (station, request_id) was checked above inside this transaction, so the conflict is the serial.
+        if (successor) {
+          if (auto st = Exec("ROLLBACK TO successor; RELEASE successor"); !st.ok()) return fail(st);
+        }
         outcomes[i] = RecordOutcome::kSerialCollision;
         continue;
       }
       if (rc != SQLITE_DONE) return fail(Unavailable(db_, "insert"));
+    }
+    if (successor) {
+      if (auto st = Exec("RELEASE successor"); !st.ok()) return fail(st);
     }
     for (const Event& e : batch.entries[i].events) {
       if (auto st = InsertEvent(e); !st.ok()) return fail(st);
@@ -520,50 +586,258 @@ absl::StatusOr<std::optional<CertificateRecord>> SqliteStore::FindBySerial(const
   return FindOne("issuer_id = ?1 AND serial = ?2", issuer_id, serial_hex);
 }
 
-absl::StatusOr<CertificatePage> SqliteStore::List(const CertificateQuery& q) {
-  int page_size = q.page_size == 0 ? 100 : q.page_size;
-  if (page_size < 1 || page_size > kMaxPageSize) {
+// ListPlan is List's statement for one query, bound and ready to step.
+struct SqliteStore::ListPlan {
+  enum class Order { kId, kExpiry, kIssued };
+  Order order = Order::kId;
+  int page_size = 100;
+  std::optional<int64_t> scan_upto;  // a subject-only query looks at ids up to this on this page
+  Stmt stmt;
+};
+
+namespace {
+
+// Binder collects named parameters while the SQL is written.
+struct Binder {
+  std::vector<std::pair<std::string, int64_t>> ints;
+  std::vector<std::pair<std::string, std::string>> texts;
+  std::string Int(int64_t v) {
+    std::string name = absl::StrCat(":i", ints.size());
+    ints.emplace_back(name, v);
+    return name;
+  }
+  std::string Text(std::string v) {
+    std::string name = absl::StrCat(":t", texts.size());
+    texts.emplace_back(name, std::move(v));
+    return name;
+  }
+  void Bind(sqlite3_stmt* s) const {
+    for (const auto& [name, v] : ints) sqlite3_bind_int64(s, sqlite3_bind_parameter_index(s, name.c_str()), v);
+    for (const auto& [name, v] : texts) {
+      sqlite3_bind_text(s, sqlite3_bind_parameter_index(s, name.c_str()), v.data(), static_cast<int>(v.size()),
+                        SQLITE_TRANSIENT);
+    }
+  }
+};
+
+// RenewBeforeSql is each certificate's renew_before in seconds, by its profile.
+std::string RenewBeforeSql(const CertificateQuery& q, Binder& b) {
+  std::string sql = "(CASE profile";
+  for (const auto& [profile, seconds] : q.renew_before_seconds) {
+    absl::StrAppend(&sql, " WHEN ", b.Text(profile), " THEN ", b.Int(seconds));
+  }
+  absl::StrAppend(&sql, " ELSE ", b.Int(kDefaultRenewBeforeSeconds), " END)");
+  return sql;
+}
+
+}  // namespace
+
+absl::StatusOr<SqliteStore::ListPlan> SqliteStore::PrepareList(const CertificateQuery& q) {
+  ListPlan plan;
+  plan.page_size = q.page_size == 0 ? 100 : q.page_size;
+  if (plan.page_size < 1 || plan.page_size > kMaxPageSize) {
     return absl::InvalidArgumentError(
         absl::StrCat("store: page size ", q.page_size, " is outside 1..", kMaxPageSize));
   }
+  // The order follows the most selective range the query has, so that its index can be walked in order and a
+  // page reads about page_size rows: expiry for the status and expiry filters, issue time for an issued range,
+  // else the recording order.
+  const bool by_expiry = q.expiring_before.has_value() ||
+                         (q.status.has_value() && (*q.status == ListStatus::kValid ||
+                                                   *q.status == ListStatus::kRenewalDue ||
+                                                   *q.status == ListStatus::kExpired));
+  const bool by_issue = !by_expiry && (q.issued_from.has_value() || q.issued_before.has_value());
+  plan.order = by_expiry ? ListPlan::Order::kExpiry : by_issue ? ListPlan::Order::kIssued : ListPlan::Order::kId;
+  const char* key_column = by_expiry ? "not_after" : "issued_at";
+  const char order_letter = by_expiry ? 'e' : 'i';
+
   int64_t after = 0;
+  std::optional<int64_t> key;
+  auto bad_token = [&] {
+    return absl::InvalidArgumentError(absl::StrCat("store: page token '", q.page_token,
+                                                   "' is not one this store returned for these filters"));
+  };
   if (!q.page_token.empty()) {
     absl::string_view t = q.page_token;
-    if (!absl::ConsumePrefix(&t, kPageTokenPrefix) || !absl::SimpleAtoi(t, &after) || after < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("store: page token '", q.page_token, "' is not one this store returned"));
+    if (plan.order == ListPlan::Order::kId) {
+      if (!absl::ConsumePrefix(&t, kPageTokenPrefix) || !absl::SimpleAtoi(t, &after) || after < 0) return bad_token();
+    } else {
+      std::vector<absl::string_view> parts = absl::StrSplit(t, '.');
+      int64_t k = 0;
+      if (parts.size() != 4 || absl::StrCat(parts[0], ".") != kOrderedTokenPrefix ||
+          parts[1] != absl::string_view(&order_letter, 1) || !absl::SimpleAtoi(parts[2], &k) ||
+          !absl::SimpleAtoi(parts[3], &after) || after < 0) {
+        return bad_token();
+      }
+      key = k;
     }
   }
-  // Keyset paging on the id (the recording order): a page starts after the last id of the previous one, so rows
-  // recorded meanwhile (higher ids) cannot shift what is still to come.
-  std::string sql = absl::StrCat("SELECT ", kColumns, " FROM certificates WHERE id > ?1");
-  if (!q.profile.empty()) absl::StrAppend(&sql, " AND profile = ?2");
-  if (!q.station.empty()) absl::StrAppend(&sql, " AND station = ?3");
-  if (q.issued_from) absl::StrAppend(&sql, " AND issued_at >= ?4");
-  if (q.issued_before) absl::StrAppend(&sql, " AND issued_at < ?5");
-  if (q.expiring_before) absl::StrAppend(&sql, " AND not_after < ?6");
-  absl::StrAppend(&sql, " ORDER BY id LIMIT ?7");
-  std::lock_guard<std::mutex> lock(scan_mu_);
-  Stmt s;
-  if (sqlite3_prepare_v2(scanner_, sql.c_str(), -1, &s.s, nullptr) != SQLITE_OK) {
+
+  Binder b;
+  std::vector<std::string> where;
+  if (plan.order == ListPlan::Order::kId) {
+    where.push_back(absl::StrCat("id > ", b.Int(after)));
+  } else if (key.has_value()) {
+    // Keyset on (key, id): the range term on the key alone lets the index drive; the rest skips the rows of the
+    // last key already returned.
+    std::string k = b.Int(*key);
+    where.push_back(absl::StrCat(key_column, " >= ", k));
+    where.push_back(absl::StrCat("(", key_column, " > ", k, " OR id > ", b.Int(after), ")"));
+  }
+  if (!q.profile.empty()) where.push_back(absl::StrCat("profile = ", b.Text(q.profile)));
+  if (!q.station.empty()) where.push_back(absl::StrCat("station = ", b.Text(q.station)));
+  if (q.issued_from) where.push_back(absl::StrCat("issued_at >= ", b.Int(*q.issued_from)));
+  if (q.issued_before) where.push_back(absl::StrCat("issued_at < ", b.Int(*q.issued_before)));
+  if (q.expiring_before) where.push_back(absl::StrCat("not_after < ", b.Int(*q.expiring_before)));
+  if (q.status.has_value()) {
+    int64_t min_rb = kDefaultRenewBeforeSeconds, max_rb = kDefaultRenewBeforeSeconds;
+    for (const auto& [profile, seconds] : q.renew_before_seconds) {
+      min_rb = std::min(min_rb, seconds);
+      max_rb = std::max(max_rb, seconds);
+    }
+    switch (*q.status) {
+      case ListStatus::kSuperseded:
+      case ListStatus::kRevoked:
+        // The second term is the partial index's own condition, which SQLite needs to see to use it.
+        where.push_back(absl::StrCat("status = ", b.Text(ListStatusName(*q.status)), " AND status <> 'valid'"));
+        break;
+      case ListStatus::kExpired:
+        where.push_back(absl::StrCat("status = 'valid' AND not_after <= ", b.Int(q.now)));
+        break;
+      case ListStatus::kRenewalDue:
+        where.push_back(absl::StrCat("status = 'valid' AND not_after > ", b.Int(q.now), " AND not_after <= ",
+                                     b.Int(q.now + max_rb), " AND not_after - ", RenewBeforeSql(q, b),
+                                     " <= ", b.Int(q.now)));
+        break;
+      case ListStatus::kValid:
+        where.push_back(absl::StrCat("status = 'valid' AND not_after > ", b.Int(q.now + min_rb), " AND not_after - ",
+                                     RenewBeforeSql(q, b), " > ", b.Int(q.now)));
+        break;
+    }
+  }
+  if (!q.subject_contains.empty()) {
+    where.push_back(absl::StrCat("instr(subject, ", b.Text(q.subject_contains), ") > 0"));
+    const bool alone = plan.order == ListPlan::Order::kId && q.profile.empty() && q.station.empty() &&
+                       !q.status.has_value();
+    if (alone) {
+      plan.scan_upto = after + kSubjectScanIds;
+      where.push_back(absl::StrCat("id <= ", b.Int(*plan.scan_upto)));
+    }
+  }
+  std::string sql = absl::StrCat("SELECT ", kColumns, " FROM certificates");
+  if (!where.empty()) absl::StrAppend(&sql, " WHERE ", absl::StrJoin(where, " AND "));
+  absl::StrAppend(&sql, plan.order == ListPlan::Order::kId ? " ORDER BY id"
+                                                          : absl::StrCat(" ORDER BY ", key_column, ", id"),
+                  " LIMIT ", b.Int(plan.page_size + 1));  // one more tells whether there is a next page
+  if (sqlite3_prepare_v2(scanner_, sql.c_str(), -1, &plan.stmt.s, nullptr) != SQLITE_OK) {
     return Unavailable(scanner_, "prepare");
   }
-  sqlite3_bind_int64(s.s, 1, after);
-  if (!q.profile.empty()) BindText(s.s, 2, q.profile);
-  if (!q.station.empty()) BindText(s.s, 3, q.station);
-  if (q.issued_from) sqlite3_bind_int64(s.s, 4, *q.issued_from);
-  if (q.issued_before) sqlite3_bind_int64(s.s, 5, *q.issued_before);
-  if (q.expiring_before) sqlite3_bind_int64(s.s, 6, *q.expiring_before);
-  sqlite3_bind_int(s.s, 7, page_size + 1);  // one more tells whether there is a next page
+  b.Bind(plan.stmt.s);
+  return plan;
+}
+
+absl::StatusOr<CertificatePage> SqliteStore::List(const CertificateQuery& q) {
+  std::lock_guard<std::mutex> lock(scan_mu_);
+  LINESIGN_ASSIGN_OR_RETURN(ListPlan plan, PrepareList(q));
   CertificatePage page;
   int rc;
-  while ((rc = sqlite3_step(s.s)) == SQLITE_ROW) page.records.push_back(ReadCertificate(s.s));
+  while ((rc = sqlite3_step(plan.stmt.s)) == SQLITE_ROW) page.records.push_back(ReadCertificate(plan.stmt.s));
   if (rc != SQLITE_DONE) return Unavailable(scanner_, "list");
-  if (page.records.size() > static_cast<size_t>(page_size)) {
+  if (page.records.size() > static_cast<size_t>(plan.page_size)) {
     page.records.pop_back();
-    page.next_page_token = absl::StrCat(kPageTokenPrefix, page.records.back().id);
+    const CertificateRecord& last = page.records.back();
+    switch (plan.order) {
+      case ListPlan::Order::kId:
+        page.next_page_token = absl::StrCat(kPageTokenPrefix, last.id);
+        break;
+      case ListPlan::Order::kExpiry:
+        page.next_page_token = absl::StrCat(kOrderedTokenPrefix, "e.", last.not_after, ".", last.id);
+        break;
+      case ListPlan::Order::kIssued:
+        page.next_page_token = absl::StrCat(kOrderedTokenPrefix, "i.", last.issued_at, ".", last.id);
+        break;
+    }
+  } else if (plan.scan_upto.has_value()) {
+    // The subject scan stopped at its bound: more certificates beyond it are still to be looked at.
+    Stmt m;
+    if (sqlite3_prepare_v2(scanner_, "SELECT COALESCE(MAX(id), 0) FROM certificates", -1, &m.s, nullptr) !=
+            SQLITE_OK ||
+        sqlite3_step(m.s) != SQLITE_ROW) {
+      return Unavailable(scanner_, "list");
+    }
+    if (sqlite3_column_int64(m.s, 0) > *plan.scan_upto) {
+      page.next_page_token = absl::StrCat(kPageTokenPrefix, *plan.scan_upto);
+    }
   }
   return page;
+}
+
+absl::StatusOr<std::string> SqliteStore::ExplainList(const CertificateQuery& q) {
+  std::lock_guard<std::mutex> lock(scan_mu_);
+  LINESIGN_ASSIGN_OR_RETURN(ListPlan plan, PrepareList(q));
+  return Explain(scanner_, plan.stmt.s);
+}
+
+absl::StatusOr<std::string> SqliteStore::ExplainRenewalPending() {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  Stmt s;
+  if (sqlite3_prepare_v2(reader_, kRenewalPending, -1, &s.s, nullptr) != SQLITE_OK) {
+    return Unavailable(reader_, "prepare");
+  }
+  return Explain(reader_, s.s);
+}
+
+absl::StatusOr<std::vector<CertificateRecord>> SqliteStore::FindRenewalPending(const DueQuery& q) {
+  if (q.limit < 1 || q.limit > kMaxReadLimit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("store: renewal scan limit ", q.limit, " is outside 1..", kMaxReadLimit));
+  }
+  std::lock_guard<std::mutex> lock(read_mu_);
+  Stmt s;
+  if (sqlite3_prepare_v2(reader_, kRenewalPending, -1, &s.s, nullptr) != SQLITE_OK) {
+    return Unavailable(reader_, "prepare");
+  }
+  BindText(s.s, 1, q.profile);
+  sqlite3_bind_int64(s.s, 2, q.live_after);
+  sqlite3_bind_int64(s.s, 3, q.due_before);
+  sqlite3_bind_int(s.s, 4, q.limit);
+  std::vector<CertificateRecord> out;
+  int rc;
+  while ((rc = sqlite3_step(s.s)) == SQLITE_ROW) out.push_back(ReadCertificate(s.s));
+  if (rc != SQLITE_DONE) return Unavailable(reader_, "renewal scan");
+  return out;
+}
+
+absl::StatusOr<int> SqliteStore::MarkRenewalDue(absl::Span<const DueMark> marks, absl::Time now) {
+  for (const DueMark& m : marks) {
+    if (m.event.type.empty()) return absl::InvalidArgumentError("store: an event needs a type");
+    if (m.outbox.has_value()) LINESIGN_RETURN_IF_ERROR(CheckOutboxItem(*m.outbox));
+  }
+  if (marks.empty()) return 0;
+  std::lock_guard<std::mutex> lock(mu_);
+  LINESIGN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  auto fail = [&](absl::Status st) {
+    Exec("ROLLBACK").IgnoreError();
+    return st;
+  };
+  int marked = 0;
+  for (const DueMark& m : marks) {
+    {
+      Using u(mark_due_);
+      BindText(u.s, 1, m.issuer_id);
+      BindText(u.s, 2, m.serial_hex);
+      sqlite3_bind_int64(u.s, 3, absl::ToUnixSeconds(now));
+      if (sqlite3_step(u.s) != SQLITE_DONE) return fail(Unavailable(db_, "mark renewal due"));
+    }
+    if (sqlite3_changes(db_) != 1) continue;  // marked by another process, renewed or revoked meanwhile
+    ++marked;
+    if (auto st = InsertEvent(m.event); !st.ok()) return fail(st);
+    if (m.outbox.has_value()) {
+      if (auto id = InsertOutbox(*m.outbox); !id.ok()) return fail(id.status());
+    }
+  }
+  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) return fail(Unavailable(db_, "commit"));
+  return marked;
 }
 
 absl::StatusOr<int64_t> SqliteStore::Count() {

@@ -42,6 +42,14 @@ class SqliteStore final : public Store {
   absl::Status Complete(int64_t id, const std::string& owner, absl::Time now) override;
   absl::Status Reschedule(int64_t id, const std::string& owner, absl::Time next_attempt_at,
                           const std::string& last_error) override;
+  absl::StatusOr<std::vector<CertificateRecord>> FindRenewalPending(const DueQuery& query) override;
+  absl::StatusOr<int> MarkRenewalDue(absl::Span<const DueMark> marks, absl::Time now) override;
+
+  // ExplainList returns SQLite's query plan for the statement List runs for `query` (EXPLAIN QUERY PLAN, one
+  // line per step), so tests can prove each filter walks an index. InvalidArgument as List.
+  absl::StatusOr<std::string> ExplainList(const CertificateQuery& query);
+  // ExplainRenewalPending likewise for FindRenewalPending.
+  absl::StatusOr<std::string> ExplainRenewalPending();
 
   // RevocationStore (revocation_store.h).
   absl::StatusOr<RevokeResult> Revoke(const RevokeRequest& request) override;
@@ -78,6 +86,9 @@ class SqliteStore final : public Store {
   // InsertEvent / InsertOutbox write one row inside the open transaction; InsertOutbox returns the new id, or 0
   // when (kind, dedupe_key) is already there.
   absl::Status InsertEvent(const Event& event);
+  // ListSql builds List's statement for `query` and binds it on the scan connection (scan_mu_ held).
+  struct ListPlan;
+  absl::StatusOr<ListPlan> PrepareList(const CertificateQuery& query);
   absl::StatusOr<int64_t> InsertOutbox(const OutboxItem& item);
   // ReleaseLease runs `update` (binding ?1 = id, ?2 = owner after `bind`) and explains a miss.
   absl::Status ReleaseLease(sqlite3_stmt* update, int64_t id, const std::string& owner, absl::string_view what);
@@ -93,6 +104,8 @@ class SqliteStore final : public Store {
   sqlite3_stmt* claim_ = nullptr;
   sqlite3_stmt* complete_ = nullptr;
   sqlite3_stmt* reschedule_ = nullptr;
+  sqlite3_stmt* supersede_ = nullptr;
+  sqlite3_stmt* mark_due_ = nullptr;
   std::mutex read_mu_;
   sqlite3* reader_ = nullptr;  // owned; guarded by read_mu_; read-only, sees every committed batch (WAL)
   // Administrative scans (List, Count) run on a read-only connection of their own, so a long listing never holds

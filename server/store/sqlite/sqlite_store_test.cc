@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <map>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -362,6 +363,54 @@ TEST(SqliteStoreTest, PingFailsWhileAnotherConnectionHoldsTheWriteLock) {
   auto out = (*store)->RecordBatch(Certificates({Certificate("0a", "after-ping")}));
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(*(*store)->Count(), 1);
+}
+
+
+// Every ListCertificates filter, alone, and the renewal scan walk an index (or the primary key) in the page's own
+// order: no full scan of the table and no sort of its matches, so a page costs about page_size rows however many
+// millions of certificates there are. (Without ANALYZE statistics SQLite's plan does not depend on the table's
+// size, so a small table shows the plan a large one gets.)
+TEST(SqliteStoreTest, EachListFilterAndTheRenewalScanUseAnIndex) {
+  auto store = SqliteStore::Open(linesign::testing::TempDir("store") + "/db");
+  ASSERT_TRUE(store.ok()) << store.status();
+  const std::map<std::string, int64_t> rb = {{"device", 86400}, {"short", 60}};
+  struct Case {
+    const char* name;
+    CertificateQuery query;
+    const char* uses;  // what the plan must name
+  };
+  const Case cases[] = {
+      {"none", {}, "USING INTEGER PRIMARY KEY"},
+      {"profile", {.profile = "device"}, "USING INDEX certificates_profile"},
+      {"station", {.station = "line1-st1"}, "USING INDEX certificates_station"},
+      {"issued range", {.issued_from = 100, .issued_before = 200}, "USING INDEX certificates_issued_at"},
+      {"issued after", {.issued_from = 100}, "USING INDEX certificates_issued_at"},
+      {"expiring before", {.expiring_before = 100}, "USING INDEX certificates_not_after"},
+      {"status valid", {.status = ListStatus::kValid, .now = 50, .renew_before_seconds = rb},
+       "USING INDEX certificates_valid_not_after"},
+      {"status renewal_due", {.status = ListStatus::kRenewalDue, .now = 50, .renew_before_seconds = rb},
+       "USING INDEX certificates_valid_not_after"},
+      {"status expired", {.status = ListStatus::kExpired, .now = 50}, "USING INDEX certificates_valid_not_after"},
+      {"status superseded", {.status = ListStatus::kSuperseded}, "USING INDEX certificates_lifecycle"},
+      {"status revoked", {.status = ListStatus::kRevoked}, "USING INDEX certificates_lifecycle"},
+      {"subject", {.subject_contains = "CN=DEV"}, "USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)"},
+      {"profile page 2", {.profile = "device", .page_token = "c1.500"}, "USING INDEX certificates_profile"},
+      {"expiry page 2", {.status = ListStatus::kExpired, .page_token = "c2.e.40.7"},
+       "USING INDEX certificates_valid_not_after"},
+      {"issued page 2", {.issued_from = 100, .page_token = "c2.i.150.7"}, "USING INDEX certificates_issued_at"},
+  };
+  for (const Case& c : cases) {
+    auto plan = (*store)->ExplainList(c.query);
+    ASSERT_TRUE(plan.ok()) << c.name << ": " << plan.status();
+    EXPECT_THAT(*plan, HasSubstr(absl::StrCat("SEARCH certificates ", c.uses))) << c.name;
+    EXPECT_THAT(*plan, ::testing::Not(HasSubstr("SCAN certificates"))) << c.name;
+    EXPECT_THAT(*plan, ::testing::Not(HasSubstr("TEMP B-TREE"))) << c.name;
+  }
+  auto scan = (*store)->ExplainRenewalPending();
+  ASSERT_TRUE(scan.ok()) << scan.status();
+  EXPECT_THAT(*scan, HasSubstr("SEARCH certificates USING INDEX certificates_renewal_pending (profile=? AND "
+                               "not_after>? AND not_after<?)"));
+  EXPECT_THAT(*scan, ::testing::Not(HasSubstr("TEMP B-TREE")));
 }
 
 }  // namespace

@@ -619,5 +619,181 @@ TEST_P(StoreConformanceTest, SaveCrlKeepsOnlyTheNewest) {
   EXPECT_FALSE(elsewhere->has_value());
 }
 
+// ---- Renewal (issue 11) ----
+
+std::optional<CertificateRecord> Find(Store& store, const std::string& serial) {
+  auto r = store.FindBySerial("ISSUER", serial);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? *r : std::nullopt;
+}
+
+// A successor supersedes its predecessor in its own transaction; a second successor of the same certificate (any
+// request id, any requester) is refused with nothing of it written, and so is one that collides on its serial,
+// which leaves the predecessor untouched.
+TEST_P(StoreConformanceTest, ASuccessorSupersedesItsPredecessorAndThereIsOnlyOne) {
+  ASSERT_TRUE(store_->RecordBatch(Batch{.entries = {Entry("A1", "first")}}).ok());
+  // A serial collision of a successor: the predecessor stays valid.
+  BatchEntry collide = Entry("A1", "renew:A1");
+  collide.cert.station = "linesign:server";
+  collide.cert.renews_serial = "A1";
+  auto out = store_->RecordBatch(Batch{.entries = {collide}});
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_THAT(*out, ElementsAre(RecordOutcome::kSerialCollision));
+  EXPECT_EQ(Find(*store_, "A1")->status, CertificateStatus::kValid);
+  EXPECT_EQ(Find(*store_, "A1")->renewed_by_serial, "");
+
+  BatchEntry renewal = Entry("B1", "renew:A1");
+  renewal.cert.station = "linesign:server";
+  renewal.cert.renews_serial = "A1";
+  out = store_->RecordBatch(Batch{.entries = {renewal}});
+  ASSERT_TRUE(out.ok());
+  EXPECT_THAT(*out, ElementsAre(RecordOutcome::kRecorded));
+  auto a1 = Find(*store_, "A1");
+  EXPECT_EQ(a1->status, CertificateStatus::kSuperseded);
+  EXPECT_EQ(a1->renewed_by_serial, "B1");
+  EXPECT_EQ(Find(*store_, "B1")->renews_serial, "A1");
+
+  // Another successor of A1 (a re-key by a station) is refused and writes nothing: no certificate, no event, no
+  // outbox item; a first issue in the same batch is recorded.
+  BatchEntry rekey = Entry("C1", "rekey:A1");
+  rekey.cert.renews_serial = "A1";
+  auto before = store_->ReadAfter(0, 1000);
+  out = store_->RecordBatch(Batch{.entries = {rekey, Entry("D1", "other")}});
+  ASSERT_TRUE(out.ok());
+  EXPECT_THAT(*out, ElementsAre(RecordOutcome::kPredecessorNotValid, RecordOutcome::kRecorded));
+  EXPECT_FALSE(Find(*store_, "C1").has_value());
+  EXPECT_EQ(Find(*store_, "A1")->renewed_by_serial, "B1");
+  auto after = store_->ReadAfter(0, 1000);
+  EXPECT_EQ(after->size(), before->size() + 2);  // D1's only: its ISSUED and NOTED
+  auto claimed = store_->Claim(Claim(absl::FromUnixSeconds(1) + absl::Hours(1), "w"));
+  EXPECT_THAT(Keys(*claimed), ElementsAre("A1", "B1", "D1"));  // the collision's item was never written
+}
+
+// RENEWAL_DUE once per certificate: two handles (two processes) mark the same due certificates; each is marked
+// once, with one event and one outbox item; a marked, superseded or expired certificate is no longer pending.
+TEST_P(StoreConformanceTest, RenewalDueIsMarkedOncePerCertificateAcrossProcesses) {
+  Batch batch;
+  for (int i = 0; i < 10; ++i) {
+    BatchEntry e = Entry(absl::StrCat("E", i), absl::StrCat("e", i));
+    e.events.clear();
+    e.outbox.clear();
+    e.cert.not_after = 1000 + i * 100;  // E0 expires first
+    e.cert.profile = i == 9 ? "other" : "device";
+    batch.entries.push_back(std::move(e));
+  }
+  ASSERT_TRUE(store_->RecordBatch(batch).ok());
+  auto second = backend_->Open(&clock_);
+  ASSERT_TRUE(second.ok()) << second.status();
+
+  // now = 1000: E0 has expired (not_after 1000 is not > 1000); due before 1500: E1..E5.
+  DueQuery q{.profile = "device", .live_after = 1000, .due_before = 1500, .limit = 100};
+  auto pending = store_->FindRenewalPending(q);
+  ASSERT_TRUE(pending.ok()) << pending.status();
+  std::vector<std::string> serials;
+  for (const auto& r : *pending) serials.push_back(r.serial_hex);
+  EXPECT_THAT(serials, ElementsAre("E1", "E2", "E3", "E4", "E5"));
+
+  auto marks = [&](const std::vector<CertificateRecord>& records) {
+    std::vector<DueMark> out;
+    for (const auto& r : records) {
+      out.push_back(DueMark{.issuer_id = r.issuer_id,
+                            .serial_hex = r.serial_hex,
+                            .event = Event{.type = kEventRenewalDue, .issuer_id = r.issuer_id,
+                                           .serial_hex = r.serial_hex, .time = absl::FromUnixSeconds(1000)},
+                            .outbox = OutboxItem{.kind = "renewal", .dedupe_key = r.serial_hex}});
+    }
+    return out;
+  };
+  std::atomic<int> total{0};
+  std::thread other([&] {
+    auto n = (*second)->MarkRenewalDue(marks(*pending), absl::FromUnixSeconds(1000));
+    ASSERT_TRUE(n.ok()) << n.status();
+    total += *n;
+  });
+  auto n = store_->MarkRenewalDue(marks(*pending), absl::FromUnixSeconds(1000));
+  other.join();
+  ASSERT_TRUE(n.ok()) << n.status();
+  total += *n;
+  EXPECT_EQ(total.load(), 5);
+  auto events = store_->ReadAfter(0, 1000);
+  std::vector<Event> due;
+  for (const Event& e : *events) {
+    if (e.type == kEventRenewalDue) due.push_back(e);
+  }
+  EXPECT_THAT(Serials(due), ElementsAre("E1", "E2", "E3", "E4", "E5"));
+  auto items = store_->Claim(Claim(absl::FromUnixSeconds(2000), "w", 100, "renewal"));
+  EXPECT_THAT(Keys(*items), ElementsAre("E1", "E2", "E3", "E4", "E5"));
+  EXPECT_EQ(Find(*store_, "E3")->renewal_due_at, 1000);
+  // Marked ones are no longer pending; later ones become pending as time moves.
+  EXPECT_TRUE(store_->FindRenewalPending(q)->empty());
+  q.due_before = 1700;
+  pending = store_->FindRenewalPending(q);
+  ASSERT_EQ(pending->size(), 2u);
+  EXPECT_EQ((*pending)[0].serial_hex, "E6");
+  EXPECT_EQ(store_->FindRenewalPending(DueQuery{.limit = 0}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// The lifecycle filters: status as GetCertificate reports it (judged at `now` with each profile's renew_before),
+// a subject substring, and paging in expiry order.
+TEST_P(StoreConformanceTest, ListFiltersByStatusAndSubjectAndPagesInExpiryOrder) {
+  Batch batch;
+  // not_after: V* valid (far), D* renewal due, X* expired; now = 10000; device renews 1000 s before expiry,
+  // "short" 10 s before.
+  auto add = [&](const std::string& serial, int64_t not_after, const std::string& profile = "device") {
+    BatchEntry e = Entry(serial, "r-" + serial);
+    e.events.clear();
+    e.outbox.clear();
+    e.cert.not_after = not_after;
+    e.cert.profile = profile;
+    e.cert.subject = "O=Acme,CN=" + serial;
+    batch.entries.push_back(std::move(e));
+  };
+  add("X2", 9000);
+  add("V1", 20000);
+  add("D1", 10500);
+  add("X1", 8000);
+  add("D2", 10900);
+  add("V2", 10500, "short");  // within device's window but not short's
+  add("V3", 30000);
+  add("P1", 40000);  // superseded below
+  ASSERT_TRUE(store_->RecordBatch(batch).ok());
+  BatchEntry successor = Entry("P2", "renew:P1");
+  successor.cert.renews_serial = "P1";
+  successor.cert.not_after = 50000;
+  successor.cert.subject = "O=Acme,CN=P2";
+  ASSERT_TRUE(store_->RecordBatch(Batch{.entries = {successor}}).ok());
+
+  auto collect = [&](CertificateQuery q) {
+    q.now = 10000;
+    q.renew_before_seconds = {{"device", 1000}, {"short", 10}};
+    std::vector<std::string> serials;
+    for (int pages = 0; pages < 100; ++pages) {
+      auto page = store_->List(q);
+      EXPECT_TRUE(page.ok()) << page.status();
+      if (!page.ok()) break;
+      for (const auto& r : page->records) serials.push_back(r.serial_hex);
+      if (page->next_page_token.empty()) break;
+      q.page_token = page->next_page_token;
+    }
+    return serials;
+  };
+  EXPECT_THAT(collect({.status = ListStatus::kExpired, .page_size = 1}), ElementsAre("X1", "X2"));
+  EXPECT_THAT(collect({.status = ListStatus::kRenewalDue, .page_size = 1}), ElementsAre("D1", "D2"));
+  EXPECT_THAT(collect({.status = ListStatus::kValid, .page_size = 2}), ElementsAre("V2", "V1", "V3", "P2"));
+  EXPECT_THAT(collect({.status = ListStatus::kSuperseded}), ElementsAre("P1"));
+  EXPECT_THAT(collect({.status = ListStatus::kRevoked}), ElementsAre());
+  EXPECT_THAT(collect({.expiring_before = 10600, .page_size = 1}), ElementsAre("X1", "X2", "D1", "V2"));
+  EXPECT_THAT(collect({.subject_contains = "CN=V", .page_size = 2}), ElementsAre("V1", "V2", "V3"));
+  EXPECT_THAT(collect({.profile = "short", .subject_contains = "V"}), ElementsAre("V2"));
+
+  // A token of one order is refused for another.
+  auto page = store_->List({.status = ListStatus::kExpired, .now = 10000, .page_size = 1});
+  ASSERT_TRUE(page.ok());
+  auto mixed = store_->List({.page_size = 1, .page_token = page->next_page_token});
+  EXPECT_EQ(mixed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->List({.issued_from = 0, .page_token = page->next_page_token}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace linesign::store::testing
