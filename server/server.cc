@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "hsm/open_signer.h"
+#include "server/iot/iot_config.h"
 
 namespace linesign {
 
@@ -170,6 +171,8 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
       absl::Milliseconds(c.health_check_interval_ms()));
   s->health_monitor_ = monitor.get();
   s->tasks_->Start(std::move(monitor));
+
+  for (const std::string& warning : iot::IotConfigWarnings(c)) LogWarning(warning);
 
   // gRPC's own health service would answer without a client certificate: ours (registered below) requires one.
   grpc::EnableDefaultHealthCheckService(false);
