@@ -16,6 +16,7 @@
 #include "absl/time/clock.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/openssl_util.h"
 #include "common/status_macros.h"
 #include "hsm/open_signer.h"
 #include "server/iot/iot_config.h"
@@ -158,6 +159,12 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
       .reader = s->store_.get(), .queued = [signer = s->batch_signer_.get()] { return signer->queued(); },
       .counters = s->counters_.get(), .drain = s->drain_.get(), .executor = s->admin_executor_.get(),
       .clock = clock});
+  LINESIGN_ASSIGN_OR_RETURN(s->iot_targets_, iot::IotTargets::Create(c.iot(), iot::ProcessEnvironment(), clock));
+  s->iot_admin_ = std::make_unique<service::IotAdminService>(service::IotAdminService::Parts{
+      .ca_der = CertificateDer(s->ca_.certificate.get()), .targets = s->iot_targets_.get(),
+      .signer = s->batch_signer_.get(), .authenticator = s->authenticator_.get(), .access = s->access_.get(),
+      .counters = s->counters_.get(), .drain = s->drain_.get(), .executor = s->admin_executor_.get(),
+      .clock = clock});
 
   s->health_ =
       std::make_unique<observability::HealthService>(s->authenticator_.get(), s->audit_.get(), s->clock_);
@@ -190,6 +197,7 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(s->service_.get());
   builder.RegisterService(s->admin_.get());
+  builder.RegisterService(s->iot_admin_.get());
   builder.RegisterService(s->health_.get());
   builder.SetMaxReceiveMessageSize(1 << 20);
   // What gRPC 1.51 offers to bound connections (it has no cap on their number): calls per connection, a

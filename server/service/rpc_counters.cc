@@ -24,6 +24,8 @@ const char* RpcName(Rpc rpc) {
       return "GetStats";
     case Rpc::kListCertificates:
       return "ListCertificates";
+    case Rpc::kRegisterIotCa:
+      return "RegisterCaCertificate";
     case Rpc::kCount:
       break;
   }

@@ -28,6 +28,7 @@ enum class Rpc {
   kGetCertificate,
   kGetStats,
   kListCertificates,
+  kRegisterIotCa,  // IotAdministration.RegisterCaCertificate
   kCount
 };
 const char* RpcName(Rpc rpc);
