@@ -44,7 +44,8 @@ grpc::ServerUnaryReactor* IotAdminService::RegisterCaCertificate(grpc::CallbackS
     reactor->Finish(p_.counters->Refused(rpc, call, absl::UnavailableError("server is shutting down; retry later")));
     return reactor;
   }
-  auto task = [this, reactor, rpc, call, options, response, target = request->target()] {
+  auto task = [this, reactor, call, options, response, target = request->target()] {
+    const Rpc rpc = Rpc::kRegisterIotCa;
     absl::Status st = [&]() -> absl::Status {
       LINESIGN_ASSIGN_OR_RETURN(const iot::IotApi* api, p_.targets->Find(target));
       auto issue = [&](const std::string& code) {
