@@ -15,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/iot/aws_error.h"
+#include "server/iot/device_registration.h"
 #include "server/iot/iot_client.h"
 #include "server/iot/sigv4.h"
 #include "tests/testing/fake_iot.h"
@@ -266,6 +267,98 @@ TEST(IotClient, ConcurrentCallsShareABoundedPoolOfKeptAliveConnections) {
   // 40 requests over at most 3 connections: never more in flight than the pool, and each connection kept alive.
   EXPECT_LE(connections.size(), 3u);
   EXPECT_GE(connections.size(), 1u);
+}
+
+}  // namespace
+}  // namespace linesign
+
+namespace linesign {
+namespace {
+
+int CountCalls(const nlohmann::json& calls, const std::string& op) {
+  int n = 0;
+  for (const auto& call : calls) n += call["operation"] == op;
+  return n;
+}
+
+TEST(DeviceRegistration, WithCaEveryStepOnceAndNoDescribeOnTheHappyPath) {
+  auto fake = StartFake();
+  ASSERT_NE(fake, nullptr);
+  auto client = Client(*fake);
+  KeyAndCert ca = MakeCert("Acme Factory CA", "Acme Factory CA", NewKey(), nullptr, true);
+  ASSERT_TRUE(client->RegisterCaCertificate({.ca_certificate_pem = ca.pem, .mode = iot::CertificateMode::kSniOnly})
+                  .ok());
+  KeyAndCert device = MakeCert("DEVICE000010", "Acme Factory CA", NewKey(), ca.key.get(), false);
+  iot::DeviceRegistration r{.certificate_der = device.der, .ca_certificate_pem = ca.pem,
+                            .thing_name = "DEVICE000010", .policy = "factory-device"};
+  iot::RegistrationProgress progress;
+  std::vector<std::string> steps;
+  while (progress.next != iot::RegistrationStep::kDone) {
+    steps.push_back(iot::RegistrationStepName(progress.next));
+    ASSERT_TRUE(iot::RunNextStep(*client, r, &progress).ok());
+  }
+  EXPECT_THAT(steps, ::testing::ElementsAre("register", "create-thing", "attach-principal", "attach-policy"));
+  EXPECT_FALSE(progress.already_registered);
+  nlohmann::json calls = fake->Calls();
+  EXPECT_EQ(CountCalls(calls, "RegisterCertificate"), 1);
+  EXPECT_EQ(CountCalls(calls, "CreateThing"), 1);
+  EXPECT_EQ(CountCalls(calls, "AttachThingPrincipal"), 1);
+  EXPECT_EQ(CountCalls(calls, "AttachPolicy"), 1);
+  EXPECT_EQ(CountCalls(calls, "DescribeCertificate"), 0);
+  nlohmann::json state = fake->State();
+  EXPECT_EQ(state["certificates"][0]["certificateId"], iot::HexSha256(device.der));
+  EXPECT_EQ(state["certificates"][0]["status"], "ACTIVE");
+  EXPECT_EQ(state["things"][0]["principals"][0], progress.certificate_arn);
+  EXPECT_EQ(state["policies"]["factory-device"][0], progress.certificate_arn);
+}
+
+TEST(DeviceRegistration, ALostAnswerIsRecognisedByOneDescribeAndResumesFromThePersistedStep) {
+  // Every RegisterCertificateWithoutCA succeeds at AWS but its answer is a 500.
+  auto fake = StartFake({"--no-rate-limits", "--fault-5xx-after", "1", "--fault-ops", "RegisterCertificateWithoutCA"});
+  ASSERT_NE(fake, nullptr);
+  auto client = Client(*fake);
+  KeyAndCert device = MakeCert("DEVICE000011", "Other CA", NewKey(), nullptr, false);
+  iot::DeviceRegistration r{.certificate_der = device.der, .thing_name = "DEVICE000011"};
+  iot::RegistrationProgress progress;
+  absl::Status lost = iot::RunNextStep(*client, r, &progress);
+  ASSERT_FALSE(lost.ok());
+  EXPECT_TRUE(iot::IsRetryable(iot::ClassifyAwsError(lost)));
+  EXPECT_THAT(std::string(lost.message()), HasSubstr("register: AWS IoT RegisterCertificateWithoutCA"));
+  EXPECT_EQ(progress.next, iot::RegistrationStep::kRegister);  // unchanged: retry the step
+  ASSERT_TRUE(iot::RunNextStep(*client, r, &progress).ok());
+  EXPECT_TRUE(progress.already_registered);
+  EXPECT_EQ(progress.next, iot::RegistrationStep::kCreateThing);
+
+  // A restart: only the persisted progress survives.
+  auto resumed = iot::RegistrationProgress::FromJson(progress.ToJson());
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  auto client2 = Client(*fake);
+  while (resumed->next != iot::RegistrationStep::kDone) ASSERT_TRUE(iot::RunNextStep(*client2, r, &*resumed).ok());
+  nlohmann::json calls = fake->Calls();
+  EXPECT_EQ(CountCalls(calls, "RegisterCertificateWithoutCA"), 2);  // the lost one, the one answered 409
+  EXPECT_EQ(CountCalls(calls, "DescribeCertificate"), 1);
+  EXPECT_EQ(CountCalls(calls, "CreateThing"), 1);
+  EXPECT_EQ(CountCalls(calls, "AttachThingPrincipal"), 1);
+  EXPECT_EQ(fake->State()["certificates"].size(), 1u);
+}
+
+TEST(DeviceRegistration, APermanentRefusalIsNotRetryableAndChangesNothing) {
+  auto fake = StartFake({"--no-rate-limits", "--reject-cn", "BAD.*"});
+  ASSERT_NE(fake, nullptr);
+  auto client = Client(*fake);
+  KeyAndCert device = MakeCert("BAD000001", "Other CA", NewKey(), nullptr, false);
+  iot::DeviceRegistration r{.certificate_der = device.der};
+  iot::RegistrationProgress progress;
+  absl::Status refused = iot::RunNextStep(*client, r, &progress);
+  EXPECT_EQ(iot::ClassifyAwsError(refused), iot::AwsErrorKind::kCertificateValidation);
+  EXPECT_FALSE(iot::IsRetryable(iot::ClassifyAwsError(refused)));
+  EXPECT_EQ(progress.next, iot::RegistrationStep::kRegister);
+  EXPECT_FALSE(iot::RegistrationProgress::FromJson("{\"next\":\"fly\",\"certificate_arn\":\"\","
+                                                   "\"already_registered\":false}")
+                   .ok());
+  EXPECT_FALSE(iot::RegistrationProgress::FromJson("{\"next\":\"attach-policy\",\"certificate_arn\":\"\","
+                                                   "\"already_registered\":false}")
+                   .ok());
 }
 
 }  // namespace

@@ -583,12 +583,13 @@ def make_handler(fake):
             if not allowed:
                 fake.log(**dict(entry, fault="throttle"), http=400, error="ThrottlingException")
                 return self.error(ApiError("ThrottlingException", "Rate exceeded"))
-            if fake.roll(cfg.fault_timeout):
+            faulty = not cfg.fault_ops or op in cfg.fault_ops
+            if faulty and fake.roll(cfg.fault_timeout):
                 fake.log(**dict(entry, fault="timeout"), http=None, error=None)
                 time.sleep(cfg.timeout_seconds)
                 self.close_connection = True
                 return
-            if fake.roll(cfg.fault_5xx):
+            if faulty and fake.roll(cfg.fault_5xx):
                 code = "ServiceUnavailableException" if fake.roll(0.5) else "InternalFailureException"
                 fake.log(**dict(entry, fault="5xx"), http=HTTP_STATUS[code], error=code)
                 return self.error(ApiError(code, "Service is unavailable (fake fault before the effect)"))
@@ -611,7 +612,7 @@ def make_handler(fake):
                 return self.error(e)
             if payload and "certificateId" in payload:
                 entry["resource"] = payload["certificateId"]
-            if fake.roll(cfg.fault_5xx_after):
+            if faulty and fake.roll(cfg.fault_5xx_after):
                 fake.log(**dict(entry, fault="5xx-after"), http=500, error="InternalFailureException")
                 return self.error(ApiError("InternalFailureException", "Internal failure (fake fault after the effect)"))
             fake.log(**entry, http=status, error=None)
@@ -639,11 +640,13 @@ def main():
     ap.add_argument("--fault-5xx-after", type=float, default=0, help="fraction answered 5xx after the effect")
     ap.add_argument("--fault-timeout", type=float, default=0, help="fraction never answered (connection closed)")
     ap.add_argument("--timeout-seconds", type=float, default=30)
+    ap.add_argument("--fault-ops", default="", help="faults only for these operations, comma-separated (default all)")
     ap.add_argument("--reject-cn", default="", help="regex: device certificates with a matching CN are refused")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--call-log", help="write the call log here (JSON) at exit")
     cfg = ap.parse_args()
     cfg.policies = [p for p in cfg.policies.split(",") if p]
+    cfg.fault_ops = set(o for o in cfg.fault_ops.split(",") if o)
 
     fake = Fake(cfg)
     server = ThreadingHTTPServer(("127.0.0.1", cfg.port), make_handler(fake))
