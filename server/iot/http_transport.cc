@@ -1,6 +1,9 @@
 #include "server/iot/http_transport.h"
 
 #include <curl/curl.h>
+#include <openssl/crypto.h>
+
+#include <cstring>
 
 #include <mutex>
 
@@ -137,6 +140,8 @@ absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) con
   long status = 0;
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, nullptr);
+  // The header lines hold the session token: wiped before they are freed.
+  for (curl_slist* h = headers; h != nullptr; h = h->next) OPENSSL_cleanse(h->data, strlen(h->data));
   curl_slist_free_all(headers);
   Release(curl);
 

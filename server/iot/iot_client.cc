@@ -1,10 +1,13 @@
 #include "server/iot/iot_client.h"
 
+#include <openssl/crypto.h>
+
 #include <utility>
 #include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "common/status_macros.h"
@@ -143,6 +146,9 @@ absl::StatusOr<std::string> RestIotClient::Execute(Call& call) const {
                     UriEncode(call.query[i].second, false));
   }
   absl::StatusOr<HttpResponse> response = transport_->Send(http);
+  for (auto& [name, value] : http.headers) {
+    if (absl::EqualsIgnoreCase(name, "X-Amz-Security-Token")) OPENSSL_cleanse(value.data(), value.size());
+  }
   if (!response.ok()) return TransportErrorStatus(call.operation, response.status());
   if (response->status >= 200 && response->status < 300) {
     return response->body.empty() ? std::string("{}") : std::move(response->body);
