@@ -50,4 +50,43 @@ int RunRegisterCa(const RegisterCaOptions& o, const std::shared_ptr<grpc::Channe
   return 0;
 }
 
+void AddCaStatusCommands(CLI::App* iot, CaStatusCommands* c) {
+  c->status = iot->add_subcommand("ca-status", "Print the issuing CA's registration with an AWS IoT target");
+  c->activate = iot->add_subcommand("activate-ca", "Set the registered CA ACTIVE (UpdateCACertificate)");
+  c->deactivate = iot->add_subcommand("deactivate-ca", "Set the registered CA INACTIVE (UpdateCACertificate)");
+  for (CLI::App* cmd : {c->status, c->activate, c->deactivate}) {
+    cmd->add_option("--target", c->target, "Target name (iot.targets[].name)")->required();
+  }
+}
+
+int RunCaStatus(const CaStatusCommands& c, const std::shared_ptr<grpc::Channel>& channel) {
+  v1::CaStatusRequest request;
+  request.set_target(c.target);
+  request.set_active(c.activate->parsed());
+  v1::CaStatus response;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto stub = v1::IotAdministration::NewStub(channel);
+  const bool set = c.activate->parsed() || c.deactivate->parsed();
+  grpc::Status st = set ? stub->SetCaStatus(&context, request, &response)
+                        : stub->GetCaStatus(&context, request, &response);
+  const char* name = c.activate->parsed() ? "activate-ca" : c.deactivate->parsed() ? "deactivate-ca" : "ca-status";
+  if (!st.ok()) {
+    std::cerr << "linesign: iot " << name << " failed: " << StatusCodeName(st.error_code()) << ": "
+              << st.error_message() << "\n";
+    return 1;
+  }
+  if (!response.registered()) {
+    std::cout << "not registered\ncertificate_id: " << response.certificate_id() << "\n";
+    return 0;
+  }
+  std::cout << "registered\n"
+            << "certificate_id: " << response.certificate_id() << "\n"
+            << "certificate_arn: " << response.certificate_arn() << "\n"
+            << "status: " << response.status() << "\n"
+            << "mode: " << response.mode() << "\n"
+            << "auto_registration: " << response.auto_registration_status() << "\n";
+  return 0;
+}
+
 }  // namespace linesign::client

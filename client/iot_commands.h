@@ -26,6 +26,21 @@ CLI::App* AddRegisterCaCommand(CLI::App* iot, RegisterCaOptions* options);
 // exit code (1 with "linesign: iot register-ca failed: CODE: message" on failure).
 int RunRegisterCa(const RegisterCaOptions& options, const std::shared_ptr<grpc::Channel>& channel);
 
+// CaStatusCommands are `ca-status`, `activate-ca` and `deactivate-ca`, each with --target.
+struct CaStatusCommands {
+  std::string target;
+  CLI::App* status = nullptr;
+  CLI::App* activate = nullptr;
+  CLI::App* deactivate = nullptr;
+};
+
+// AddCaStatusCommands adds the three under `iot` and returns them (the caller adds the connection options).
+void AddCaStatusCommands(CLI::App* iot, CaStatusCommands* commands);
+
+// RunCaStatus runs whichever of them was given; prints the CA's registration, one "key: value" per line, or
+// "not registered". Returns the exit code.
+int RunCaStatus(const CaStatusCommands& commands, const std::shared_ptr<grpc::Channel>& channel);
+
 }  // namespace linesign::client
 
 #endif  // LINESIGN_CLIENT_IOT_COMMANDS_H_

@@ -42,10 +42,14 @@ class IotCaRegistrationTest : public ::testing::Test {
     auto sni_fake = testing::FakeIot::Start(kAccessKey, kSecret, kToken, {"--no-rate-limits"});
     ASSERT_TRUE(sni_fake.ok()) << sni_fake.status();
     sni_ = sni_fake->release();
+    auto status_fake = testing::FakeIot::Start(kAccessKey, kSecret, kToken, {"--no-rate-limits"});
+    ASSERT_TRUE(status_fake.ok()) << status_fake.status();
+    status_ = status_fake->release();
 
     v1::ServerConfig c = ca_->Config(ca_->dir + "/linesign.db");
     for (auto [name, endpoint, profile] : {std::tuple{"main", main_->endpoint(), ""},
                                            std::tuple{"sni", sni_->endpoint(), ""},
+                                           std::tuple{"status", status_->endpoint(), ""},
                                            std::tuple{"nowhere", main_->endpoint(), "missing-profile"}}) {
       v1::IotTarget* t = c.mutable_iot()->add_targets();
       t->set_name(name);
@@ -80,6 +84,7 @@ class IotCaRegistrationTest : public ::testing::Test {
     }
     delete main_;
     delete sni_;
+    delete status_;
     delete admin_dir_;
     delete ca_;
   }
@@ -106,12 +111,14 @@ class IotCaRegistrationTest : public ::testing::Test {
   static TestCa* ca_;
   static testing::FakeIot* main_;
   static testing::FakeIot* sni_;
+  static testing::FakeIot* status_;  // only CaStatusActivateAndDeactivate registers there
   static ServerProcess* server_;
   static std::string* admin_dir_;
 };
 TestCa* IotCaRegistrationTest::ca_ = nullptr;
 testing::FakeIot* IotCaRegistrationTest::main_ = nullptr;
 testing::FakeIot* IotCaRegistrationTest::sni_ = nullptr;
+testing::FakeIot* IotCaRegistrationTest::status_ = nullptr;
 ServerProcess* IotCaRegistrationTest::server_ = nullptr;
 std::string* IotCaRegistrationTest::admin_dir_ = nullptr;
 
@@ -168,7 +175,7 @@ TEST_F(IotCaRegistrationTest, UnknownAndUnresolvableTargetsAndStationsAreRefused
   auto unknown = RegisterCa({"--target", "nope"});
   EXPECT_EQ(unknown.exit_code, 1);
   EXPECT_THAT(unknown.output,
-              HasSubstr("NOT_FOUND: iot target 'nope' is not configured (iot.targets: main, nowhere, sni)"));
+              HasSubstr("NOT_FOUND: iot target 'nope' is not configured (iot.targets: main, nowhere, sni, status)"));
   auto unresolved = RegisterCa({"--target", "nowhere"});
   EXPECT_EQ(unresolved.exit_code, 1);
   EXPECT_THAT(unresolved.output, HasSubstr("FAILED_PRECONDITION: iot target 'nowhere': AWS credentials: profile "
@@ -176,6 +183,42 @@ TEST_F(IotCaRegistrationTest, UnknownAndUnresolvableTargetsAndStationsAreRefused
   auto station = RegisterCa({"--target", "main"}, "station");
   EXPECT_EQ(station.exit_code, 1);
   EXPECT_THAT(station.output, HasSubstr("PERMISSION_DENIED"));
+}
+
+}  // namespace
+}  // namespace linesign
+
+namespace linesign {
+namespace {
+
+TEST_F(IotCaRegistrationTest, CaStatusActivateAndDeactivate) {
+  auto iot = [](const std::string& command, const std::string& target) {
+    return testing::RunCommand({testing::ClientBinary(), "iot", command, "--server",
+                                IotCaRegistrationTest::server_->address(), "--tls-dir",
+                                *IotCaRegistrationTest::admin_dir_ + "/admin", "--target", target},
+                               120);
+  };
+  const std::string id = iot::HexSha256(CaDer());
+  auto before = iot("ca-status", "status");
+  ASSERT_EQ(before.exit_code, 0) << before.output;
+  EXPECT_THAT(before.output, HasSubstr("not registered\ncertificate_id: " + id + "\n"));
+  auto deactivate_unregistered = iot("deactivate-ca", "status");
+  EXPECT_EQ(deactivate_unregistered.exit_code, 1);
+  EXPECT_THAT(deactivate_unregistered.output, HasSubstr("NOT_FOUND"));
+  EXPECT_THAT(deactivate_unregistered.output, HasSubstr("ResourceNotFoundException"));
+
+  ASSERT_EQ(RegisterCa({"--target", "status", "--mode", "sni-only"}).exit_code, 0);
+  auto deactivated = iot("deactivate-ca", "status");
+  ASSERT_EQ(deactivated.exit_code, 0) << deactivated.output;
+  EXPECT_THAT(deactivated.output, HasSubstr("registered\ncertificate_id: " + id + "\n"));
+  EXPECT_THAT(deactivated.output, HasSubstr("status: INACTIVE\n"));
+  EXPECT_EQ(status_->State()["caCertificates"][0]["status"], "INACTIVE");
+  auto status = iot("ca-status", "status");
+  EXPECT_THAT(status.output, HasSubstr("status: INACTIVE\nmode: SNI_ONLY\n"));
+  auto activated = iot("activate-ca", "status");
+  ASSERT_EQ(activated.exit_code, 0) << activated.output;
+  EXPECT_THAT(activated.output, HasSubstr("status: ACTIVE\n"));
+  EXPECT_EQ(status_->State()["caCertificates"][0]["status"], "ACTIVE");
 }
 
 }  // namespace

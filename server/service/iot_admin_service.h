@@ -1,10 +1,12 @@
 // IotAdminService: the IotAdministration gRPC service (proto/linesign/v1/iot.proto) — registering the issuing CA
-// with AWS IoT. Admission as AdminService's (authenticated administrator); the work (AWS calls, the verification
+// with AWS IoT, its status, activating and deactivating it. Admission as AdminService's (authenticated administrator); the work (AWS calls, the verification
 // certificate through the batch signer) runs on the administrators' BoundedExecutor, never on a callback thread.
 #ifndef LINESIGN_SERVER_SERVICE_IOT_ADMIN_SERVICE_H_
 #define LINESIGN_SERVER_SERVICE_IOT_ADMIN_SERVICE_H_
 
 #include <string>
+
+#include "absl/functional/any_invocable.h"
 
 #include "common/clock.h"
 #include "linesign/v1/iot.grpc.pb.h"
@@ -37,8 +39,18 @@ class IotAdminService final : public v1::IotAdministration::CallbackService {
   grpc::ServerUnaryReactor* RegisterCaCertificate(grpc::CallbackServerContext* context,
                                                   const v1::RegisterCaCertificateRequest* request,
                                                   v1::RegisterCaCertificateResponse* response) override;
+  grpc::ServerUnaryReactor* GetCaStatus(grpc::CallbackServerContext* context, const v1::CaStatusRequest* request,
+                                        v1::CaStatus* response) override;
+  grpc::ServerUnaryReactor* SetCaStatus(grpc::CallbackServerContext* context, const v1::CaStatusRequest* request,
+                                        v1::CaStatus* response) override;
 
  private:
+  // Run admits the caller (administrator) for `rpc`, refuses with `precheck` when it is not OK, then runs `work`
+  // (given the caller's identity) on the executor, bracketed by the drain tracker, and finishes `reactor` with
+  // its status, counted and audited.
+  void Run(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor, Rpc rpc, absl::Status precheck,
+           absl::AnyInvocable<absl::Status(const std::string&) &&> work);
+
   const Parts p_;
 };
 

@@ -26,6 +26,10 @@ const char* RpcName(Rpc rpc) {
       return "ListCertificates";
     case Rpc::kRegisterIotCa:
       return "RegisterCaCertificate";
+    case Rpc::kGetIotCaStatus:
+      return "GetCaStatus";
+    case Rpc::kSetIotCaStatus:
+      return "SetCaStatus";
     case Rpc::kCount:
       break;
   }

@@ -29,6 +29,8 @@ enum class Rpc {
   kGetStats,
   kListCertificates,
   kRegisterIotCa,  // IotAdministration.RegisterCaCertificate
+  kGetIotCaStatus,  // IotAdministration.GetCaStatus
+  kSetIotCaStatus,  // IotAdministration.SetCaStatus
   kCount
 };
 const char* RpcName(Rpc rpc);
