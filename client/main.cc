@@ -12,6 +12,7 @@
 
 #include "CLI/CLI.hpp"
 #include "client/connect.h"
+#include "client/iot_commands.h"
 #include "client/keygen.h"
 #include "client/lifecycle_commands.h"
 #include "client/output.h"
@@ -122,6 +123,17 @@ int main(int argc, char** argv) {
   auto* stats = app.add_subcommand("stats", "Administrators: print the server's counters");
   AddConnectionOptions(stats, &server, &tls);
 
+  auto* iot = app.add_subcommand("iot", "Administrators: AWS IoT Core registration");
+  iot->require_subcommand(1);
+  linesign::client::RegisterCaOptions register_ca_options;
+  auto* register_ca = linesign::client::AddRegisterCaCommand(iot, &register_ca_options);
+  AddConnectionOptions(register_ca, &server, &tls);
+  linesign::client::CaStatusCommands ca_status;
+  linesign::client::AddCaStatusCommands(iot, &ca_status);
+  for (CLI::App* cmd : {ca_status.status, ca_status.activate, ca_status.deactivate}) {
+    AddConnectionOptions(cmd, &server, &tls);
+  }
+
   std::string list_profile, list_station, issued_after, issued_before, expiring_before;
   uint32_t page_size = 100;
   bool all_pages = false;
@@ -176,6 +188,10 @@ int main(int argc, char** argv) {
   auto stub = linesign::v1::CertificateAuthority::NewStub(channel);
   auto admin = linesign::v1::Administration::NewStub(channel);
   if (auto code = linesign::client::RunLifecycleCommand(lifecycle, admin.get(), timeout_s)) return *code;
+  if (*register_ca) return linesign::client::RunRegisterCa(register_ca_options, channel);
+  if (*ca_status.status || *ca_status.activate || *ca_status.deactivate) {
+    return linesign::client::RunCaStatus(ca_status, channel);
+  }
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(timeout_s));
   if (*chain) {

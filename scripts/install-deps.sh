@@ -14,7 +14,9 @@ PACKAGES=(
   libsqlite3-dev sqlite3                          # the embedded store
   libyaml-cpp-dev libcli11-dev                    # configuration file, command lines
   libre2-dev                                      # linear-time patterns: access rules, profile value rules
-  nlohmann-json3-dev                              # the JSON-lines audit log
+  nlohmann-json3-dev                              # the JSON-lines audit log; AWS IoT REST-JSON bodies
+  libcurl4-openssl-dev                            # the AWS IoT client's HTTPS (keep-alive, timeouts, bounded pool)
+  awscli                                          # tests: the real AWS CLI proves the fake AWS IoT is faithful
   libjemalloc-dev                                 # the allocator of the server and the load generator
   gnutls-bin                                      # certtool: an independent verifier used by the tests
   python3-cryptography                            # a strict third parser of every certificate the tests issue

@@ -16,10 +16,12 @@
 #include "absl/time/clock.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/openssl_util.h"
 #include "common/status_macros.h"
 #include "hsm/open_signer.h"
 #include "server/config/config.h"
 #include "server/observability/status_page.h"
+#include "server/iot/iot_config.h"
 
 namespace linesign {
 
@@ -204,6 +206,16 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
         metrics::Type::kGauge, {}, [crl, clock](const metrics::Emit& emit) {
           if (auto h = crl->CurrentHeader(); h.ok()) emit({}, absl::ToDoubleSeconds(h->next_update - clock->Now()));
         });
+    s->metrics_->AddStatusValue("crl_age_seconds", [crl, clock]() -> std::optional<double> {
+      auto h = crl->CurrentHeader();
+      if (!h.ok()) return std::nullopt;
+      return absl::ToDoubleSeconds(clock->Now() - h->this_update);
+    });
+    s->metrics_->AddStatusValue("crl_next_update_seconds", [crl, clock]() -> std::optional<double> {
+      auto h = crl->CurrentHeader();
+      if (!h.ok()) return std::nullopt;
+      return absl::ToDoubleSeconds(h->next_update - clock->Now());
+    });
     s->metrics_->registry()->AddCallback(
         "linesign_crl_number", "The current CRL's number.", metrics::Type::kGauge, {},
         [crl](const metrics::Emit& emit) {
@@ -247,8 +259,8 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
       .issuer_id = s->ca_.issuer_id, .authenticator = s->authenticator_.get(), .access = s->access_.get(),
       .reader = s->store_.get(), .queued = [signer = s->batch_signer_.get()] { return signer->queued(); },
       .counters = s->counters_.get(), .drain = s->drain_.get(), .executor = s->admin_executor_.get(),
-      .clock = clock, .revocations = s->store_.get(), .chain_pem = s->ca_.chain_pem, .profiles = &s->profiles_, .renewer = s->renewer_.get(),
-      .signer = s->batch_signer_.get(), .watchers = s->watchers_.get(),
+      .clock = clock, .revocations = s->store_.get(), .chain_pem = s->ca_.chain_pem, .profiles = &s->profiles_,
+      .renewer = s->renewer_.get(), .signer = s->batch_signer_.get(), .watchers = s->watchers_.get(),
       .station_access = s->access_.get()});
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);
@@ -257,6 +269,12 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
       lifecycle::RenewalScanner::Options{.interval = absl::Milliseconds(c.renewal().scan_interval_ms()),
                                          .batch = static_cast<int>(c.renewal().batch()),
                                          .owner = absl::StrCat(host, ":", getpid(), ":renewal")}));
+  LINESIGN_ASSIGN_OR_RETURN(s->iot_targets_, iot::IotTargets::Create(c.iot(), iot::ProcessEnvironment(), clock));
+  s->iot_admin_ = std::make_unique<service::IotAdminService>(service::IotAdminService::Parts{
+      .ca_der = CertificateDer(s->ca_.certificate.get()), .targets = s->iot_targets_.get(),
+      .signer = s->batch_signer_.get(), .authenticator = s->authenticator_.get(), .access = s->access_.get(),
+      .counters = s->counters_.get(), .drain = s->drain_.get(), .executor = s->admin_executor_.get(),
+      .clock = clock});
 
   s->health_ =
       std::make_unique<observability::HealthService>(s->authenticator_.get(), s->audit_.get(), s->clock_);
@@ -276,6 +294,8 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
   s->metrics_->WatchHealth(s->health_monitor_);
   s->tasks_->Start(s->metrics_->StoreStatsTask(s->store_.get(), kStoreStatsEvery));
 
+  for (const std::string& warning : iot::IotConfigWarnings(c)) LogWarning(warning);
+
   // gRPC's own health service would answer without a client certificate: ours (registered below) requires one.
   grpc::EnableDefaultHealthCheckService(false);
   // Reflection cannot be put behind the client-certificate check: it is off unless the configuration asks.
@@ -292,6 +312,7 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(s->service_.get());
   builder.RegisterService(s->admin_.get());
+  builder.RegisterService(s->iot_admin_.get());
   builder.RegisterService(s->health_.get());
   builder.SetMaxReceiveMessageSize(1 << 20);
   // What gRPC 1.51 offers to bound connections (it has no cap on their number): calls per connection, a

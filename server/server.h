@@ -11,6 +11,7 @@
 #include "common/clock.h"
 #include "hsm/signer.h"
 #include "linesign/v1/config.pb.h"
+#include "server/iot/iot_targets.h"
 #include "server/issuance/batch_signer.h"
 #include "server/lifecycle/renewal.h"
 #include "server/service/event_watch.h"
@@ -23,6 +24,7 @@
 #include "server/service/admin_service.h"
 #include "server/service/bounded_executor.h"
 #include "server/service/drain_tracker.h"
+#include "server/service/iot_admin_service.h"
 #include "server/service/request_checker.h"
 #include "server/service/rpc_counters.h"
 #include "server/service/station_service.h"
@@ -102,6 +104,8 @@ class LinesignServer {
   std::unique_ptr<service::EventWatchers> watchers_;
   std::unique_ptr<service::StationService> service_;
   std::unique_ptr<service::AdminService> admin_;
+  std::unique_ptr<iot::IotTargets> iot_targets_;
+  std::unique_ptr<service::IotAdminService> iot_admin_;
   std::unique_ptr<observability::HealthService> health_;
   observability::HealthMonitor* health_monitor_ = nullptr;  // owned by tasks_
   // After everything the tasks use: destroyed (stopped) first.

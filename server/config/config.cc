@@ -26,6 +26,7 @@
 #include "hsm/pkcs11_uri.h"
 #include "re2/re2.h"
 #include "server/auth/station_credential.h"
+#include "server/iot/iot_config.h"
 
 namespace linesign::config {
 
@@ -586,6 +587,7 @@ absl::Status Validate(const v1::ServerConfig& c) {
   LINESIGN_RETURN_IF_ERROR(ValidateTls(c));
   LINESIGN_RETURN_IF_ERROR(ValidateAccess(c));
   LINESIGN_RETURN_IF_ERROR(ValidateHttp(c));
+  LINESIGN_RETURN_IF_ERROR(iot::ValidateIotConfig(c));
   return absl::OkStatus();
 }
 

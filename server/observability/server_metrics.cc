@@ -420,7 +420,17 @@ std::string ServerMetrics::StatusJson(const HealthMonitor* health) {
     for (const auto& b : s.outbox) outbox[ToValidUtf8(b.kind)] = b.pending;
   });
   j["outbox"] = std::move(outbox);
+  nlohmann::json values = nlohmann::json::object();
+  for (const auto& [key, read] : status_values_) {
+    std::optional<double> v = read();
+    values[key] = v.has_value() ? nlohmann::json(*v) : nlohmann::json(nullptr);
+  }
+  j["values"] = std::move(values);
   return j.dump();
+}
+
+void ServerMetrics::AddStatusValue(std::string key, std::function<std::optional<double>()> read) {
+  status_values_.emplace_back(std::move(key), std::move(read));
 }
 
 }  // namespace linesign::observability

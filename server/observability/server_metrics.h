@@ -14,8 +14,10 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "hsm/signer.h"
@@ -67,6 +69,9 @@ class ServerMetrics final : public issuance::BatchSigner::Observer, public servi
   // refusals, refusals by reason, the latency histogram's buckets (the page computes percentiles over its own
   // window), queue depth, health and the outbox.
   std::string StatusJson(const HealthMonitor* health);
+  // AddStatusValue adds a number other components own to StatusJson's "values", under `key`, read at each call
+  // (nullopt: null), e.g. the CRL's age. Call before the HTTP listener serves.
+  void AddStatusValue(std::string key, std::function<std::optional<double>()> read);
 
   // The expiry distribution's bounds, in days.
   static const std::vector<int>& ExpiryBoundDays();
@@ -88,6 +93,7 @@ class ServerMetrics final : public issuance::BatchSigner::Observer, public servi
   metrics::Histogram* commit_latency_;
   metrics::Counter* commit_failures_;
   std::shared_ptr<StoreStats> store_stats_;
+  std::vector<std::pair<std::string, std::function<std::optional<double>()>>> status_values_;
 };
 
 }  // namespace linesign::observability

@@ -33,7 +33,8 @@ constexpr const char kPage[] = R"html(<!doctype html>
   <div class="tile"><div>latency p50 / p95 / p99 (last minute)</div><div class="v" id="latency">…</div></div>
   <div class="tile"><div>queue depth</div><div class="v" id="queue">…</div></div>
   <div class="tile"><div>HSM signatures in progress</div><div class="v" id="hsm">…</div></div>
-  <div class="tile"><div>outbox</div><div class="v" id="outbox">…</div></div>
+  <div class="tile"><div>outbox (renewal: renewals waiting)</div><div class="v" id="outbox">…</div></div>
+  <div class="tile"><div>CRL age / next update in</div><div class="v" id="crl">…</div></div>
 </div>
 <canvas id="chart" width="900" height="260"></canvas>
 <div class="small">certificates per second, last 5 minutes (one point a second)</div>
@@ -113,6 +114,12 @@ async function poll() {
     const outbox = Object.entries(s.outbox);
     document.getElementById("outbox").textContent =
         outbox.length === 0 ? "0" : outbox.map(([k, v]) => k + " " + v).join(", ");
+    const age = s.values.crl_age_seconds, next = s.values.crl_next_update_seconds;
+    const dur = x => x === null || x === undefined ? "–" : Math.abs(x) < 120 ? x.toFixed(0) + " s"
+        : Math.abs(x) < 7200 ? (x / 60).toFixed(0) + " min" : (x / 3600).toFixed(1) + " h";
+    const crl = document.getElementById("crl");
+    crl.textContent = dur(age) + " / " + dur(next);
+    crl.className = "v " + (next !== null && next !== undefined && next < 86400 ? "bad" : "");
     if (history.length >= 2) {
       const a = history[history.length - 2], b = history[history.length - 1];
       state.lastRate = b.t > a.t ? (b.issued - a.issued) / (b.t - a.t) : 0;

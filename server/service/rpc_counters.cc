@@ -35,6 +35,12 @@ const char* RpcName(Rpc rpc) {
       return "RekeyCertificate";
     case Rpc::kWatchEvents:
       return "WatchEvents";
+    case Rpc::kRegisterIotCa:
+      return "RegisterCaCertificate";
+    case Rpc::kGetIotCaStatus:
+      return "GetCaStatus";
+    case Rpc::kSetIotCaStatus:
+      return "SetCaStatus";
     case Rpc::kCount:
       break;
   }

@@ -36,6 +36,9 @@ enum class Rpc {
   kRenewCertificate,
   kRekeyCertificate,
   kWatchEvents,
+  kRegisterIotCa,  // IotAdministration.RegisterCaCertificate
+  kGetIotCaStatus,  // IotAdministration.GetCaStatus
+  kSetIotCaStatus,  // IotAdministration.SetCaStatus
   kCount
 };
 const char* RpcName(Rpc rpc);

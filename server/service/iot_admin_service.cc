@@ -1,0 +1,136 @@
+#include "server/service/iot_admin_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "server/iot/aws_error.h"
+#include "server/iot/ca_registration.h"
+#include "server/iot/sigv4.h"
+#include "server/iot/verification_certificate.h"
+#include "server/service/peer.h"
+
+namespace linesign::service {
+namespace {
+
+absl::Status FillStatus(const iot::IotApi& api, const std::string& id, v1::CaStatus* out) {
+  absl::StatusOr<iot::CaCertificateDescription> d = api.DescribeCaCertificate(id);
+  out->set_certificate_id(id);
+  if (!d.ok()) {
+    if (iot::ClassifyAwsError(d.status()) == iot::AwsErrorKind::kNotFound) return absl::OkStatus();
+    return d.status();
+  }
+  out->set_registered(true);
+  out->set_certificate_arn(d->certificate_arn);
+  out->set_status(d->status);
+  out->set_mode(d->certificate_mode);
+  out->set_auto_registration_status(d->auto_registration_status);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void IotAdminService::Run(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor, Rpc rpc,
+                          absl::Status precheck, absl::AnyInvocable<absl::Status(const std::string&) &&> work) {
+  CallInfo call{"", context->peer(), "", ""};
+  absl::StatusOr<std::string> identity = Authenticate(*p_.authenticator, context, p_.clock->Now());
+  absl::Status allowed = identity.status();
+  if (identity.ok()) {
+    call.identity = *identity;
+    allowed = p_.access->AllowAdmin(*identity, RpcName(rpc));
+  }
+  if (allowed.ok()) allowed = precheck;
+  if (!allowed.ok()) {
+    reactor->Finish(p_.counters->Refused(rpc, call, allowed));
+    return;
+  }
+  // These calls change AWS (and may record a certificate): like signing, they are refused once draining starts.
+  if (!p_.drain->Enter(/*even_when_draining=*/false)) {
+    reactor->Finish(p_.counters->Refused(rpc, call, absl::UnavailableError("server is shutting down; retry later")));
+    return;
+  }
+  auto task = [this, reactor, rpc, call, work = std::move(work)]() mutable {
+    absl::Status st = std::move(work)(call.identity);
+    if (st.ok()) {
+      p_.counters->Answered(rpc);
+      reactor->Finish(grpc::Status::OK);
+    } else {
+      reactor->Finish(p_.counters->Refused(rpc, call, st));
+    }
+    p_.drain->Leave();
+  };
+  if (!p_.executor->TrySubmit(std::move(task))) {
+    p_.drain->Leave();
+    reactor->Finish(p_.counters->Refused(
+        rpc, call, absl::ResourceExhaustedError("too many administrative calls in progress; retry in a moment")));
+  }
+}
+
+grpc::ServerUnaryReactor* IotAdminService::RegisterCaCertificate(grpc::CallbackServerContext* context,
+                                                                 const v1::RegisterCaCertificateRequest* request,
+                                                                 v1::RegisterCaCertificateResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  iot::CaRegistrationOptions options{.set_as_active = !request->no_activate(),
+                                     .allow_auto_registration = request->allow_auto_registration()};
+  absl::Status precheck;
+  switch (request->mode()) {
+    case v1::RegisterCaCertificateRequest::MODE_DEFAULT:
+      options.mode = iot::CertificateMode::kDefault;
+      break;
+    case v1::RegisterCaCertificateRequest::MODE_SNI_ONLY:
+      options.mode = iot::CertificateMode::kSniOnly;
+      break;
+    default:
+      precheck = absl::InvalidArgumentError("mode must be MODE_DEFAULT or MODE_SNI_ONLY");
+  }
+  Run(context, reactor, Rpc::kRegisterIotCa, precheck,
+      [this, options, response, target = request->target()](const std::string& identity) -> absl::Status {
+        LINESIGN_ASSIGN_OR_RETURN(const iot::IotApi* api, p_.targets->Find(target));
+        auto issue = [&](const std::string& code) {
+          return iot::IssueVerificationCertificate(*p_.signer, code, identity);
+        };
+        LINESIGN_ASSIGN_OR_RETURN(iot::CaRegistrationResult r, iot::RegisterCa(*api, p_.ca_der, options, issue));
+        response->set_already_registered(r.already_registered);
+        response->set_certificate_id(r.certificate_id);
+        response->set_certificate_arn(r.certificate_arn);
+        response->set_status(r.status);
+        response->set_mode(r.mode);
+        response->set_auto_registration_status(r.auto_registration_status);
+        response->set_verification_serial_hex(r.verification_serial_hex);
+        LogInfo("iot target '", target, "': CA ", r.certificate_id,
+                r.already_registered ? " already registered" : " registered", " (", r.mode, ", ", r.status, ") by ",
+                identity,
+                r.verification_serial_hex.empty()
+                    ? ""
+                    : absl::StrCat(", verification certificate ", r.verification_serial_hex));
+        return absl::OkStatus();
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* IotAdminService::GetCaStatus(grpc::CallbackServerContext* context,
+                                                       const v1::CaStatusRequest* request, v1::CaStatus* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Run(context, reactor, Rpc::kGetIotCaStatus, absl::OkStatus(),
+      [this, response, target = request->target()](const std::string&) -> absl::Status {
+        LINESIGN_ASSIGN_OR_RETURN(const iot::IotApi* api, p_.targets->Find(target));
+        return FillStatus(*api, iot::HexSha256(p_.ca_der), response);
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* IotAdminService::SetCaStatus(grpc::CallbackServerContext* context,
+                                                       const v1::CaStatusRequest* request, v1::CaStatus* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Run(context, reactor, Rpc::kSetIotCaStatus, absl::OkStatus(),
+      [this, response, target = request->target(), active = request->active()](const std::string& identity)
+          -> absl::Status {
+        LINESIGN_ASSIGN_OR_RETURN(const iot::IotApi* api, p_.targets->Find(target));
+        const std::string id = iot::HexSha256(p_.ca_der);
+        LINESIGN_RETURN_IF_ERROR(api->UpdateCaCertificate(id, active ? "ACTIVE" : "INACTIVE", std::nullopt));
+        LogInfo("iot target '", target, "': CA ", id, " set ", active ? "ACTIVE" : "INACTIVE", " by ", identity);
+        return FillStatus(*api, id, response);
+      });
+  return reactor;
+}
+
+}  // namespace linesign::service

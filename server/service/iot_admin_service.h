@@ -1,0 +1,59 @@
+// IotAdminService: the IotAdministration gRPC service (proto/linesign/v1/iot.proto) — registering the issuing CA
+// with AWS IoT, its status, activating and deactivating it. Admission as AdminService's (authenticated administrator); the work (AWS calls, the verification
+// certificate through the batch signer) runs on the administrators' BoundedExecutor, never on a callback thread.
+#ifndef LINESIGN_SERVER_SERVICE_IOT_ADMIN_SERVICE_H_
+#define LINESIGN_SERVER_SERVICE_IOT_ADMIN_SERVICE_H_
+
+#include <string>
+
+#include "absl/functional/any_invocable.h"
+
+#include "common/clock.h"
+#include "linesign/v1/iot.grpc.pb.h"
+#include "server/auth/access_policy.h"
+#include "server/auth/authenticator.h"
+#include "server/issuance/batch_signer.h"
+#include "server/iot/iot_targets.h"
+#include "server/service/bounded_executor.h"
+#include "server/service/drain_tracker.h"
+#include "server/service/rpc_counters.h"
+
+namespace linesign::service {
+
+class IotAdminService final : public v1::IotAdministration::CallbackService {
+ public:
+  // Everything is borrowed and must outlive the service.
+  struct Parts {
+    std::string ca_der;  // the issuing CA certificate, the one registered
+    const iot::IotTargets* targets;
+    issuance::BatchSigner* signer;  // issues the verification certificate
+    const auth::Authenticator* authenticator;
+    const auth::AccessPolicy* access;
+    RpcCounters* counters;
+    DrainTracker* drain;
+    BoundedExecutor* executor;
+    const Clock* clock;
+  };
+  explicit IotAdminService(Parts parts) : p_(std::move(parts)) {}
+
+  grpc::ServerUnaryReactor* RegisterCaCertificate(grpc::CallbackServerContext* context,
+                                                  const v1::RegisterCaCertificateRequest* request,
+                                                  v1::RegisterCaCertificateResponse* response) override;
+  grpc::ServerUnaryReactor* GetCaStatus(grpc::CallbackServerContext* context, const v1::CaStatusRequest* request,
+                                        v1::CaStatus* response) override;
+  grpc::ServerUnaryReactor* SetCaStatus(grpc::CallbackServerContext* context, const v1::CaStatusRequest* request,
+                                        v1::CaStatus* response) override;
+
+ private:
+  // Run admits the caller (administrator) for `rpc`, refuses with `precheck` when it is not OK, then runs `work`
+  // (given the caller's identity) on the executor, bracketed by the drain tracker, and finishes `reactor` with
+  // its status, counted and audited.
+  void Run(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor, Rpc rpc, absl::Status precheck,
+           absl::AnyInvocable<absl::Status(const std::string&) &&> work);
+
+  const Parts p_;
+};
+
+}  // namespace linesign::service
+
+#endif  // LINESIGN_SERVER_SERVICE_IOT_ADMIN_SERVICE_H_
