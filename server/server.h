@@ -13,6 +13,7 @@
 #include "linesign/v1/config.pb.h"
 #include "server/issuance/batch_signer.h"
 #include "server/lifecycle/renewal.h"
+#include "server/lifecycle/webhook.h"
 #include "server/service/event_watch.h"
 #include "server/observability/health_monitor.h"
 #include "server/observability/health_service.h"
