@@ -107,7 +107,15 @@ absl::Status WebhookSender::Post(const store::Event& event) {
   if (!secret_.empty()) headers.emplace("X-Linesign-Signature", Signature(secret_, body));
   const std::string where = absl::StrCat("webhook: POST event ", event.id, " to ", url_.origin(), url_.path);
   httplib::Result res = client_->Post(url_.path, headers, body, "application/json");
-  if (!res) return absl::UnavailableError(absl::StrCat(where, ": ", httplib::to_string(res.error())));
+  if (!res) {
+    const httplib::Error error = res.error();
+    const std::string why = error == httplib::Error::Connection ? "cannot connect"
+                            : error == httplib::Error::Read
+                                ? absl::StrCat("no answer within ", absl::FormatDuration(options_.timeout))
+                            : error == httplib::Error::Write ? "cannot send the request"
+                                                             : httplib::to_string(error);
+    return absl::UnavailableError(absl::StrCat(where, ": ", why));
+  }
   const int status = res->status;
   if (status >= 200 && status < 300) return absl::OkStatus();
   if (status >= 400 && status < 500 && status != 408 && status != 429) {
