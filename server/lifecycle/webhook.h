@@ -64,7 +64,7 @@ class WebhookSender final : public tasks::BackgroundTask {
   std::string_view name() const override { return "webhook"; }
   absl::Duration interval() const override { return options_.interval; }
   // RunOnce takes (or renews) the lease and, when it holds it and no pause is running, delivers up to
-  // kReadBatch events after the stored cursor. A failed delivery is returned (the runner logs it, rate-limited)
+  // kReadBatch events after the stored cursor (fewer when the answers took more than `timeout` in all). A failed delivery is returned (the runner logs it, rate-limited)
   // after the pause before its retry is set. The runner's first round, on the server's starting thread, only
   // returns: a slow receiver must not hold up the start. `now` is not used (see `clock`).
   absl::Status RunOnce(absl::Time now) override;
