@@ -5,6 +5,7 @@
 #include <httplib.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <fstream>
 #include <mutex>
 #include <thread>
@@ -65,9 +66,10 @@ class WebhookE2eTest : public ::testing::Test {
       {
         std::lock_guard<std::mutex> lock(mu_);
         n = count_++;
-        r.answered = n == 3 ? -1 : n % 3 == 2 ? 500 : 200;
+        r.answered = always_ok_ ? 200 : n == 3 ? -1 : n % 3 == 2 ? 500 : 200;
         received_.push_back(r);
       }
+      if (always_ok_) return;  // 200
       if (n == 3) std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // past the 300 ms timeout
       res.status = n % 3 == 2 ? 500 : 200;
     });
@@ -78,12 +80,14 @@ class WebhookE2eTest : public ::testing::Test {
     chmod(secret_file_.c_str(), 0600);
   }
   void TearDown() override {
+    other_.reset();
     linesign_.reset();
     server_.stop();
     thread_.join();
   }
 
-  void StartServer() {
+  // StartServer starts a server (into linesign_, or `into` for a second one) on the test's database.
+  void StartServer(std::unique_ptr<LinesignServer>* into = nullptr) {
     v1::ServerConfig c = ca_->Config(dir_ + "/linesign.db");
     c.mutable_events()->set_poll_interval_ms(20);
     auto* w = c.mutable_events()->mutable_webhook();
@@ -93,11 +97,12 @@ class WebhookE2eTest : public ::testing::Test {
     w->set_secret_file(secret_file_);
     auto s = LinesignServer::Start(c);
     ASSERT_TRUE(s.ok()) << s.status();
-    linesign_ = *std::move(s);
+    (into != nullptr ? *into : linesign_) = *std::move(s);
   }
 
-  std::string Sign(const std::string& cn) {
-    auto stub = v1::CertificateAuthority::NewStub(ca_->Channel(linesign_->address(), "station-1"));
+  std::string Sign(const std::string& cn, LinesignServer* via = nullptr) {
+    auto stub = v1::CertificateAuthority::NewStub(
+        ca_->Channel((via != nullptr ? via : linesign_.get())->address(), "station-1"));
     v1::SignCsrRequest req;
     req.set_csr_der(testing::Csr("ec-p256", "/CN=" + cn, {"DNS:" + cn + ".example"}));
     req.set_profile("server");
@@ -145,6 +150,8 @@ class WebhookE2eTest : public ::testing::Test {
   int count_ = 0;                   // guarded by mu_
   std::vector<Received> received_;  // guarded by mu_
   std::unique_ptr<LinesignServer> linesign_;
+  std::unique_ptr<LinesignServer> other_;
+  std::atomic<bool> always_ok_{false};  // the receiver acknowledges every request
 };
 
 testing::TestCa* WebhookE2eTest::ca_ = nullptr;
@@ -187,6 +194,25 @@ TEST_F(WebhookE2eTest, EveryEventArrivesInOrderAcrossARestartWhileTheReceiverFai
   }
   // The receiver failed (every third request, one stall) and the server retried.
   EXPECT_GT(got.size(), log.size());
+}
+
+// Two servers on one database file: both follow the log, one holds the delivery lease, so with a receiver that
+// acknowledges everything each event arrives exactly once, in log order, whichever server issued it.
+TEST_F(WebhookE2eTest, TwoServersOnOneDatabaseDeliverEachEventOnce) {
+  always_ok_ = true;
+  StartServer();
+  StartServer(&other_);
+  ASSERT_NE(linesign_, nullptr);
+  ASSERT_NE(other_, nullptr);
+  for (int i = 0; i < 6; ++i) Sign(absl::StrCat("TWIN", i), i % 2 == 0 ? linesign_.get() : other_.get());
+  std::vector<store::Event> log = Log();
+  ASSERT_EQ(log.size(), 6u);
+  ASSERT_TRUE(WaitForAck(log.back().id));
+  std::vector<int64_t> got;
+  for (const auto& r : received()) got.push_back(r.cursor);
+  std::vector<int64_t> ids;
+  for (const auto& e : log) ids.push_back(e.id);
+  EXPECT_EQ(got, ids);
 }
 
 }  // namespace
