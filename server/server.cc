@@ -275,6 +275,34 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
       .signer = s->batch_signer_.get(), .authenticator = s->authenticator_.get(), .access = s->access_.get(),
       .counters = s->counters_.get(), .drain = s->drain_.get(), .executor = s->admin_executor_.get(),
       .clock = clock});
+  // The event webhook (events.webhook): follows the log by a cursor kept in the store; real time for its pauses
+  // and lease (see webhook.h).
+  if (c.events().has_webhook()) {
+    const v1::WebhookConfig& w = c.events().webhook();
+    auto sender = lifecycle::WebhookSender::Create(
+        s->store_.get(), s->store_.get(),
+        lifecycle::WebhookSender::Options{
+            .url = w.url(), .timeout = absl::Milliseconds(w.timeout_ms()),
+            .max_backoff = absl::Milliseconds(w.max_backoff_ms()), .secret_file = w.secret_file(),
+            .owner = absl::StrCat(host, ":", getpid(), ":", reinterpret_cast<uintptr_t>(s.get()), ":webhook"),
+            .interval = absl::Milliseconds(c.events().poll_interval_ms())});
+    if (!sender.ok()) return sender.status();
+    const lifecycle::WebhookSender* hook = sender->get();
+    s->metrics_->registry()->AddCallback(
+        "linesign_webhook_cursor_lag_events",
+        "Events after the webhook's stored cursor not yet acknowledged, as this server last read them (at most "
+        "100).",
+        metrics::Type::kGauge, {}, [hook](const metrics::Emit& emit) { emit({}, static_cast<double>(hook->lag())); });
+    s->metrics_->registry()->AddCallback(
+        "linesign_webhook_delivered_total", "Events this server POSTed and saw acknowledged (2xx).",
+        metrics::Type::kCounter, {},
+        [hook](const metrics::Emit& emit) { emit({}, static_cast<double>(hook->delivered())); });
+    s->metrics_->registry()->AddCallback(
+        "linesign_webhook_failures_total", "Webhook POSTs that failed (no connection, timeout, non-2xx) and are retried.",
+        metrics::Type::kCounter, {},
+        [hook](const metrics::Emit& emit) { emit({}, static_cast<double>(hook->failed())); });
+    s->tasks_->Start(*std::move(sender));
+  }
 
   s->health_ =
       std::make_unique<observability::HealthService>(s->authenticator_.get(), s->audit_.get(), s->clock_);

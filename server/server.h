@@ -14,6 +14,7 @@
 #include "server/iot/iot_targets.h"
 #include "server/issuance/batch_signer.h"
 #include "server/lifecycle/renewal.h"
+#include "server/lifecycle/webhook.h"
 #include "server/service/event_watch.h"
 #include "server/observability/health_monitor.h"
 #include "server/observability/health_service.h"

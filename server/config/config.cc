@@ -27,6 +27,7 @@
 #include "re2/re2.h"
 #include "server/auth/station_credential.h"
 #include "server/iot/iot_config.h"
+#include "server/lifecycle/webhook_url.h"
 
 namespace linesign::config {
 
@@ -463,6 +464,11 @@ void ApplyDefaults(v1::ServerConfig* config) {
   auto* e = config->mutable_events();
   if (e->max_watchers() == 0) e->set_max_watchers(16);
   if (e->poll_interval_ms() == 0) e->set_poll_interval_ms(200);
+  if (e->has_webhook()) {
+    auto* w = e->mutable_webhook();
+    if (w->timeout_ms() == 0) w->set_timeout_ms(5000);
+    if (w->max_backoff_ms() == 0) w->set_max_backoff_ms(60000);
+  }
 }
 
 namespace {
@@ -551,6 +557,20 @@ absl::Status Validate(const v1::ServerConfig& c) {
   }
   if (c.events().poll_interval_ms() < 10 || c.events().poll_interval_ms() > 60000) {
     return FieldError("events.poll_interval_ms", "must be 10 to 60000");
+  }
+  if (c.events().has_webhook()) {
+    const auto& w = c.events().webhook();
+    if (w.url().empty()) return FieldError("events.webhook.url", "required");
+    if (auto url = lifecycle::ParseWebhookUrl(w.url()); !url.ok()) {
+      return FieldError("events.webhook.url", url.status().message());
+    }
+    if (w.timeout_ms() < 100 || w.timeout_ms() > 60000) {
+      return FieldError("events.webhook.timeout_ms", "must be 100 to 60000");
+    }
+    if (w.max_backoff_ms() < 100 || w.max_backoff_ms() > 3600000) {
+      return FieldError("events.webhook.max_backoff_ms", "must be 100 to 3600000");
+    }
+    if (!w.secret_file().empty()) LINESIGN_RETURN_IF_ERROR(CheckPrivate("events.webhook.secret_file", w.secret_file()));
   }
   if (c.health_check_interval_ms() < 100 || c.health_check_interval_ms() > 60000) {
     return FieldError("health_check_interval_ms", "must be 100 to 60000");

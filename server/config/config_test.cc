@@ -161,6 +161,22 @@ TEST(ConfigTest, ValidationErrorsNameTheField) {
       {"access: [{identity: a}, {identity_pattern: 'line('}]\n", "access[1].identity_pattern: bad RE2"},
       {"access: [{identity: a, profiles: [nope]}]\n", "access[0].profiles: unknown profile 'nope'"},
       {"access: [{identity: a, rate_per_second: -1}]\n", "access[0].rate_per_second: must be 0"},
+      {"events: {webhook: {timeout_ms: 1000}}\n", "events.webhook.url: required"},
+      {"events: {webhook: {url: 'ftp://hooks.example/in'}}\n",
+       "events.webhook.url: 'ftp://hooks.example/in' must start with http:// or https://"},
+      {"events: {webhook: {url: 'http:///in'}}\n", "events.webhook.url: 'http:///in' has no host"},
+      {"events: {webhook: {url: 'http://hooks.example:70000/in'}}\n",
+       "events.webhook.url: port '70000' is not 1 to 65535"},
+      {"events: {webhook: {url: 'https://u:pw@hooks.example/in'}}\n",
+       "events.webhook.url: user information (user:password@) is not allowed"},
+      {"events: {webhook: {url: 'http://hooks.example/in', timeout_ms: 50}}\n",
+       "events.webhook.timeout_ms: must be 100 to 60000"},
+      {"events: {webhook: {url: 'http://hooks.example/in', max_backoff_ms: 3600001}}\n",
+       "events.webhook.max_backoff_ms: must be 100 to 3600000"},
+      {"events: {webhook: {url: 'http://hooks.example/in', secret_file: /etc/hostname}}\n",
+       "events.webhook.secret_file: /etc/hostname is readable by others"},
+      {"events: {webhook: {url: 'http://hooks.example/in', secret_file: /nonexistent.secret}}\n",
+       "events.webhook.secret_file: cannot read /nonexistent.secret"},
   };
   for (const auto& c : cases) {
     std::string yaml = R"yaml(

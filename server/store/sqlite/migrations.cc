@@ -141,12 +141,24 @@ CREATE INDEX certificates_renewal_pending ON certificates (profile, not_after)
   WHERE status = 'valid' AND renewal_due_at IS NULL;
 )sql";
 
-constexpr std::array<Migration, 5> kMigrations = {{
+// Version 6 (issue 11): the webhook's delivery cursor over the event log, one row per follower, held under a
+// lease so that one process delivers at a time. Nothing on the issuing path writes it.
+constexpr const char* kV6WebhookCursor = R"sql(
+CREATE TABLE webhook_cursor (
+  name           TEXT PRIMARY KEY,
+  cursor         INTEGER NOT NULL DEFAULT 0,
+  lease_owner    TEXT,
+  lease_until_us INTEGER NOT NULL DEFAULT 0
+);
+)sql";
+
+constexpr std::array<Migration, 6> kMigrations = {{
     {1, "initial: certificates", kV1Initial},
     {2, "events, outbox, certificate lifecycle columns", kV2EventsOutboxLifecycle},
     {3, "ISSUED events implied by certificates, one id sequence", kV3IssuedImplied},
     {4, "revocation: CRL numbers and the latest CRL", kV4Revocation},
     {5, "renewal links and marks, list filter and renewal scan indexes", kV5Renewal},
+    {6, "webhook delivery cursor", kV6WebhookCursor},
 }};
 
 absl::Status Exec(sqlite3* db, const std::string& sql, absl::string_view what) {

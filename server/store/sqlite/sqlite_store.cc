@@ -1271,3 +1271,93 @@ absl::StatusOr<std::optional<StoredCrl>> SqliteStore::LatestCrl(const std::strin
 }
 
 }  // namespace linesign::store
+
+// ---- The webhook's delivery cursor (cursor_store.h) ----
+
+namespace linesign::store {
+namespace {
+
+// One upsert: a new cursor starts at 0 under the caller's lease; an existing one changes hands only when free,
+// expired or already the caller's. RETURNING gives no row when another owner holds it.
+constexpr const char* kTakeCursor =
+    "INSERT INTO webhook_cursor (name, cursor, lease_owner, lease_until_us) VALUES (?1, 0, ?2, ?3) "
+    "ON CONFLICT (name) DO UPDATE SET lease_owner = excluded.lease_owner, lease_until_us = excluded.lease_until_us "
+    "WHERE lease_owner IS NULL OR lease_owner = excluded.lease_owner OR lease_until_us <= ?4 RETURNING cursor";
+constexpr const char* kAdvanceCursor =
+    "UPDATE webhook_cursor SET cursor = ?3, lease_until_us = ?4 WHERE name = ?1 AND lease_owner = ?2 AND cursor < ?3";
+constexpr const char* kReleaseCursor =
+    "UPDATE webhook_cursor SET lease_owner = NULL, lease_until_us = 0 WHERE name = ?1 AND lease_owner = ?2";
+
+absl::Status CheckLease(const std::string& name, const std::string& owner, absl::Duration lease) {
+  if (name.empty()) return absl::InvalidArgumentError("store: a delivery cursor needs a name");
+  if (owner.empty()) return absl::InvalidArgumentError("store: a delivery cursor lease needs an owner");
+  if (lease <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("store: cursor lease ", absl::FormatDuration(lease), " is not positive"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<int64_t>> SqliteStore::TakeCursor(const std::string& name, const std::string& owner,
+                                                               absl::Time now, absl::Duration lease) {
+  LINESIGN_RETURN_IF_ERROR(CheckLease(name, owner, lease));
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s;
+  if (sqlite3_prepare_v2(db_, kTakeCursor, -1, &s.s, nullptr) != SQLITE_OK) return Unavailable(db_, "prepare");
+  BindText(s.s, 1, name);
+  BindText(s.s, 2, owner);
+  sqlite3_bind_int64(s.s, 3, Micros(now + lease));
+  sqlite3_bind_int64(s.s, 4, Micros(now));
+  int rc = sqlite3_step(s.s);
+  if (rc == SQLITE_DONE) return std::optional<int64_t>();
+  if (rc != SQLITE_ROW) return Unavailable(db_, "take the delivery cursor");
+  int64_t cursor = sqlite3_column_int64(s.s, 0);
+  if (sqlite3_step(s.s) != SQLITE_DONE) return Unavailable(db_, "take the delivery cursor");
+  return std::optional<int64_t>(cursor);
+}
+
+absl::Status SqliteStore::AdvanceCursor(const std::string& name, const std::string& owner, int64_t cursor,
+                                        absl::Time now, absl::Duration lease) {
+  LINESIGN_RETURN_IF_ERROR(CheckLease(name, owner, lease));
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s;
+  if (sqlite3_prepare_v2(db_, kAdvanceCursor, -1, &s.s, nullptr) != SQLITE_OK) return Unavailable(db_, "prepare");
+  BindText(s.s, 1, name);
+  BindText(s.s, 2, owner);
+  sqlite3_bind_int64(s.s, 3, cursor);
+  sqlite3_bind_int64(s.s, 4, Micros(now + lease));
+  if (sqlite3_step(s.s) != SQLITE_DONE) return Unavailable(db_, "advance the delivery cursor");
+  if (sqlite3_changes(db_) == 1) return absl::OkStatus();
+  Stmt q;
+  if (sqlite3_prepare_v2(db_, "SELECT lease_owner, cursor FROM webhook_cursor WHERE name = ?1", -1, &q.s,
+                         nullptr) != SQLITE_OK) {
+    return Unavailable(db_, "prepare");
+  }
+  BindText(q.s, 1, name);
+  int rc = sqlite3_step(q.s);
+  if (rc == SQLITE_DONE) return absl::FailedPreconditionError(absl::StrCat("store: no delivery cursor '", name, "'"));
+  if (rc != SQLITE_ROW) return Unavailable(db_, "advance the delivery cursor");
+  std::string holder = ColumnText(q.s, 0);
+  if (holder != owner) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("store: cannot advance delivery cursor '", name, "': '", owner, "' does not hold its lease (",
+                     holder.empty() ? std::string("nobody holds it") : absl::StrCat("'", holder, "' holds it"), ")"));
+  }
+  return absl::FailedPreconditionError(absl::StrCat("store: cannot move delivery cursor '", name, "' from ",
+                                                    sqlite3_column_int64(q.s, 1), " to ", cursor,
+                                                    ": it only moves forward"));
+}
+
+absl::Status SqliteStore::ReleaseCursor(const std::string& name, const std::string& owner) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s;
+  if (sqlite3_prepare_v2(db_, kReleaseCursor, -1, &s.s, nullptr) != SQLITE_OK) return Unavailable(db_, "prepare");
+  BindText(s.s, 1, name);
+  BindText(s.s, 2, owner);
+  if (sqlite3_step(s.s) != SQLITE_DONE) return Unavailable(db_, "release the delivery cursor");
+  return absl::OkStatus();
+}
+
+}  // namespace linesign::store

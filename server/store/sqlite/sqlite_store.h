@@ -58,6 +58,12 @@ class SqliteStore final : public Store {
   absl::StatusOr<CrlState> GetCrlState(const std::string& issuer_id) override;
   absl::StatusOr<std::optional<StoredCrl>> LatestCrl(const std::string& issuer_id) override;
 
+  // CursorStore (cursor_store.h): each call one short transaction on the writer connection.
+  absl::StatusOr<std::optional<int64_t>> TakeCursor(const std::string& name, const std::string& owner,
+                                                    absl::Time now, absl::Duration lease) override;
+  absl::Status AdvanceCursor(const std::string& name, const std::string& owner, int64_t cursor, absl::Time now,
+                             absl::Duration lease) override;
+  absl::Status ReleaseCursor(const std::string& name, const std::string& owner) override;
   // Checkpoint copies the WAL into the database file (PASSIVE: it waits for neither the writer nor the readers;
   // what it cannot copy now the next call copies) once the last commit left kCheckpointPages pages or more in the
   // WAL, and does nothing below that. Unavailable with SQLite's reason when the checkpoint fails.

@@ -106,6 +106,44 @@ TEST(SqliteStoreTest, SurvivesReopen) {
 }
 
 // A new database gets every migration, recorded with its date, and is stamped with the latest version.
+// The webhook's delivery cursor (migration 6): one lease holder at a time, taken over when it expires or is
+// released; only the holder moves it, and only forward; it survives a reopen.
+TEST(SqliteStoreTest, DeliveryCursorIsHeldUnderALease) {
+  std::string path = linesign::testing::TempDir("store") + "/db";
+  const absl::Time t0 = absl::FromUnixSeconds(1760000000);
+  const absl::Duration lease = absl::Seconds(10);
+  {
+    auto store = SqliteStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status();
+    SqliteStore& s = **store;
+    auto a = s.TakeCursor("webhook", "a", t0, lease);
+    ASSERT_TRUE(a.ok()) << a.status();
+    EXPECT_EQ(*a, std::optional<int64_t>(0));
+    auto b = s.TakeCursor("webhook", "b", t0 + absl::Seconds(5), lease);
+    ASSERT_TRUE(b.ok()) << b.status();
+    EXPECT_EQ(*b, std::nullopt);  // a holds it
+    ASSERT_TRUE(s.AdvanceCursor("webhook", "a", 7, t0 + absl::Seconds(1), lease).ok());
+    EXPECT_EQ(s.AdvanceCursor("webhook", "a", 7, t0, lease).code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(s.AdvanceCursor("webhook", "a", 3, t0, lease).message(), HasSubstr("it only moves forward"));
+    b = s.TakeCursor("webhook", "b", t0 + absl::Seconds(11), lease);  // a's renewed lease runs to t0 + 11 s
+    ASSERT_TRUE(b.ok()) << b.status();
+    EXPECT_EQ(*b, std::optional<int64_t>(7));
+    absl::Status st = s.AdvanceCursor("webhook", "a", 8, t0 + absl::Seconds(12), lease);
+    EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(st.message(), HasSubstr("'a' does not hold its lease ('b' holds it)"));
+    ASSERT_TRUE(s.AdvanceCursor("webhook", "b", 9, t0 + absl::Seconds(12), lease).ok());
+    ASSERT_TRUE(s.ReleaseCursor("webhook", "b").ok());
+    EXPECT_EQ(s.TakeCursor("", "a", t0, lease).status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(s.TakeCursor("webhook", "a", t0, absl::ZeroDuration()).status().code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+  auto store = SqliteStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto a = (*store)->TakeCursor("webhook", "a", t0 + absl::Seconds(13), lease);  // released: no wait
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(*a, std::optional<int64_t>(9));
+}
+
 TEST(SqliteStoreTest, MigratesANewDatabaseAndRecordsEachMigration) {
   std::string path = linesign::testing::TempDir("store") + "/db";
   linesign::testing::FakeClock clock(absl::FromUnixSeconds(1750000000));
