@@ -93,6 +93,9 @@ int main(int argc, char** argv) {
       {"expiring before", {.expiring_before = now + 86400}},
       {"status valid", {.status = ListStatus::kValid, .now = now, .renew_before_seconds = rb}},
       {"status renewal_due", {.status = ListStatus::kRenewalDue, .now = now, .renew_before_seconds = rb}},
+      // 35 days before the yearly certificates expire: all of them are due (the 30-day ones have expired).
+      {"renewal_due, 2/3 due",
+       {.status = ListStatus::kRenewalDue, .now = kStart + 330 * 86400, .renew_before_seconds = rb}},
       {"status expired", {.status = ListStatus::kExpired, .now = now, .renew_before_seconds = rb}},
       {"status revoked", {.status = ListStatus::kRevoked}},
       {"subject contains (rare)", {.subject_contains = "DEV0000777"}},

@@ -104,6 +104,9 @@ constexpr const char* kRenewalPending =
     "AND not_after > ?2 AND not_after <= ?3 AND renewed_by_serial IS NULL ORDER BY not_after LIMIT ?4";
 
 constexpr int kMaxReadLimit = 1000;
+// A renewal_due list merges two ranges per profile in one statement; SQLite allows 500 terms in a compound
+// SELECT. Beyond this many profiles it walks one range up to the longest renew_before instead.
+constexpr size_t kMaxMergedProfiles = 200;
 constexpr char kPageTokenPrefix[] = "c1.";
 // Expiry-ordered and issue-ordered pages: "c2.e.<not_after>.<id>", "c2.i.<issued_at>.<id>".
 constexpr char kOrderedTokenPrefix[] = "c2.";
@@ -632,6 +635,23 @@ std::string RenewBeforeSql(const CertificateQuery& q, Binder& b) {
 
 }  // namespace
 
+absl::StatusOr<std::vector<std::string>> SqliteStore::Profiles() {
+  // One seek in certificates_profile per profile (a loose index scan), whatever the number of certificates.
+  Stmt s;
+  if (sqlite3_prepare_v2(scanner_,
+                         "WITH RECURSIVE p(name) AS (SELECT min(profile) FROM certificates UNION ALL "
+                         "SELECT (SELECT min(profile) FROM certificates WHERE profile > p.name) FROM p "
+                         "WHERE p.name IS NOT NULL) SELECT name FROM p WHERE name IS NOT NULL",
+                         -1, &s.s, nullptr) != SQLITE_OK) {
+    return Unavailable(scanner_, "prepare");
+  }
+  std::vector<std::string> out;
+  int rc;
+  while ((rc = sqlite3_step(s.s)) == SQLITE_ROW) out.push_back(ColumnText(s.s, 0));
+  if (rc != SQLITE_DONE) return Unavailable(scanner_, "list profiles");
+  return out;
+}
+
 absl::StatusOr<SqliteStore::ListPlan> SqliteStore::PrepareList(const CertificateQuery& q) {
   ListPlan plan;
   plan.page_size = q.page_size == 0 ? 100 : q.page_size;
@@ -673,6 +693,17 @@ absl::StatusOr<SqliteStore::ListPlan> SqliteStore::PrepareList(const Certificate
     }
   }
 
+  // renewal_due is one range per profile (below); the profiles are those of the query or of the store.
+  std::optional<std::vector<std::string>> due_profiles;
+  if (q.status == ListStatus::kRenewalDue) {
+    if (!q.profile.empty()) {
+      due_profiles = std::vector<std::string>{q.profile};
+    } else {
+      LINESIGN_ASSIGN_OR_RETURN(std::vector<std::string> profiles, Profiles());
+      if (profiles.size() <= kMaxMergedProfiles) due_profiles = std::move(profiles);
+    }
+  }
+
   Binder b;
   std::vector<std::string> where;
   if (plan.order == ListPlan::Order::kId) {
@@ -684,7 +715,7 @@ absl::StatusOr<SqliteStore::ListPlan> SqliteStore::PrepareList(const Certificate
     where.push_back(absl::StrCat(key_column, " >= ", k));
     where.push_back(absl::StrCat("(", key_column, " > ", k, " OR id > ", b.Int(after), ")"));
   }
-  if (!q.profile.empty()) where.push_back(absl::StrCat("profile = ", b.Text(q.profile)));
+  if (!q.profile.empty() && !due_profiles.has_value()) where.push_back(absl::StrCat("profile = ", b.Text(q.profile)));
   if (!q.station.empty()) where.push_back(absl::StrCat("station = ", b.Text(q.station)));
   if (q.issued_from) where.push_back(absl::StrCat("issued_at >= ", b.Int(*q.issued_from)));
   if (q.issued_before) where.push_back(absl::StrCat("issued_at < ", b.Int(*q.issued_before)));
@@ -705,9 +736,13 @@ absl::StatusOr<SqliteStore::ListPlan> SqliteStore::PrepareList(const Certificate
         where.push_back(absl::StrCat("status = 'valid' AND not_after <= ", b.Int(q.now)));
         break;
       case ListStatus::kRenewalDue:
-        where.push_back(absl::StrCat("status = 'valid' AND not_after > ", b.Int(q.now), " AND not_after <= ",
-                                     b.Int(q.now + max_rb), " AND not_after - ", RenewBeforeSql(q, b),
-                                     " <= ", b.Int(q.now)));
+        if (!due_profiles.has_value()) {
+          // Too many profiles for one statement: one range up to the longest renew_before, each row checked
+          // against its own profile's (correct, but it walks the shorter-window profiles' not-due rows).
+          where.push_back(absl::StrCat("status = 'valid' AND not_after > ", b.Int(q.now), " AND not_after <= ",
+                                       b.Int(q.now + max_rb), " AND not_after - ", RenewBeforeSql(q, b),
+                                       " <= ", b.Int(q.now)));
+        }
         break;
       case ListStatus::kValid:
         where.push_back(absl::StrCat("status = 'valid' AND not_after > ", b.Int(q.now + min_rb), " AND not_after - ",
@@ -724,8 +759,31 @@ absl::StatusOr<SqliteStore::ListPlan> SqliteStore::PrepareList(const Certificate
       where.push_back(absl::StrCat("id <= ", b.Int(*plan.scan_upto)));
     }
   }
-  std::string sql = absl::StrCat("SELECT ", kColumns, " FROM certificates");
-  if (!where.empty()) absl::StrAppend(&sql, " WHERE ", absl::StrJoin(where, " AND "));
+  std::string sql;
+  if (due_profiles.has_value()) {
+    // renewal_due: for each profile, its valid certificates with now < not_after <= now + its renew_before, the
+    // unmarked ones from certificates_renewal_pending and the marked ones from certificates_renewal_marked. Each
+    // range is walked in (not_after, id) order and SQLite merges them (MERGE (UNION ALL), no sort), so a page
+    // reads about page_size rows plus one per range, and never a certificate that is not due. The keyset terms
+    // in `where` apply to every range alike: the token is a position in the merged order.
+    std::vector<std::string> arms;
+    for (const std::string& profile : *due_profiles) {
+      auto it = q.renew_before_seconds.find(profile);
+      const int64_t rb = it == q.renew_before_seconds.end() ? kDefaultRenewBeforeSeconds : it->second;
+      for (const char* marked : {"IS NULL", "IS NOT NULL"}) {
+        std::vector<std::string> arm = {absl::StrCat("profile = ", b.Text(profile)), "status = 'valid'",
+                                        absl::StrCat("renewal_due_at ", marked),
+                                        absl::StrCat("not_after > ", b.Int(q.now)),
+                                        absl::StrCat("not_after <= ", b.Int(q.now + rb))};
+        arm.insert(arm.end(), where.begin(), where.end());
+        arms.push_back(absl::StrCat("SELECT ", kColumns, " FROM certificates WHERE ", absl::StrJoin(arm, " AND ")));
+      }
+    }
+    sql = absl::StrJoin(arms, " UNION ALL ");
+  } else {
+    sql = absl::StrCat("SELECT ", kColumns, " FROM certificates");
+    if (!where.empty()) absl::StrAppend(&sql, " WHERE ", absl::StrJoin(where, " AND "));
+  }
   absl::StrAppend(&sql, plan.order == ListPlan::Order::kId ? " ORDER BY id"
                                                           : absl::StrCat(" ORDER BY ", key_column, ", id"),
                   " LIMIT ", b.Int(plan.page_size + 1));  // one more tells whether there is a next page
