@@ -795,9 +795,10 @@ TEST_P(StoreConformanceTest, ListFiltersByStatusAndSubjectAndPagesInExpiryOrder)
             absl::StatusCode::kInvalidArgument);
 }
 
-// renewal_due across profiles of different renew_before: each profile's range ends at its own threshold, marked
-// and unmarked certificates are both listed, and pages of any size merge the ranges in (not_after, id) order.
-TEST_P(StoreConformanceTest, RenewalDuePagesMergeEachProfilesOwnWindow) {
+// renewal_due and valid across profiles of different renew_before: each profile's range ends (or starts) at its
+// own threshold, marked and unmarked certificates are both listed, and pages of any size merge the ranges in
+// (not_after, id) order.
+TEST_P(StoreConformanceTest, RenewalDueAndValidPagesMergeEachProfilesOwnWindow) {
   constexpr int64_t kNow = 100000;
   Batch batch;
   auto add = [&](const std::string& serial, int64_t not_after, const std::string& profile,
@@ -840,8 +841,8 @@ TEST_P(StoreConformanceTest, RenewalDuePagesMergeEachProfilesOwnWindow) {
   ASSERT_TRUE(marked.ok()) << marked.status();
   ASSERT_EQ(*marked, 4);
 
-  auto collect = [&](CertificateQuery q) {
-    q.status = ListStatus::kRenewalDue;
+  auto collect = [&](CertificateQuery q, ListStatus status = ListStatus::kRenewalDue) {
+    q.status = status;
     q.now = kNow;
     q.renew_before_seconds = {{"device", 1000}, {"short", 10}, {"long", 5000}};
     std::vector<std::string> serials;
@@ -855,7 +856,7 @@ TEST_P(StoreConformanceTest, RenewalDuePagesMergeEachProfilesOwnWindow) {
         EXPECT_STREQ(EffectiveStatus(r, kNow, q.renew_before_seconds.count(r.profile) != 0
                                                   ? q.renew_before_seconds.at(r.profile)
                                                   : kDefaultRenewBeforeSeconds),
-                     "renewal_due")
+                     ListStatusName(status))
             << r.serial_hex;
       }
       if (page->next_page_token.empty()) break;
@@ -870,6 +871,13 @@ TEST_P(StoreConformanceTest, RenewalDuePagesMergeEachProfilesOwnWindow) {
   EXPECT_THAT(collect({.profile = "device", .page_size = 1}), ElementsAre("A1", "M1", "A2"));
   EXPECT_THAT(collect({.profile = "short"}), ElementsAre("B1", "B2"));
   EXPECT_THAT(collect({.expiring_before = kNow + 600, .page_size = 2}), ElementsAre("B1", "B2", "A1", "C2"));
+
+  // valid is the complement within the valid, unexpired certificates: each profile's range starts at its own
+  // threshold; M2, marked when short's renew_before was longer, is valid again.
+  for (int size : {1, 2, 100}) {
+    EXPECT_THAT(collect({.page_size = size}, ListStatus::kValid),
+                ElementsAre("B4", "B3", "M2", "A3", "C3")) << "page size " << size;
+  }
 }
 
 }  // namespace
