@@ -728,7 +728,9 @@ absl::StatusOr<SqliteStore::ListPlan> SqliteStore::PrepareList(const Certificate
   auto raise = [](std::optional<int64_t>& bound, int64_t v) {
     if (!bound.has_value() || v > *bound) bound = v;
   };
-  if (!q.profile.empty() && !range_profiles.has_value()) where.push_back(absl::StrCat("profile = ", b.Text(q.profile)));
+  if (!q.profile.empty() && !range_profiles.has_value()) {
+    where.push_back(absl::StrCat("profile = ", b.Text(q.profile)));  // else each range names its profile
+  }
   if (!q.station.empty()) where.push_back(absl::StrCat("station = ", b.Text(q.station)));
   if (q.issued_from && plan.order == ListPlan::Order::kIssued) {
     raise(from, *q.issued_from);
@@ -781,10 +783,10 @@ absl::StatusOr<SqliteStore::ListPlan> SqliteStore::PrepareList(const Certificate
   }
   std::string sql;
   if (range_profiles.has_value()) {
-    // For each range (a profile, marked or not), its certificates recorded valid with now < not_after <= now + its renew_before
-    // (renewal_due) or not_after > now + its renew_before (valid): the unmarked ones from
-    // certificates_renewal_pending, the marked ones from certificates_renewal_marked (a marked certificate is
-    // valid again only if its profile's renew_before was shortened since). Each range is walked in
+    // For each range (a profile, marked or not), its certificates recorded valid with
+    // now < not_after <= now + its renew_before (renewal_due) or not_after > now + its renew_before (valid): the
+    // unmarked ones from certificates_renewal_pending, the marked ones from certificates_renewal_marked (a marked
+    // certificate is valid again only if its profile's renew_before was shortened since). Each range is walked in
     // (not_after, id) order and SQLite merges them (MERGE (UNION ALL), no sort), so a page reads about page_size
     // rows plus one per range, and never one of another status. The keyset terms in `where` apply to every range
     // alike: the token is a position in the merged order.
