@@ -152,13 +152,23 @@ CREATE TABLE webhook_cursor (
 );
 )sql";
 
-constexpr std::array<Migration, 6> kMigrations = {{
+// Version 7: the renewal_due list filter walks, per profile, the valid certificates within that profile's own
+// renew_before of expiry: unmarked ones in certificates_renewal_pending, marked ones (renewal_due_at set) here.
+// New certificates are unmarked, so this index costs the issuing path nothing; marking a certificate moves its
+// entry from certificates_renewal_pending to this one, and superseding or revoking it removes the entry.
+constexpr const char* kV7RenewalMarked = R"sql(
+CREATE INDEX certificates_renewal_marked ON certificates (profile, not_after)
+  WHERE status = 'valid' AND renewal_due_at IS NOT NULL;
+)sql";
+
+constexpr std::array<Migration, 7> kMigrations = {{
     {1, "initial: certificates", kV1Initial},
     {2, "events, outbox, certificate lifecycle columns", kV2EventsOutboxLifecycle},
     {3, "ISSUED events implied by certificates, one id sequence", kV3IssuedImplied},
     {4, "revocation: CRL numbers and the latest CRL", kV4Revocation},
     {5, "renewal links and marks, list filter and renewal scan indexes", kV5Renewal},
     {6, "webhook delivery cursor", kV6WebhookCursor},
+    {7, "marked renewal-due certificates by profile and expiry", kV7RenewalMarked},
 }};
 
 absl::Status Exec(sqlite3* db, const std::string& sql, absl::string_view what) {

@@ -104,6 +104,9 @@ constexpr const char* kRenewalPending =
     "AND not_after > ?2 AND not_after <= ?3 AND renewed_by_serial IS NULL ORDER BY not_after LIMIT ?4";
 
 constexpr int kMaxReadLimit = 1000;
+// A valid or renewal_due list merges up to two ranges per profile in one statement; SQLite allows 500 terms in a
+// compound SELECT. Beyond this many ranges it walks one range bounded by the shortest or longest renew_before.
+constexpr size_t kMaxMergedRanges = 400;
 constexpr char kPageTokenPrefix[] = "c1.";
 // Expiry-ordered and issue-ordered pages: "c2.e.<not_after>.<id>", "c2.i.<issued_at>.<id>".
 constexpr char kOrderedTokenPrefix[] = "c2.";
@@ -632,6 +635,26 @@ std::string RenewBeforeSql(const CertificateQuery& q, Binder& b) {
 
 }  // namespace
 
+absl::StatusOr<std::vector<std::string>> SqliteStore::Profiles(bool marked) {
+  // One seek per profile in certificates_renewal_pending or certificates_renewal_marked (a loose index scan),
+  // whatever the number of certificates.
+  const std::string in_index =
+      absl::StrCat("status = 'valid' AND renewal_due_at ", marked ? "IS NOT NULL" : "IS NULL");
+  const std::string sql = absl::StrCat(
+      "WITH RECURSIVE p(name) AS (SELECT (SELECT min(profile) FROM certificates WHERE ", in_index, ") UNION ALL ",
+      "SELECT (SELECT min(profile) FROM certificates WHERE ", in_index, " AND profile > p.name) FROM p ",
+      "WHERE p.name IS NOT NULL) SELECT name FROM p WHERE name IS NOT NULL");
+  Stmt s;
+  if (sqlite3_prepare_v2(scanner_, sql.c_str(), -1, &s.s, nullptr) != SQLITE_OK) {
+    return Unavailable(scanner_, "prepare");
+  }
+  std::vector<std::string> out;
+  int rc;
+  while ((rc = sqlite3_step(s.s)) == SQLITE_ROW) out.push_back(ColumnText(s.s, 0));
+  if (rc != SQLITE_DONE) return Unavailable(scanner_, "list profiles");
+  return out;
+}
+
 absl::StatusOr<SqliteStore::ListPlan> SqliteStore::PrepareList(const CertificateQuery& q) {
   ListPlan plan;
   plan.page_size = q.page_size == 0 ? 100 : q.page_size;
@@ -673,20 +696,47 @@ absl::StatusOr<SqliteStore::ListPlan> SqliteStore::PrepareList(const Certificate
     }
   }
 
+  // valid and renewal_due are ranges per profile (below) in certificates_renewal_pending (unmarked) and
+  // certificates_renewal_marked (marked): the query's profile in both, or each profile each index holds.
+  std::optional<std::vector<std::pair<std::string, bool>>> range_profiles;
+  if (q.status == ListStatus::kRenewalDue || q.status == ListStatus::kValid) {
+    std::vector<std::pair<std::string, bool>> ranges;
+    for (bool marked : {false, true}) {
+      if (!q.profile.empty()) {
+        ranges.emplace_back(q.profile, marked);
+        continue;
+      }
+      LINESIGN_ASSIGN_OR_RETURN(std::vector<std::string> profiles, Profiles(marked));
+      for (std::string& p : profiles) ranges.emplace_back(std::move(p), marked);
+    }
+    if (ranges.empty()) ranges.emplace_back("", false);  // no valid certificate at all: one empty range
+    if (ranges.size() <= kMaxMergedRanges) range_profiles = std::move(ranges);
+  }
+
   Binder b;
   std::vector<std::string> where;
   if (plan.order == ListPlan::Order::kId) {
     where.push_back(absl::StrCat("id > ", b.Int(after)));
   } else if (key.has_value()) {
-    // Keyset on (key, id): the range term on the key alone lets the index drive; the rest skips the rows of the
-    // last key already returned.
-    std::string k = b.Int(*key);
-    where.push_back(absl::StrCat(key_column, " >= ", k));
-    where.push_back(absl::StrCat("(", key_column, " > ", k, " OR id > ", b.Int(after), ")"));
+    // Keyset on (key, id): the range term on the key alone (`from`, below) lets the index drive; this one skips
+    // the rows of the last key already returned.
+    where.push_back(absl::StrCat("(", key_column, " > ", b.Int(*key), " OR id > ", b.Int(after), ")"));
   }
-  if (!q.profile.empty()) where.push_back(absl::StrCat("profile = ", b.Text(q.profile)));
+  // The ordered key's lower bounds (the token's key, an issued_from, a status's) become ONE term at their largest:
+  // given two, SQLite seeks with one and filters with the other, walking every row of the earlier pages.
+  std::optional<int64_t> from = key;
+  auto raise = [](std::optional<int64_t>& bound, int64_t v) {
+    if (!bound.has_value() || v > *bound) bound = v;
+  };
+  if (!q.profile.empty() && !range_profiles.has_value()) {
+    where.push_back(absl::StrCat("profile = ", b.Text(q.profile)));  // else each range names its profile
+  }
   if (!q.station.empty()) where.push_back(absl::StrCat("station = ", b.Text(q.station)));
-  if (q.issued_from) where.push_back(absl::StrCat("issued_at >= ", b.Int(*q.issued_from)));
+  if (q.issued_from && plan.order == ListPlan::Order::kIssued) {
+    raise(from, *q.issued_from);
+  } else if (q.issued_from) {
+    where.push_back(absl::StrCat("issued_at >= ", b.Int(*q.issued_from)));
+  }
   if (q.issued_before) where.push_back(absl::StrCat("issued_at < ", b.Int(*q.issued_before)));
   if (q.expiring_before) where.push_back(absl::StrCat("not_after < ", b.Int(*q.expiring_before)));
   if (q.status.has_value()) {
@@ -705,13 +755,20 @@ absl::StatusOr<SqliteStore::ListPlan> SqliteStore::PrepareList(const Certificate
         where.push_back(absl::StrCat("status = 'valid' AND not_after <= ", b.Int(q.now)));
         break;
       case ListStatus::kRenewalDue:
-        where.push_back(absl::StrCat("status = 'valid' AND not_after > ", b.Int(q.now), " AND not_after <= ",
-                                     b.Int(q.now + max_rb), " AND not_after - ", RenewBeforeSql(q, b),
-                                     " <= ", b.Int(q.now)));
+        if (!range_profiles.has_value()) {
+          // Too many profiles for one statement: one range up to the longest renew_before, each row checked
+          // against its own profile's (correct, but it walks the shorter-window profiles' not-due rows).
+          raise(from, q.now + 1);
+          where.push_back(absl::StrCat("status = 'valid' AND not_after <= ", b.Int(q.now + max_rb),
+                                       " AND not_after - ", RenewBeforeSql(q, b), " <= ", b.Int(q.now)));
+        }
         break;
       case ListStatus::kValid:
-        where.push_back(absl::StrCat("status = 'valid' AND not_after > ", b.Int(q.now + min_rb), " AND not_after - ",
-                                     RenewBeforeSql(q, b), " > ", b.Int(q.now)));
+        if (range_profiles.has_value()) break;
+        // Too many profiles for one statement: one range from the shortest renew_before, each row checked
+        // against its own profile's (correct, but it walks the longer-window profiles' due rows).
+        raise(from, q.now + min_rb + 1);
+        where.push_back(absl::StrCat("status = 'valid' AND not_after - ", RenewBeforeSql(q, b), " > ", b.Int(q.now)));
         break;
     }
   }
@@ -724,8 +781,38 @@ absl::StatusOr<SqliteStore::ListPlan> SqliteStore::PrepareList(const Certificate
       where.push_back(absl::StrCat("id <= ", b.Int(*plan.scan_upto)));
     }
   }
-  std::string sql = absl::StrCat("SELECT ", kColumns, " FROM certificates");
-  if (!where.empty()) absl::StrAppend(&sql, " WHERE ", absl::StrJoin(where, " AND "));
+  std::string sql;
+  if (range_profiles.has_value()) {
+    // For each range (a profile, marked or not), its certificates recorded valid with
+    // now < not_after <= now + its renew_before (renewal_due) or not_after > now + its renew_before (valid): the
+    // unmarked ones from certificates_renewal_pending, the marked ones from certificates_renewal_marked (a marked
+    // certificate is valid again only if its profile's renew_before was shortened since). Each range is walked in
+    // (not_after, id) order and SQLite merges them (MERGE (UNION ALL), no sort), so a page reads about page_size
+    // rows plus one per range, and never one of another status. The keyset terms in `where` apply to every range
+    // alike: the token is a position in the merged order.
+    std::vector<std::string> arms;
+    for (const auto& [profile, marked] : *range_profiles) {
+      auto it = q.renew_before_seconds.find(profile);
+      const int64_t rb = it == q.renew_before_seconds.end() ? kDefaultRenewBeforeSeconds : it->second;
+      std::vector<std::string> arm = {absl::StrCat("profile = ", b.Text(profile)), "status = 'valid'",
+                                      absl::StrCat("renewal_due_at ", marked ? "IS NOT NULL" : "IS NULL")};
+      std::optional<int64_t> arm_from = from;
+      if (*q.status == ListStatus::kRenewalDue) {
+        raise(arm_from, q.now + 1);
+        arm.push_back(absl::StrCat("not_after <= ", b.Int(q.now + rb)));
+      } else {
+        raise(arm_from, q.now + rb + 1);
+      }
+      arm.push_back(absl::StrCat("not_after >= ", b.Int(*arm_from)));
+      arm.insert(arm.end(), where.begin(), where.end());
+      arms.push_back(absl::StrCat("SELECT ", kColumns, " FROM certificates WHERE ", absl::StrJoin(arm, " AND ")));
+    }
+    sql = absl::StrJoin(arms, " UNION ALL ");
+  } else {
+    if (from.has_value()) where.push_back(absl::StrCat(key_column, " >= ", b.Int(*from)));
+    sql = absl::StrCat("SELECT ", kColumns, " FROM certificates");
+    if (!where.empty()) absl::StrAppend(&sql, " WHERE ", absl::StrJoin(where, " AND "));
+  }
   absl::StrAppend(&sql, plan.order == ListPlan::Order::kId ? " ORDER BY id"
                                                           : absl::StrCat(" ORDER BY ", key_column, ", id"),
                   " LIMIT ", b.Int(plan.page_size + 1));  // one more tells whether there is a next page

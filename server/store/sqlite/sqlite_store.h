@@ -95,6 +95,9 @@ class SqliteStore final : public Store {
   // ListSql builds List's statement for `query` and binds it on the scan connection (scan_mu_ held).
   struct ListPlan;
   absl::StatusOr<ListPlan> PrepareList(const CertificateQuery& query);
+  // Profiles returns, in order, the distinct profiles of the certificates in certificates_renewal_marked
+  // (`marked`) or certificates_renewal_pending. Callers hold scan_mu_.
+  absl::StatusOr<std::vector<std::string>> Profiles(bool marked);
   absl::StatusOr<int64_t> InsertOutbox(const OutboxItem& item);
   // ReleaseLease runs `update` (binding ?1 = id, ?2 = owner after `bind`) and explains a miss.
   absl::Status ReleaseLease(sqlite3_stmt* update, int64_t id, const std::string& owner, absl::string_view what);

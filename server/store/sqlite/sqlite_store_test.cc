@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/testing/fake_clock.h"
 #include "gmock/gmock.h"
@@ -411,6 +412,20 @@ TEST(SqliteStoreTest, PingFailsWhileAnotherConnectionHoldsTheWriteLock) {
 TEST(SqliteStoreTest, EachListFilterAndTheRenewalScanUseAnIndex) {
   auto store = SqliteStore::Open(linesign::testing::TempDir("store") + "/db");
   ASSERT_TRUE(store.ok()) << store.status();
+  // Two profiles recorded, one certificate of each marked due: a valid or renewal_due list has one range per
+  // profile in each of certificates_renewal_pending and certificates_renewal_marked.
+  std::vector<CertificateRecord> records;
+  for (int i = 0; i < 4; ++i) {
+    records.push_back(Certificate(absl::StrCat("0", i), absl::StrCat("r", i)));
+    records.back().profile = i % 2 == 0 ? "device" : "short";
+  }
+  ASSERT_TRUE((*store)->RecordBatch(Certificates(records)).ok());
+  auto marked = (*store)->MarkRenewalDue(
+      {DueMark{.issuer_id = "ISSUER", .serial_hex = "00", .event = Event{.type = kEventRenewalDue}},
+       DueMark{.issuer_id = "ISSUER", .serial_hex = "01", .event = Event{.type = kEventRenewalDue}}},
+      absl::FromUnixSeconds(10));
+  ASSERT_TRUE(marked.ok()) << marked.status();
+  ASSERT_EQ(*marked, 2);
   const std::map<std::string, int64_t> rb = {{"device", 86400}, {"short", 60}};
   struct Case {
     const char* name;
@@ -425,9 +440,22 @@ TEST(SqliteStoreTest, EachListFilterAndTheRenewalScanUseAnIndex) {
       {"issued after", {.issued_from = 100}, "USING INDEX certificates_issued_at"},
       {"expiring before", {.expiring_before = 100}, "USING INDEX certificates_not_after"},
       {"status valid", {.status = ListStatus::kValid, .now = 50, .renew_before_seconds = rb},
-       "USING INDEX certificates_valid_not_after"},
+       "USING INDEX certificates_renewal_pending (profile=? AND not_after>?)"},
+      {"status valid (marked)", {.status = ListStatus::kValid, .now = 50, .renew_before_seconds = rb},
+       "USING INDEX certificates_renewal_marked (profile=? AND not_after>?)"},
+      {"status valid page 2",
+       {.status = ListStatus::kValid, .now = 50, .renew_before_seconds = rb, .page_token = "c2.e.60.7"},
+       "USING INDEX certificates_renewal_pending (profile=? AND not_after>?)"},
       {"status renewal_due", {.status = ListStatus::kRenewalDue, .now = 50, .renew_before_seconds = rb},
-       "USING INDEX certificates_valid_not_after"},
+       "USING INDEX certificates_renewal_pending (profile=? AND not_after>? AND not_after<?)"},
+      {"status renewal_due (marked)", {.status = ListStatus::kRenewalDue, .now = 50, .renew_before_seconds = rb},
+       "USING INDEX certificates_renewal_marked (profile=? AND not_after>? AND not_after<?)"},
+      {"status renewal_due page 2",
+       {.status = ListStatus::kRenewalDue, .now = 50, .renew_before_seconds = rb, .page_token = "c2.e.60.7"},
+       "USING INDEX certificates_renewal_pending (profile=? AND not_after>? AND not_after<?)"},
+      {"profile + status renewal_due",
+       {.profile = "short", .status = ListStatus::kRenewalDue, .now = 50, .renew_before_seconds = rb},
+       "USING INDEX certificates_renewal_marked (profile=? AND not_after>? AND not_after<?)"},
       {"status expired", {.status = ListStatus::kExpired, .now = 50}, "USING INDEX certificates_valid_not_after"},
       {"status superseded", {.status = ListStatus::kSuperseded}, "USING INDEX certificates_lifecycle"},
       {"status revoked", {.status = ListStatus::kRevoked}, "USING INDEX certificates_lifecycle"},
@@ -443,12 +471,82 @@ TEST(SqliteStoreTest, EachListFilterAndTheRenewalScanUseAnIndex) {
     EXPECT_THAT(*plan, HasSubstr(absl::StrCat("SEARCH certificates ", c.uses))) << c.name;
     EXPECT_THAT(*plan, ::testing::Not(HasSubstr("SCAN certificates"))) << c.name;
     EXPECT_THAT(*plan, ::testing::Not(HasSubstr("TEMP B-TREE"))) << c.name;
+    if (c.query.status == ListStatus::kRenewalDue || c.query.status == ListStatus::kValid) {
+      // One range per profile and per mark, merged in order: 2 profiles, 2 ranges each; 1 with the profile.
+      EXPECT_THAT(*plan, HasSubstr("MERGE (UNION ALL)")) << c.name;
+      const size_t ranges = c.query.profile.empty() ? 4 : 2;
+      size_t n = 0;
+      for (size_t at = plan->find("SEARCH certificates"); at != std::string::npos;
+           at = plan->find("SEARCH certificates", at + 1)) {
+        ++n;
+      }
+      EXPECT_EQ(n, ranges) << c.name << ":\n" << *plan;
+    }
   }
   auto scan = (*store)->ExplainRenewalPending();
   ASSERT_TRUE(scan.ok()) << scan.status();
   EXPECT_THAT(*scan, HasSubstr("SEARCH certificates USING INDEX certificates_renewal_pending (profile=? AND "
                                "not_after>? AND not_after<?)"));
   EXPECT_THAT(*scan, ::testing::Not(HasSubstr("TEMP B-TREE")));
+}
+
+// With more ranges than one statement merges (400), renewal_due and valid walk one range bounded by the longest
+// or shortest renew_before and check each certificate against its own profile's: slower, still exactly the
+// certificates of that status in order.
+TEST(SqliteStoreTest, ValidAndRenewalDueWithMoreProfilesThanOneStatementMergesListEachOnce) {
+  auto store = SqliteStore::Open(linesign::testing::TempDir("store") + "/db");
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::vector<CertificateRecord> records;
+  CertificateQuery q{.status = ListStatus::kRenewalDue, .now = 1000, .page_size = 7};
+  std::vector<std::string> due;
+  for (int i = 0; i < 401; ++i) {
+    CertificateRecord r = Certificate(absl::StrFormat("%04X", i), absl::StrCat("r", i));
+    r.profile = absl::StrFormat("p%03d", i);
+    r.not_after = 1000 + 100 + i % 5;
+    q.renew_before_seconds[r.profile] = i % 2 == 0 ? 1000 : 10;  // the even ones are due
+    records.push_back(std::move(r));
+  }
+  for (int k = 0; k < 5; ++k) {
+    for (int i = k; i < 401; i += 5) {
+      if (i % 2 == 0) due.push_back(absl::StrFormat("%04X", i));
+    }
+  }
+  ASSERT_TRUE((*store)->RecordBatch(Certificates(records)).ok());
+  auto plan = (*store)->ExplainList(q);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(*plan, HasSubstr("SEARCH certificates USING INDEX certificates_valid_not_after"));
+  EXPECT_THAT(*plan, ::testing::Not(HasSubstr("MERGE")));
+  std::vector<std::string> listed;
+  for (int pages = 0; pages < 100; ++pages) {
+    auto page = (*store)->List(q);
+    ASSERT_TRUE(page.ok()) << page.status();
+    for (const auto& r : page->records) listed.push_back(r.serial_hex);
+    if (page->next_page_token.empty()) break;
+    q.page_token = page->next_page_token;
+  }
+  EXPECT_EQ(listed, due);
+
+  // valid likewise: the odd ones, from one range starting at the shortest renew_before.
+  q.status = ListStatus::kValid;
+  q.page_token.clear();
+  plan = (*store)->ExplainList(q);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(*plan, HasSubstr("SEARCH certificates USING INDEX certificates_valid_not_after"));
+  listed.clear();
+  for (int pages = 0; pages < 100; ++pages) {
+    auto page = (*store)->List(q);
+    ASSERT_TRUE(page.ok()) << page.status();
+    for (const auto& r : page->records) listed.push_back(r.serial_hex);
+    if (page->next_page_token.empty()) break;
+    q.page_token = page->next_page_token;
+  }
+  std::vector<std::string> valid;
+  for (int k = 0; k < 5; ++k) {
+    for (int i = k; i < 401; i += 5) {
+      if (i % 2 == 1) valid.push_back(absl::StrFormat("%04X", i));
+    }
+  }
+  EXPECT_EQ(listed, valid);
 }
 
 }  // namespace

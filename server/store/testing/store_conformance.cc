@@ -795,5 +795,90 @@ TEST_P(StoreConformanceTest, ListFiltersByStatusAndSubjectAndPagesInExpiryOrder)
             absl::StatusCode::kInvalidArgument);
 }
 
+// renewal_due and valid across profiles of different renew_before: each profile's range ends (or starts) at its
+// own threshold, marked and unmarked certificates are both listed, and pages of any size merge the ranges in
+// (not_after, id) order.
+TEST_P(StoreConformanceTest, RenewalDueAndValidPagesMergeEachProfilesOwnWindow) {
+  constexpr int64_t kNow = 100000;
+  Batch batch;
+  auto add = [&](const std::string& serial, int64_t not_after, const std::string& profile,
+                 CertificateStatus status = CertificateStatus::kValid) {
+    BatchEntry e = Entry(serial, "r-" + serial);
+    e.events.clear();
+    e.outbox.clear();
+    e.cert.not_after = not_after;
+    e.cert.profile = profile;
+    e.cert.status = status;
+    batch.entries.push_back(std::move(e));
+  };
+  // renew_before: device 1000 s, short 10 s, long 5000 s; "unlisted" has the default (60 days).
+  add("A1", kNow + 500, "device");
+  add("B3", kNow + 500, "short");  // inside device's and long's windows, not short's: not due
+  add("C2", kNow + 500, "long");   // same not_after as A1: after it by id
+  add("A2", kNow + 1000, "device");  // exactly at its threshold: due
+  add("A3", kNow + 1001, "device");  // not due
+  add("B1", kNow + 5, "short");
+  add("B2", kNow + 10, "short");
+  add("B4", kNow + 11, "short");  // not due
+  add("C1", kNow + 4000, "long");  // marked below
+  add("C3", kNow + 5001, "long");  // not due
+  add("N1", kNow + 200000, "unlisted");
+  add("M1", kNow + 700, "device");  // marked below
+  add("M2", kNow + 800, "short");   // marked below, but not due with short's renew_before
+  add("E1", kNow - 1, "device");    // marked below, expired
+  add("X1", kNow, "device");        // expired: not_after is not after now
+  add("R1", kNow + 600, "device", CertificateStatus::kRevoked);
+  add("S1", kNow + 8, "short", CertificateStatus::kSuperseded);
+  ASSERT_TRUE(store_->RecordBatch(batch).ok());
+  std::vector<DueMark> marks;
+  for (const char* serial : {"C1", "M1", "M2", "E1"}) {
+    marks.push_back(DueMark{.issuer_id = "ISSUER",
+                            .serial_hex = serial,
+                            .event = Event{.type = kEventRenewalDue, .issuer_id = "ISSUER", .serial_hex = serial,
+                                           .time = absl::FromUnixSeconds(kNow - 10)}});
+  }
+  auto marked = store_->MarkRenewalDue(marks, absl::FromUnixSeconds(kNow - 10));
+  ASSERT_TRUE(marked.ok()) << marked.status();
+  ASSERT_EQ(*marked, 4);
+
+  auto collect = [&](CertificateQuery q, ListStatus status = ListStatus::kRenewalDue) {
+    q.status = status;
+    q.now = kNow;
+    q.renew_before_seconds = {{"device", 1000}, {"short", 10}, {"long", 5000}};
+    std::vector<std::string> serials;
+    for (int pages = 0; pages < 100; ++pages) {
+      auto page = store_->List(q);
+      EXPECT_TRUE(page.ok()) << page.status();
+      if (!page.ok()) break;
+      EXPECT_LE(page->records.size(), static_cast<size_t>(q.page_size));
+      for (const auto& r : page->records) {
+        serials.push_back(r.serial_hex);
+        EXPECT_STREQ(EffectiveStatus(r, kNow, q.renew_before_seconds.count(r.profile) != 0
+                                                  ? q.renew_before_seconds.at(r.profile)
+                                                  : kDefaultRenewBeforeSeconds),
+                     ListStatusName(status))
+            << r.serial_hex;
+      }
+      if (page->next_page_token.empty()) break;
+      q.page_token = page->next_page_token;
+    }
+    return serials;
+  };
+  for (int size : {1, 2, 3, 100}) {
+    EXPECT_THAT(collect({.page_size = size}), ElementsAre("B1", "B2", "A1", "C2", "M1", "A2", "C1", "N1"))
+        << "page size " << size;
+  }
+  EXPECT_THAT(collect({.profile = "device", .page_size = 1}), ElementsAre("A1", "M1", "A2"));
+  EXPECT_THAT(collect({.profile = "short"}), ElementsAre("B1", "B2"));
+  EXPECT_THAT(collect({.expiring_before = kNow + 600, .page_size = 2}), ElementsAre("B1", "B2", "A1", "C2"));
+
+  // valid is the complement within the valid, unexpired certificates: each profile's range starts at its own
+  // threshold; M2, marked when short's renew_before was longer, is valid again.
+  for (int size : {1, 2, 100}) {
+    EXPECT_THAT(collect({.page_size = size}, ListStatus::kValid),
+                ElementsAre("B4", "B3", "M2", "A3", "C3")) << "page size " << size;
+  }
+}
+
 }  // namespace
 }  // namespace linesign::store::testing
