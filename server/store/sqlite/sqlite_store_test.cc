@@ -184,11 +184,11 @@ TEST(SqliteStoreTest, ConcurrentOpensMigrateOnce) {
 // with both versions named, and left as it was.
 TEST(SqliteStoreTest, RefusesADatabaseNewerThanTheBinary) {
   std::string dir = linesign::testing::TempDir("store");
-  for (const char* how : {"PRAGMA user_version = 99", "INSERT INTO schema_migrations VALUES (7, 'future', 0)"}) {
+  for (const char* how : {"PRAGMA user_version = 99", "INSERT INTO schema_migrations VALUES (77, 'future', 0)"}) {
     std::string path = absl::StrCat(dir, "/", how[0] == 'P' ? "pragma" : "table", ".db");
     ASSERT_TRUE(SqliteStore::Open(path).ok());
     Exec(path, how);
-    std::string version = how[0] == 'P' ? "99" : "7";
+    std::string version = how[0] == 'P' ? "99" : "77";
     auto store = SqliteStore::Open(path);
     ASSERT_FALSE(store.ok());
     EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
