@@ -10,6 +10,7 @@
 #include "common/status_macros.h"
 #include "common/utf8.h"
 #include "server/service/grpc_status.h"
+#include "server/service/off_thread.h"
 #include "server/service/peer.h"
 #include "nlohmann/json.hpp"
 #include "server/revocation/crl_builder.h"
@@ -123,23 +124,9 @@ void AdminService::OffThread(grpc::ServerUnaryReactor* reactor, Rpc rpc, CallInf
   // A read in progress holds up a graceful stop, as before; it is not refused while draining (reads change
   // nothing).
   p_.drain->Enter(/*even_when_draining=*/true);
-  auto task = [this, reactor, rpc, call, read = std::move(read)]() mutable {
-    absl::Status st = std::move(read)();
-    if (st.ok()) {
-      p_.counters->Answered(rpc);
-      reactor->Finish(grpc::Status::OK);
-    } else {
-      reactor->Finish(p_.counters->Refused(rpc, call, st));
-    }
-    p_.drain->Leave();
-  };
-  if (!p_.executor->TrySubmit(std::move(task))) {
-    reactor->Finish(p_.counters->Refused(
-        rpc, call,
-        absl::ResourceExhaustedError(absl::StrCat("too many administrative reads in progress (at most ",
-                                                  p_.executor->max_pending(), "); retry in a moment"))));
-    p_.drain->Leave();
-  }
+  RunOffThread(p_.executor, p_.counters, p_.drain, reactor, rpc, std::move(call), std::move(read),
+               absl::StrCat("too many administrative reads in progress (at most ", p_.executor->max_pending(),
+                            "); retry in a moment"));
 }
 
 grpc::ServerUnaryReactor* AdminService::GetCertificate(grpc::CallbackServerContext* context,

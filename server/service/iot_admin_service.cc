@@ -7,6 +7,7 @@
 #include "server/iot/ca_registration.h"
 #include "server/iot/sigv4.h"
 #include "server/iot/verification_certificate.h"
+#include "server/service/off_thread.h"
 #include "server/service/peer.h"
 
 namespace linesign::service {
@@ -48,21 +49,10 @@ void IotAdminService::Run(grpc::CallbackServerContext* context, grpc::ServerUnar
     reactor->Finish(p_.counters->Refused(rpc, call, absl::UnavailableError("server is shutting down; retry later")));
     return;
   }
-  auto task = [this, reactor, rpc, call, work = std::move(work)]() mutable {
-    absl::Status st = std::move(work)(call.identity);
-    if (st.ok()) {
-      p_.counters->Answered(rpc);
-      reactor->Finish(grpc::Status::OK);
-    } else {
-      reactor->Finish(p_.counters->Refused(rpc, call, st));
-    }
-    p_.drain->Leave();
-  };
-  if (!p_.executor->TrySubmit(std::move(task))) {
-    p_.drain->Leave();
-    reactor->Finish(p_.counters->Refused(
-        rpc, call, absl::ResourceExhaustedError("too many administrative calls in progress; retry in a moment")));
-  }
+  std::string caller = call.identity;
+  RunOffThread(p_.executor, p_.counters, p_.drain, reactor, rpc, std::move(call),
+               [work = std::move(work), caller = std::move(caller)]() mutable { return std::move(work)(caller); },
+               "too many administrative calls in progress; retry in a moment");
 }
 
 grpc::ServerUnaryReactor* IotAdminService::RegisterCaCertificate(grpc::CallbackServerContext* context,
