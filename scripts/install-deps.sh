@@ -24,6 +24,7 @@ PACKAGES=(
   clang libclang-rt-14-dev                        # libFuzzer + sanitizers for scripts/fuzz.sh
   libcpp-httplib-dev                              # the operator's HTTP listener: /metrics, /healthz, /readyz
   prometheus                                      # promtool (metrics and rules checks) and a real scrape in the tests
+  haproxy nginx-light                             # tests/lb_test: the deploy/ load balancer recipes, run as written
   systemd                                         # systemd-analyze verify / security on deploy/systemd in the tests
   chromium chromium-driver python3-selenium       # the status page's browser test
 )

@@ -40,19 +40,6 @@ std::unique_ptr<grpc::ClientContext> Context() {
   return ctx;
 }
 
-// FreePort returns a loopback port nobody listens on right now.
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a = {};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 bool Accepts(int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a = {};
@@ -180,7 +167,7 @@ TEST(MosquittoTest, ABrokerWithLinesignsCrlRefusesARevokedDeviceAndAcceptsAValid
                                30);
   };
 
-  const int port = FreePort();
+  const int port = testing::FreeLoopbackPort();
   ASSERT_TRUE(WriteFile(dir + "/mosquitto.conf", config(port, true)).ok());
   auto broker = Broker::Start(dir + "/mosquitto.conf", dir + "/mosquitto.log", port);
   ASSERT_TRUE(broker.ok()) << broker.status();
@@ -197,7 +184,7 @@ TEST(MosquittoTest, ABrokerWithLinesignsCrlRefusesARevokedDeviceAndAcceptsAValid
   EXPECT_THAT(why.output, HasSubstr("certificate revoked"));
 
   // The control: the same broker without the CRL accepts the revoked certificate, so the CRL is what refused it.
-  const int open_port = FreePort();
+  const int open_port = testing::FreeLoopbackPort();
   ASSERT_TRUE(WriteFile(dir + "/no-crl.conf", config(open_port, false)).ok());
   auto open_broker = Broker::Start(dir + "/no-crl.conf", dir + "/no-crl.log", open_port);
   ASSERT_TRUE(open_broker.ok()) << open_broker.status();

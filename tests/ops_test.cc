@@ -278,51 +278,6 @@ std::optional<double> PromQuery(int port, const std::string& query, double time)
   return sum;
 }
 
-// Child runs a program (its output to `log`) until destroyed, then ends it with SIGTERM.
-class Child {
- public:
-  Child(const std::vector<std::string>& argv, const std::string& log) {
-    pid_ = fork();
-    if (pid_ == 0) {
-      int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-      dup2(fd, 1);
-      dup2(fd, 2);
-      std::vector<char*> args;
-      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-      args.push_back(nullptr);
-      execv(args[0], args.data());
-      _exit(127);
-    }
-  }
-  ~Child() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-  bool started() const { return pid_ > 0; }
-
- private:
-  pid_t pid_ = -1;
-};
-
-// FreePort returns a loopback port that was free a moment ago (Prometheus binds it right after; a race only with
-// another process binding port 0 meanwhile).
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a = {};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  int port = -1;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
-  }
-  close(fd);
-  return port;
-}
-
 // Debian's Prometheus scrapes the server every second while linesign-bench issues certificates; then Prometheus's
 // own HTTP API says the rate was positive and that the increase of linesign_certificates_issued_total over the
 // run is the number of certificates linesign-bench received, within 2 %.
@@ -340,11 +295,11 @@ TEST_F(OpsTest, RealPrometheusScrapeMatchesTheLoadGeneratorsCount) {
                      "  - job_name: linesign\n"
                      "    static_configs: [{targets: ['", server_->http_address(), "']}]\n"),
         0644);
-  const int port = FreePort();
+  const int port = testing::FreeLoopbackPort();
   ASSERT_GT(port, 0);
   // The Debian binary, which CI installs (scripts/install-deps.sh): a missing one fails here, never skips.
   ASSERT_EQ(access("/usr/bin/prometheus", X_OK), 0) << "/usr/bin/prometheus is missing: install package prometheus";
-  Child prom({"/usr/bin/prometheus", absl::StrCat("--config.file=", dir, "/prometheus.yml"),
+  testing::ChildProcess prom({"/usr/bin/prometheus", absl::StrCat("--config.file=", dir, "/prometheus.yml"),
               absl::StrCat("--storage.tsdb.path=", dir, "/data"),
               absl::StrCat("--web.listen-address=127.0.0.1:", port), "--log.level=warn"},
              dir + "/prometheus.log");

@@ -3,6 +3,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <ctime>
 
 #include "absl/strings/match.h"
@@ -176,6 +177,7 @@ absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Create(const v1::T
   }
   a->identity_source_ = tls.identity().empty() ? "subject_cn" : tls.identity();
   a->require_marker_ = tls.require_station_marker();
+  a->trusted_proxies_.assign(tls.trusted_proxies().begin(), tls.trusted_proxies().end());
   a->issuing_chain_file_ = issuing_chain_file;
   auto chain_pem = ReadFile(issuing_chain_file);
   if (!chain_pem.ok()) return absl::InvalidArgumentError(absl::StrCat("ca.chain_file: ", chain_pem.status().message()));
@@ -194,6 +196,68 @@ absl::Status Authenticator::Reload(const v1::TlsConfig& tls) {
   cache_.clear();
   generation_.fetch_add(1, std::memory_order_acq_rel);
   return absl::OkStatus();
+}
+
+bool Authenticator::IsTrustedProxy(absl::string_view identity) const {
+  return std::find(trusted_proxies_.begin(), trusted_proxies_.end(), identity) != trusted_proxies_.end();
+}
+
+absl::StatusOr<CallerCertificate> Authenticator::Resolve(absl::string_view leaf_pem, absl::string_view chain_pem,
+                                                        std::optional<absl::string_view> forwarded,
+                                                        absl::Time now) const {
+  if (trusted_proxies_.empty()) {
+    if (forwarded.has_value()) {
+      return Refuse(absl::StrCat("the ", kForwardedCertificateHeader, " header is refused: no trusted proxy is "
+                                 "configured (tls.trusted_proxies), and a station identity sent in a header is never "
+                                 "taken on trust"));
+    }
+    return CallerCertificate{std::string(leaf_pem), std::string(chain_pem), ""};
+  }
+  LINESIGN_ASSIGN_OR_RETURN(std::string peer, Authenticate(leaf_pem, chain_pem, now));
+  if (!IsTrustedProxy(peer)) {
+    if (forwarded.has_value()) {
+      return Refuse(absl::StrCat("the ", kForwardedCertificateHeader, " header is refused from '", peer,
+                                 "', which is not a trusted proxy (tls.trusted_proxies)"));
+    }
+    return CallerCertificate{std::string(leaf_pem), std::string(chain_pem), ""};
+  }
+  if (!forwarded.has_value() || forwarded->empty()) {
+    return Refuse(absl::StrCat("trusted proxy '", peer, "' forwarded no station certificate (",
+                               kForwardedCertificateHeader, "): a proxy is not a station"));
+  }
+  if (forwarded->size() > kMaxForwardedCertificateBytes) {
+    return Refuse(absl::StrCat("the ", kForwardedCertificateHeader, " header from proxy '", peer, "' has ",
+                               forwarded->size(), " bytes; at most ", kMaxForwardedCertificateBytes));
+  }
+  std::string pem;
+  pem.reserve(forwarded->size());
+  for (size_t i = 0; i < forwarded->size(); ++i) {
+    char c = (*forwarded)[i];
+    if (c != '%') {
+      pem.push_back(c);
+      continue;
+    }
+    auto hex = [](char h) -> int {
+      if (h >= '0' && h <= '9') return h - '0';
+      if (h >= 'a' && h <= 'f') return h - 'a' + 10;
+      if (h >= 'A' && h <= 'F') return h - 'A' + 10;
+      return -1;
+    };
+    int hi = i + 2 < forwarded->size() ? hex((*forwarded)[i + 1]) : -1;
+    int lo = i + 2 < forwarded->size() ? hex((*forwarded)[i + 2]) : -1;
+    if (hi < 0 || lo < 0) {
+      return Refuse(absl::StrCat("the ", kForwardedCertificateHeader, " header from proxy '", peer,
+                                 "' has a malformed %-escape at byte ", i));
+    }
+    pem.push_back(static_cast<char>(hi * 16 + lo));
+    i += 2;
+  }
+  auto certs = ParseCertificatesPem(pem, "forwarded certificate");
+  if (!certs.ok() || certs->size() != 1) {
+    return Refuse(absl::StrCat("the ", kForwardedCertificateHeader, " header from proxy '", peer,
+                               "' is not exactly one PEM certificate"));
+  }
+  return CallerCertificate{std::move(pem), "", std::move(peer)};
 }
 
 absl::Time Authenticator::NotAfter(absl::string_view leaf_pem) {

@@ -20,6 +20,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,20 @@ inline constexpr absl::string_view kReservedIdentityPrefix = "linesign:";
 // The identity of every caller when tls.insecure is set.
 inline constexpr absl::string_view kInsecureIdentity = "anonymous";
 
+// kForwardedCertificateHeader is the request header in which a trusted proxy (tls.trusted_proxies) forwards the
+// station's certificate: URL-escaped PEM, as nginx's $ssl_client_escaped_cert writes it.
+inline constexpr absl::string_view kForwardedCertificateHeader = "x-linesign-client-cert";
+// The largest forwarded certificate accepted, escaped.
+inline constexpr size_t kMaxForwardedCertificateBytes = 16 * 1024;
+
+// CallerCertificate is the certificate a caller is known by: the connection's own, or the one a trusted proxy
+// forwarded (then `proxy` names the proxy and the chain is empty: intermediates come from tls.client_ca_file).
+struct CallerCertificate {
+  std::string leaf_pem;
+  std::string chain_pem;
+  std::string proxy;
+};
+
 class Authenticator {
  public:
   // Create loads the client CA bundle and CRLs named by `tls`, and linesign's issuing CA chain from
@@ -54,6 +69,18 @@ class Authenticator {
   // identity. Unauthenticated with the reason otherwise.
   absl::StatusOr<std::string> Authenticate(absl::string_view leaf_pem, absl::string_view chain_pem,
                                            absl::Time now) const;
+
+  // Resolve returns the certificate that stands for the caller of a connection whose client certificate is
+  // `leaf_pem` (with `chain_pem`) and whose request carried `forwarded` (the kForwardedCertificateHeader value,
+  // nullopt when absent): the connection's own unless its verified identity is one of tls.trusted_proxies, in
+  // which case the forwarded one (URL-unescaped, not verified yet: Authenticate it). Unauthenticated when a caller
+  // that is not a trusted proxy sends the header (a station identity in plaintext is never taken on trust), when
+  // a trusted proxy sends none, or when the header is malformed, over kMaxForwardedCertificateBytes or not
+  // exactly one PEM certificate; the connection's own refusal when it does not authenticate.
+  absl::StatusOr<CallerCertificate> Resolve(absl::string_view leaf_pem, absl::string_view chain_pem,
+                                            std::optional<absl::string_view> forwarded, absl::Time now) const;
+  // IsTrustedProxy says whether `identity` is one of tls.trusted_proxies.
+  bool IsTrustedProxy(absl::string_view identity) const;
 
   // NotAfter returns the notAfter of the client certificate `leaf_pem` (InfinitePast when it cannot be read): a
   // caller that keeps an authentication for a while (a stream) must not keep it past this.
@@ -91,6 +118,7 @@ class Authenticator {
   bool insecure_ = false;
   bool require_marker_ = false;  // tls.require_station_marker
   std::string identity_source_;  // subject_cn, uri_san, dns_san
+  std::vector<std::string> trusted_proxies_;  // tls.trusted_proxies
   std::string issuing_chain_file_;
   std::vector<OsslPtr<X509>> issuing_chain_;  // ca.chain_file: linesign's issuing CA first, then the CAs above it
 

@@ -1,5 +1,9 @@
 #include "server/auth/authenticator.h"
 
+#include <cctype>
+#include <optional>
+
+#include "absl/strings/str_format.h"
 #include "common/openssl_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -253,6 +257,95 @@ TEST_F(AuthenticatorTest, ReloadRefusesABundleThatNowTrustsTheIssuingCa) {
   EXPECT_EQ(auth->Authenticate(device.certificate_pem, issuing_.certificate_pem, now_ + absl::Hours(1))
                 .status().code(), absl::StatusCode::kUnauthenticated);
   EXPECT_TRUE(auth->Authenticate(station.certificate_pem, "", now_ + absl::Hours(1)).ok());
+}
+
+// Trusted proxies (tls.trusted_proxies): only a proxy may forward a station certificate, and a proxy is never a
+// station itself.
+std::string Escape(const std::string& pem) {
+  std::string out;
+  for (unsigned char c : pem) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += absl::StrFormat("%%%02X", c);
+    }
+  }
+  return out;
+}
+
+TEST_F(AuthenticatorTest, ForwardedCertificateIsRefusedWithoutTrustedProxies) {
+  auto station = Leaf(ca_, {.common_name = "station-1"});
+  auto auth = Make();
+  std::string header = Escape(station.certificate_pem);
+  auto caller = auth->Resolve(station.certificate_pem, "", header, now_);
+  EXPECT_EQ(caller.status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(caller.status().message(), HasSubstr("no trusted proxy is configured"));
+  auto direct = auth->Resolve(station.certificate_pem, "", std::nullopt, now_);
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  EXPECT_EQ(direct->leaf_pem, station.certificate_pem);
+  EXPECT_EQ(direct->proxy, "");
+}
+
+TEST_F(AuthenticatorTest, ForwardedCertificateIsRefusedFromAStationThatIsNotAProxy) {
+  config_.add_trusted_proxies("edge-proxy");
+  auto station = Leaf(ca_, {.common_name = "station-1"});
+  auto victim = Leaf(ca_, {.common_name = "admin-1"});
+  auto caller = Make()->Resolve(station.certificate_pem, "", Escape(victim.certificate_pem), now_);
+  EXPECT_EQ(caller.status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(caller.status().message(), HasSubstr("refused from 'station-1', which is not a trusted proxy"));
+}
+
+TEST_F(AuthenticatorTest, TrustedProxyForwardsTheStationCertificate) {
+  config_.add_trusted_proxies("edge-proxy");
+  auto proxy = Leaf(ca_, {.common_name = "edge-proxy"});
+  auto station = Leaf(ca_, {.common_name = "station-1"});
+  auto auth = Make();
+  auto caller = auth->Resolve(proxy.certificate_pem, "", Escape(station.certificate_pem), now_);
+  ASSERT_TRUE(caller.ok()) << caller.status();
+  EXPECT_EQ(caller->proxy, "edge-proxy");
+  auto id = auth->Authenticate(caller->leaf_pem, caller->chain_pem, now_);
+  ASSERT_TRUE(id.ok()) << id.status();
+  EXPECT_EQ(*id, "station-1");
+  // The forwarded certificate is verified like a direct one: another CA's is refused.
+  auto other = tls::MakeTlsCa("rogue CA", now_ - absl::Hours(1), now_ + absl::Hours(24));
+  ASSERT_TRUE(other.ok());
+  auto rogue = Leaf(*other, {.common_name = "station-1"});
+  auto forged = auth->Resolve(proxy.certificate_pem, "", Escape(rogue.certificate_pem), now_);
+  ASSERT_TRUE(forged.ok()) << forged.status();
+  EXPECT_THAT(auth->Authenticate(forged->leaf_pem, forged->chain_pem, now_).status().message(),
+              HasSubstr("not issued by a trusted station CA"));
+}
+
+TEST_F(AuthenticatorTest, TrustedProxyWithoutOrWithABadHeaderIsRefused) {
+  config_.add_trusted_proxies("edge-proxy");
+  auto proxy = Leaf(ca_, {.common_name = "edge-proxy"});
+  auto station = Leaf(ca_, {.common_name = "station-1"});
+  auto auth = Make();
+  struct Case {
+    std::optional<std::string> header;
+    std::string want;
+  };
+  const Case cases[] = {
+      {std::nullopt, "forwarded no station certificate"},
+      {std::string(), "forwarded no station certificate"},
+      {std::string("abc%4"), "malformed %-escape"},
+      {std::string("abc%zz"), "malformed %-escape"},
+      {std::string(kMaxForwardedCertificateBytes + 1, 'A'), "at most 16384"},
+      {Escape(station.certificate_pem + station.certificate_pem), "not exactly one PEM certificate"},
+      {std::string("not a certificate"), "not exactly one PEM certificate"},
+  };
+  for (const Case& c : cases) {
+    std::optional<absl::string_view> header;
+    if (c.header.has_value()) header = *c.header;
+    auto caller = auth->Resolve(proxy.certificate_pem, "", header, now_);
+    EXPECT_EQ(caller.status().code(), absl::StatusCode::kUnauthenticated) << c.want;
+    EXPECT_THAT(caller.status().message(), HasSubstr(c.want));
+  }
+  // A proxy whose own certificate does not verify forwards nothing.
+  auto expired = Leaf(ca_, {.common_name = "edge-proxy", .not_before = now_ - absl::Hours(2),
+                            .not_after = now_ - absl::Hours(1)});
+  auto caller = auth->Resolve(expired.certificate_pem, "", Escape(station.certificate_pem), now_);
+  EXPECT_THAT(caller.status().message(), HasSubstr("expired at"));
 }
 
 }  // namespace

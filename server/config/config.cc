@@ -298,6 +298,9 @@ absl::Status ValidateTls(const v1::ServerConfig& c) {
     if (t.require_station_marker()) {
       return FieldError("tls.require_station_marker", "cannot be combined with tls.insecure (no client certificates)");
     }
+    if (!t.trusted_proxies().empty()) {
+      return FieldError("tls.trusted_proxies", "cannot be combined with tls.insecure (no client certificates)");
+    }
     if (!IsLoopback(c.listen())) {
       return FieldError("tls.insecure", absl::StrCat("plaintext is allowed only on a loopback address, not ",
                                                      c.listen(), "; configure certificate_file, key_file and "
@@ -311,6 +314,14 @@ absl::Status ValidateTls(const v1::ServerConfig& c) {
   for (const auto& crl : t.crl_files()) LINESIGN_RETURN_IF_ERROR(CheckReadable("tls.crl_files", crl));
   if (t.identity() != "subject_cn" && t.identity() != "uri_san" && t.identity() != "dns_san") {
     return FieldError("tls.identity", absl::StrCat("unknown '", t.identity(), "' (subject_cn, uri_san, dns_san)"));
+  }
+  if (t.trusted_proxies_size() > 16) {
+    return FieldError("tls.trusted_proxies", absl::StrCat(t.trusted_proxies_size(), " entries; at most 16"));
+  }
+  for (const auto& proxy : t.trusted_proxies()) {
+    if (proxy.empty() || proxy.size() > 128) {
+      return FieldError("tls.trusted_proxies", "each entry is an identity of 1 to 128 bytes");
+    }
   }
   return absl::OkStatus();
 }

@@ -231,6 +231,15 @@ TEST(ConfigTest, StationMarkerNeedsClientCertificates) {
               HasSubstr("tls.require_station_marker: cannot be combined with tls.insecure"));
 }
 
+TEST(ConfigTest, TrustedProxiesNeedClientCertificates) {
+  auto c = ParseConfigYaml(kMinimal);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ApplyDefaults(&*c);
+  c->mutable_tls()->add_trusted_proxies("edge-proxy");
+  EXPECT_THAT(std::string(Validate(*c).message()),
+              HasSubstr("tls.trusted_proxies: cannot be combined with tls.insecure"));
+}
+
 TEST(ConfigTest, MissingTlsSectionIsExplained) {
   std::string yaml = kMinimal;
   yaml.replace(yaml.find("tls:\n  insecure: true\n"), 21, "");

@@ -2,6 +2,9 @@
 
 #include <grpc/grpc_security_constants.h>
 
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
 namespace linesign::service {
 
 std::pair<std::string, std::string> PeerCertificates(const grpc::CallbackServerContext* context) {
@@ -17,10 +20,38 @@ std::pair<std::string, std::string> PeerCertificates(const grpc::CallbackServerC
   return {std::move(leaf), std::move(chain)};
 }
 
+absl::StatusOr<auth::CallerCertificate> CallerCertificates(const auth::Authenticator& authenticator,
+                                                           const grpc::CallbackServerContext* context,
+                                                           absl::Time now) {
+  auto [leaf, chain] = PeerCertificates(context);
+  std::optional<absl::string_view> forwarded;
+  const auto& metadata = context->client_metadata();
+  auto [begin, end] = metadata.equal_range(grpc::string_ref(auth::kForwardedCertificateHeader.data(),
+                                                            auth::kForwardedCertificateHeader.size()));
+  for (auto it = begin; it != end; ++it) {
+    if (forwarded.has_value()) {
+      return absl::UnauthenticatedError(
+          absl::StrCat("more than one ", auth::kForwardedCertificateHeader, " header in the request"));
+    }
+    forwarded.emplace(it->second.data(), it->second.size());
+  }
+  return authenticator.Resolve(leaf, chain, forwarded, now);
+}
+
+absl::StatusOr<std::string> AuthenticateCaller(const auth::Authenticator& authenticator,
+                                               const auth::CallerCertificate& caller, absl::Time now) {
+  LINESIGN_ASSIGN_OR_RETURN(std::string identity, authenticator.Authenticate(caller.leaf_pem, caller.chain_pem, now));
+  if (!caller.proxy.empty() && authenticator.IsTrustedProxy(identity)) {
+    return absl::UnauthenticatedError(absl::StrCat("proxy '", caller.proxy, "' forwarded the certificate of proxy '",
+                                                   identity, "': proxies are not stations"));
+  }
+  return identity;
+}
+
 absl::StatusOr<std::string> Authenticate(const auth::Authenticator& authenticator,
                                          const grpc::CallbackServerContext* context, absl::Time now) {
-  auto [leaf, chain] = PeerCertificates(context);
-  return authenticator.Authenticate(leaf, chain, now);
+  LINESIGN_ASSIGN_OR_RETURN(auth::CallerCertificate caller, CallerCertificates(authenticator, context, now));
+  return AuthenticateCaller(authenticator, caller, now);
 }
 
 }  // namespace linesign::service

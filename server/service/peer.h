@@ -17,8 +17,19 @@ namespace linesign::service {
 // PeerCertificates returns the caller's client certificate and chain as PEM ("" when none).
 std::pair<std::string, std::string> PeerCertificates(const grpc::CallbackServerContext* context);
 
-// Authenticate returns the caller's identity from its verified client certificate at `now`; the authenticator's
-// refusal (Unauthenticated) otherwise.
+// CallerCertificates returns the certificate that stands for the caller: the connection's own, or the station
+// certificate a trusted proxy forwarded (auth::Authenticator::Resolve says when); Unauthenticated otherwise.
+absl::StatusOr<auth::CallerCertificate> CallerCertificates(const auth::Authenticator& authenticator,
+                                                           const grpc::CallbackServerContext* context,
+                                                           absl::Time now);
+
+// AuthenticateCaller verifies `caller` (from CallerCertificates) at `now` and returns its identity; a forwarded
+// certificate may not itself be a trusted proxy's.
+absl::StatusOr<std::string> AuthenticateCaller(const auth::Authenticator& authenticator,
+                                               const auth::CallerCertificate& caller, absl::Time now);
+
+// Authenticate returns the caller's identity from its verified client certificate (or the one a trusted proxy
+// forwarded) at `now`; the authenticator's refusal (Unauthenticated) otherwise.
 absl::StatusOr<std::string> Authenticate(const auth::Authenticator& authenticator,
                                          const grpc::CallbackServerContext* context, absl::Time now);
 

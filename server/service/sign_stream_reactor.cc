@@ -35,8 +35,13 @@ const grpc::Status& ShuttingDown() {
 
 SignStreamReactor::SignStreamReactor(const StreamCollaborators* with, grpc::CallbackServerContext* context)
     : with_(with), peer_(context->peer()) {
-  std::tie(leaf_pem_, chain_pem_) = PeerCertificates(context);
-  leaf_not_after_ = auth::Authenticator::NotAfter(leaf_pem_);
+  auto caller = CallerCertificates(*with_->authenticator, context, with_->clock->Now());
+  if (!caller.ok()) {
+    Finish(with_->counters->Refused(Rpc::kSignCsrStream, CallInfo{"", peer_, "", ""}, caller.status()));
+    return;
+  }
+  caller_ = *std::move(caller);
+  leaf_not_after_ = auth::Authenticator::NotAfter(caller_.leaf_pem);
   auto identity = Reauthenticate();
   if (!identity.ok()) {
     Finish(with_->counters->Refused(Rpc::kSignCsrStream, CallInfo{"", peer_, "", ""}, identity.status()));
@@ -163,7 +168,7 @@ absl::StatusOr<std::string> SignStreamReactor::Reauthenticate() {
   const absl::Time now = with_->clock->Now();
   trust_generation_ = with_->authenticator->generation();
   checked_until_ = std::min(now + auth::Authenticator::kSuccessCacheTime, leaf_not_after_);
-  return with_->authenticator->Authenticate(leaf_pem_, chain_pem_, now);
+  return AuthenticateCaller(*with_->authenticator, caller_, now);
 }
 
 absl::Status SignStreamReactor::StillTrusted() {

@@ -102,7 +102,7 @@ class SignStreamReactor final : public grpc::ServerBidiReactor<v1::SignCsrReques
   const StreamCollaborators* const with_;  // borrowed
   const std::string peer_;
   std::string identity_;
-  std::string leaf_pem_, chain_pem_;  // the connection's client certificate and chain
+  auth::CallerCertificate caller_;  // the connection's client certificate, or the one its trusted proxy forwarded
   absl::Time leaf_not_after_;         // the client certificate's notAfter: no check outlives it
   uint64_t trust_generation_ = 0;     // the authenticator's generation at the last check (read callback only)
   absl::Time checked_until_;          // when the last check ages out (read callback only)

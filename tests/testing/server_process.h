@@ -50,6 +50,25 @@ class ServerProcess {
 // sees its exit code).
 bool StillRunning(pid_t pid);
 
+// ChildProcess runs a program (stdout and stderr to `log`) until destroyed, then ends it with SIGTERM and reaps it:
+// for the real services a test starts beside the server (Prometheus, HAProxy, nginx, mosquitto).
+class ChildProcess {
+ public:
+  ChildProcess(const std::vector<std::string>& argv, const std::string& log);
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+  bool started() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// FreeLoopbackPort returns a loopback TCP port nobody listened on a moment ago (a race only with another process
+// binding meanwhile), or -1.
+int FreeLoopbackPort();
+
 // WriteConfig writes `yaml` to a new file in `dir` and returns its path.
 std::string WriteConfig(const std::string& dir, const std::string& yaml);
 
