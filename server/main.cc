@@ -70,6 +70,10 @@ int main(int argc, char** argv) {
   setrlimit(RLIMIT_CORE, &no_core);
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 
+  // A file that may not grow (a file size limit, RLIMIT_FSIZE) fails the write with EFBIG, which the store and
+  // the audit log report like a full disk, instead of killing the server with SIGXFSZ.
+  signal(SIGXFSZ, SIG_IGN);
+
   // SIGTERM, SIGINT and SIGHUP are taken by a dedicated thread with sigwait: blocked here, before any thread
   // exists.
   sigset_t signals;

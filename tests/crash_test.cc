@@ -5,6 +5,10 @@
 // (the same one it may have been sent before, if the kill came after the commit).
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
+#include <sys/resource.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <map>
 #include <mutex>
@@ -188,6 +192,56 @@ TEST_F(CrashTest, SigkillUnderStreamingLoadLosesNothingAndDuplicatesNothing) {
             << " answers of which " << replays - final_replays << " replays after a kill (and " << final_replays
             << " in the final check), lost " << missing << ", duplicated "
             << (std::stoll(count) - std::stoll(distinct_serials)) << std::endl;
+}
+
+// The database cannot grow (the server's file size limit is lowered to 4 KiB under it, which fails writes like a
+// full disk does): every request is refused UNAVAILABLE with the store's reason and no certificate bytes, nothing
+// is recorded; once the files may grow again the same request ids are issued,
+// without restarting the server.
+TEST_F(CrashTest, FullDiskRefusesCleanlyAndRecoversWithoutRestart) {
+  auto server = Start();
+  ASSERT_TRUE(server.ok()) << server.status();
+  Station s;
+  s.identity = "station-1";
+  Stream((*server)->address(), &s, 5);
+  ASSERT_TRUE(s.unanswered.empty());
+  const std::string rows_before = testing::SqliteScalar(db_, "SELECT COUNT(*) FROM certificates");
+  ASSERT_EQ(rows_before, "5");
+
+  struct rlimit before = {};
+  ASSERT_EQ(prlimit((*server)->pid(), RLIMIT_FSIZE, nullptr, &before), 0) << strerror(errno);
+  struct rlimit tiny = {4096, before.rlim_max};  // the soft limit only: it may be raised again without privilege
+  ASSERT_EQ(prlimit((*server)->pid(), RLIMIT_FSIZE, &tiny, nullptr), 0) << strerror(errno);
+  auto stub = v1::CertificateAuthority::NewStub(ca_->Channel((*server)->address(), "station-1"));
+  std::vector<std::string> csrs;
+  for (int i = 0; i < 3; ++i) {
+    csrs.push_back(testing::Csr("ec-p256", absl::StrCat("/CN=FULL", i)));
+    grpc::ClientContext ctx;
+    v1::SignCsrRequest request;
+    request.set_csr_der(csrs.back());
+    request.set_request_id(absl::StrCat("full-", i));
+    v1::SignCsrResponse response;
+    grpc::Status st = stub->SignCsr(&ctx, request, &response);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << i << ": " << st.error_message();
+    EXPECT_THAT(st.error_message(), ::testing::HasSubstr("certificate not issued: store:"));
+    EXPECT_TRUE(response.certificate_der().empty());
+  }
+  ASSERT_EQ(prlimit((*server)->pid(), RLIMIT_FSIZE, &before, nullptr), 0) << strerror(errno);
+  EXPECT_EQ(testing::SqliteScalar(db_, "SELECT COUNT(*) FROM certificates"), rows_before);
+
+  for (int i = 0; i < 3; ++i) {
+    grpc::ClientContext ctx;
+    v1::SignCsrRequest request;
+    request.set_csr_der(csrs[i]);
+    request.set_request_id(absl::StrCat("full-", i));
+    v1::SignCsrResponse response;
+    grpc::Status st = stub->SignCsr(&ctx, request, &response);
+    ASSERT_TRUE(st.ok()) << i << ": " << st.error_message();
+    EXPECT_FALSE(response.replayed());
+  }
+  EXPECT_EQ(testing::SqliteScalar(db_, "SELECT COUNT(*) FROM certificates"), "8");
+  auto stopped = (*server)->Stop(SIGTERM);
+  EXPECT_EQ(stopped.exit_code, 0) << stopped.output;
 }
 
 }  // namespace
