@@ -255,7 +255,9 @@ absl::Status Registrar::RunOnce(absl::Time now) {
     if (!items.ok()) return items.status();
     {
       std::lock_guard<std::mutex> lock(mu_);
-      for (store::OutboxItem& item : *items) queue_.push_back(std::move(item));
+      for (store::OutboxItem& item : *items) {
+        if (active_.insert(item.id).second) queue_.push_back(std::move(item));
+      }
       cv_.notify_all();
     }
     if (static_cast<int>(items->size()) < idle) return absl::OkStatus();
@@ -277,6 +279,7 @@ void Registrar::Worker() {
     Process(item);
     std::lock_guard<std::mutex> lock(mu_);
     --busy_;
+    active_.erase(item.id);
   }
 }
 

@@ -24,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -156,6 +157,9 @@ class Registrar final : public tasks::BackgroundTask {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<store::OutboxItem> queue_;  // claimed, not started; guarded by mu_
+  // Items queued or being processed here. A claim can return one of them again (its lease ran out while a worker
+  // waited for a slow bucket; the claim renewed it under the same owner): it is not handed to a second worker.
+  std::set<int64_t> active_;              // guarded by mu_
   int busy_ = 0;                          // items being processed; guarded by mu_
   bool stopped_ = false;                  // guarded by mu_
   std::vector<std::thread> workers_;

@@ -3,6 +3,7 @@
 #include "server/iot/registrar.h"
 
 #include <future>
+#include <iostream>
 #include <map>
 #include <set>
 #include <thread>
@@ -396,6 +397,44 @@ TEST_F(RegistrarTest, WatchAnswersRegisteredFailedNotFoundAndDeadline) {
   watch.Stop();
   Answer late;
   EXPECT_EQ(wait(ok, absl::Minutes(1), &late).code(), absl::StatusCode::kUnavailable);
+}
+
+// Not a test (no timed assertions): the rate the registrar reaches against the fake with 100 ms per call, at AWS's
+// default quotas (linesign's default rates) and with the quotas and rates raised tenfold. Run by hand:
+//   linesign_iot_registrar_test --gtest_also_run_disabled_tests --gtest_filter='*Throughput*'
+TEST_F(RegistrarTest, DISABLED_ThroughputAtTheBottleneck) {
+  for (int scale : {1, 10}) {
+    std::vector<std::string> args = {"--latency-ms", "100"};
+    if (scale > 1) {
+      args.push_back("--rates");
+      args.push_back("RegisterCertificateWithoutCA=100,AttachPolicy=150,CreateThing=1000,AttachThingPrincipal=1000");
+    }
+    auto fake = StartFake(args);
+    ASSERT_NE(fake, nullptr);
+    auto client = Client(*fake, "main");
+    std::vector<std::string> serials;
+    const int n = scale == 1 ? 270 : 900;
+    for (int i = 0; i < n; ++i) serials.push_back(Issue(absl::StrCat("tp", scale, "-", i), "sni"));
+    std::map<std::string, double> rates = DefaultRates();
+    for (auto& [op, r] : rates) r *= scale;
+    auto r = Registrar::Create(
+        Registrar::Parts{.issuer_id = ca_->ca.issuer_id, .ca_certificate_pem = CaPem(), .store = store_.get(),
+                         .outbox = store_.get(), .reader = store_.get(), .profiles = &profiles_,
+                         .targets = {{"main", client.get(), rates}}, .clock = RealClock::Get()},
+        Registrar::Options{.owner = absl::StrCat("tp", scale), .max_in_flight = scale == 1 ? 32 : 64,
+                           .interval = absl::Milliseconds(50)});
+    ASSERT_TRUE(r.ok());
+    registrar_ = *std::move(r);
+    const absl::Time start = absl::Now();
+    Drain(serials, "main");
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    registrar_->OnStop();
+    int throttles = 0;
+    for (const auto& c : fake->Calls()) throttles += c["fault"] == "throttle";
+    std::cout << "scale " << scale << ": " << n << " registrations in " << seconds << " s = " << n / seconds
+              << "/s (RegisterCertificateWithoutCA ceiling " << rates["RegisterCertificateWithoutCA"]
+              << "/s), throttles " << throttles << "\n";
+  }
 }
 
 }  // namespace
