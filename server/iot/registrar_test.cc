@@ -59,7 +59,7 @@ class RegistrarTest : public ::testing::Test {
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = *std::move(store);
     signer_ = issuance::BatchSigner::Create(builder_.get(), store_.get(), {.workers = 2, .max_batch = 32});
-    auto transport = CurlTransport::Create({.max_connections = 32, .request_timeout = absl::Seconds(5)});
+    auto transport = CurlTransport::Create({.max_connections = 64, .request_timeout = absl::Seconds(5)});
     ASSERT_TRUE(transport.ok());
     transport_ = std::shared_ptr<const HttpTransport>(std::move(transport).value());
   }
