@@ -5,6 +5,7 @@
 #define LINESIGN_SERVER_SERVICE_IOT_ADMIN_SERVICE_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/functional/any_invocable.h"
 
@@ -14,6 +15,8 @@
 #include "server/auth/authenticator.h"
 #include "server/issuance/batch_signer.h"
 #include "server/iot/iot_targets.h"
+#include "server/iot/registrar_watch.h"
+#include "server/store/certificate_store.h"
 #include "server/service/bounded_executor.h"
 #include "server/service/drain_tracker.h"
 #include "server/service/rpc_counters.h"
@@ -33,6 +36,12 @@ class IotAdminService final : public v1::IotAdministration::CallbackService {
     DrainTracker* drain;
     BoundedExecutor* executor;
     const Clock* clock;
+    // AwaitIotRegistration: the issuing CA's id, the watch on the registrar's state, the certificates (for the
+    // reason a registration does not exist) and the configured target names.
+    std::string issuer_id;
+    iot::RegistrationWatch* watch = nullptr;
+    store::CertificateReader* reader = nullptr;
+    std::vector<std::string> target_names;
   };
   explicit IotAdminService(Parts parts) : p_(std::move(parts)) {}
 
@@ -43,6 +52,14 @@ class IotAdminService final : public v1::IotAdministration::CallbackService {
                                         v1::CaStatus* response) override;
   grpc::ServerUnaryReactor* SetCaStatus(grpc::CallbackServerContext* context, const v1::CaStatusRequest* request,
                                         v1::CaStatus* response) override;
+  // AwaitIotRegistration holds no thread while it waits: the watch answers it (iot/registrar_watch.h).
+  grpc::ServerUnaryReactor* AwaitIotRegistration(grpc::CallbackServerContext* context,
+                                                 const v1::AwaitIotRegistrationRequest* request,
+                                                 v1::IotRegistrationStatus* response) override;
+
+  // kMaxAwait caps AwaitIotRegistration's timeout; kDefaultAwait is used for none.
+  static constexpr absl::Duration kMaxAwait = absl::Minutes(10);
+  static constexpr absl::Duration kDefaultAwait = absl::Seconds(30);
 
  private:
   // Run admits the caller (administrator) for `rpc`, refuses with `precheck` when it is not OK, then runs `work`

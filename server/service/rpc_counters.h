@@ -39,6 +39,7 @@ enum class Rpc {
   kRegisterIotCa,  // IotAdministration.RegisterCaCertificate
   kGetIotCaStatus,  // IotAdministration.GetCaStatus
   kSetIotCaStatus,  // IotAdministration.SetCaStatus
+  kAwaitIotRegistration,  // IotAdministration.AwaitIotRegistration
   kCount
 };
 const char* RpcName(Rpc rpc);
