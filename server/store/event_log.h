@@ -23,6 +23,11 @@ inline constexpr char kEventIssued[] = "ISSUED";
 inline constexpr char kEventRenewalDue[] = "RENEWAL_DUE";
 inline constexpr char kEventRenewed[] = "RENEWED";
 inline constexpr char kEventRekeyed[] = "REKEYED";
+// AWS IoT (issue 10): a certificate was registered with a target (ACTIVE, attached to its thing and policy), or
+// its registration stopped on a permanent error; data {"target","certificate_id","certificate_arn"} or
+// {"target","certificate_id","error_code","error_message"}. One per registration that ends.
+inline constexpr char kEventIotRegistered[] = "IOT_REGISTERED";
+inline constexpr char kEventIotFailed[] = "IOT_FAILED";
 
 // Event is one entry of the log.
 struct Event {

@@ -17,7 +17,7 @@ namespace linesign::store {
 // OutboxItem is one side effect to carry out.
 struct OutboxItem {
   int64_t id = 0;           // assigned by the store on enqueue (ignored on write)
-  std::string kind;         // what to do, e.g. "iot.register"; required
+  std::string kind;         // what to do, e.g. "iot.register" (iot_registration_store.h); required
   std::string dedupe_key;   // optional: a second item with the same (kind, dedupe_key) is not enqueued
   std::string payload;      // opaque to the store
   absl::Time next_attempt_at = absl::UnixEpoch();  // not claimed before this (microsecond precision)

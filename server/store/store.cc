@@ -1,5 +1,7 @@
 #include "server/store/store.h"
 
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
 #include "server/store/sqlite/sqlite_store.h"
 
 namespace linesign::store {
@@ -45,6 +47,44 @@ std::optional<ListStatus> ParseListStatus(const std::string& name) {
     if (name == ListStatusName(s)) return s;
   }
   return std::nullopt;
+}
+
+std::string IotRegisterPayload(const IotRegistrationKey& key) {
+  // The fields are hex and target names (checked at start-up); replace keeps dump from throwing regardless.
+  return nlohmann::json{{"issuer_id", key.issuer_id}, {"serial", key.serial_hex}, {"target", key.target}}.dump(
+      -1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+absl::StatusOr<IotRegistrationKey> ParseIotRegisterPayload(absl::string_view payload) {
+  nlohmann::json j = nlohmann::json::parse(payload, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || j.size() != 3 || !j.contains("issuer_id") || !j["issuer_id"].is_string() ||
+      !j.contains("serial") || !j["serial"].is_string() || !j.contains("target") || !j["target"].is_string()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("store: an ", kIotRegisterOutboxKind, " item's payload is not what IotRegisterPayload writes"));
+  }
+  IotRegistrationKey key{j["issuer_id"].get<std::string>(), j["serial"].get<std::string>(),
+                         j["target"].get<std::string>()};
+  if (key.issuer_id.empty() || key.serial_hex.empty() || key.target.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("store: an ", kIotRegisterOutboxKind, " item needs an issuer, a serial and a target"));
+  }
+  return key;
+}
+
+OutboxItem IotRegisterItem(const IotRegistrationKey& key, absl::Time due) {
+  return OutboxItem{.kind = kIotRegisterOutboxKind, .payload = IotRegisterPayload(key), .next_attempt_at = due};
+}
+
+const char* IotRegistrationStateName(IotRegistrationState state) {
+  switch (state) {
+    case IotRegistrationState::kPending:
+      return "pending";
+    case IotRegistrationState::kRegistered:
+      return "registered";
+    case IotRegistrationState::kFailed:
+      return "failed";
+  }
+  return "pending";
 }
 
 absl::StatusOr<std::unique_ptr<Store>> Open(const v1::StoreConfig& config, const Clock* clock) {

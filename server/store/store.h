@@ -2,7 +2,8 @@
 // earlier request"); read-only queries are CertificateReader (certificate_store.h) and EventReader
 // (event_log.h); side effects leave through Outbox (outbox.h); revocations and CRLs through RevocationStore
 // (revocation_store.h); the renewal scanner marks due certificates through RenewalStore (renewal_store.h); the
-// webhook keeps its place in the log through CursorStore (cursor_store.h).
+// webhook keeps its place in the log through CursorStore (cursor_store.h); the AWS IoT registrar keeps each
+// registration's state through IotRegistrationStore (iot_registration_store.h).
 // Open picks the backend StoreConfig names:
 // sqlite/ (embedded default); PostgreSQL later, passing the same suite (testing/store_conformance.h).
 #ifndef LINESIGN_SERVER_STORE_STORE_H_
@@ -19,6 +20,7 @@
 #include "server/store/certificate_store.h"
 #include "server/store/cursor_store.h"
 #include "server/store/event_log.h"
+#include "server/store/iot_registration_store.h"
 #include "server/store/outbox.h"
 #include "server/store/revocation_store.h"
 #include "server/store/renewal_store.h"
@@ -75,7 +77,7 @@ class IssuanceStore {
 // Store is a whole backend. Components take the narrow interface they need; only the server's wiring holds this.
 class Store : public IssuanceStore, public CertificateReader, public EventReader, public Outbox,
               public RevocationStore,
-              public RenewalStore, public CursorStore {
+              public RenewalStore, public CursorStore, public IotRegistrationStore {
  public:
   // One FindByRequest for both interfaces that ask for it.
   absl::StatusOr<std::optional<CertificateRecord>> FindByRequest(const std::string& station,

@@ -161,7 +161,31 @@ CREATE INDEX certificates_renewal_marked ON certificates (profile, not_after)
   WHERE status = 'valid' AND renewal_due_at IS NOT NULL;
 )sql";
 
-constexpr std::array<Migration, 7> kMigrations = {{
+// Version 8: each certificate's registration with each AWS IoT target (issue 10): its state, the step machine's
+// progress and what AWS answered. Written only for certificates of registering profiles, so other profiles cost
+// the issuing path nothing; the (target, state, serial) index serves the counts and the per-state lists.
+constexpr const char* kV8IotRegistrations = R"sql(
+CREATE TABLE iot_registrations (
+  issuer_id       TEXT NOT NULL,
+  serial          TEXT NOT NULL,
+  target          TEXT NOT NULL,
+  state           TEXT NOT NULL CHECK (state IN ('pending', 'registered', 'failed')),
+  progress        TEXT NOT NULL DEFAULT '',
+  certificate_id  TEXT NOT NULL DEFAULT '',
+  certificate_arn TEXT NOT NULL DEFAULT '',
+  thing_name      TEXT NOT NULL DEFAULT '',
+  policy          TEXT NOT NULL DEFAULT '',
+  already_present INTEGER NOT NULL DEFAULT 0,
+  error_code      TEXT NOT NULL DEFAULT '',
+  error_message   TEXT NOT NULL DEFAULT '',
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  updated_us      INTEGER NOT NULL,
+  PRIMARY KEY (issuer_id, serial, target)
+) WITHOUT ROWID;
+CREATE INDEX iot_registrations_by_state ON iot_registrations (target, state, serial);
+)sql";
+
+constexpr std::array<Migration, 8> kMigrations = {{
     {1, "initial: certificates", kV1Initial},
     {2, "events, outbox, certificate lifecycle columns", kV2EventsOutboxLifecycle},
     {3, "ISSUED events implied by certificates, one id sequence", kV3IssuedImplied},
@@ -169,6 +193,7 @@ constexpr std::array<Migration, 7> kMigrations = {{
     {5, "renewal links and marks, list filter and renewal scan indexes", kV5Renewal},
     {6, "webhook delivery cursor", kV6WebhookCursor},
     {7, "marked renewal-due certificates by profile and expiry", kV7RenewalMarked},
+    {8, "AWS IoT registrations per certificate and target", kV8IotRegistrations},
 }};
 
 absl::Status Exec(sqlite3* db, const std::string& sql, absl::string_view what) {

@@ -65,6 +65,13 @@ constexpr const char* kInsertOutbox =
     "INSERT INTO outbox (kind, dedupe_key, payload, created_us, next_attempt_us) VALUES (?1, ?2, ?3, ?4, ?5) "
     "ON CONFLICT (kind, dedupe_key) DO NOTHING";
 
+// An iot.register item records its registration as pending (new, or again after a failure: completed steps
+// stay in its progress).
+constexpr const char* kUpsertIotPending =
+    "INSERT INTO iot_registrations (issuer_id, serial, target, state, updated_us) VALUES (?1, ?2, ?3, 'pending', ?4) "
+    "ON CONFLICT (issuer_id, serial, target) DO UPDATE SET state = 'pending', error_code = '', error_message = '', "
+    "updated_us = excluded.updated_us";
+
 constexpr const char* kOutboxColumns =
     "id, kind, dedupe_key, payload, next_attempt_us, attempts, last_error, lease_owner, lease_until_us";
 
@@ -272,6 +279,7 @@ absl::StatusOr<std::string> Explain(sqlite3* db, sqlite3_stmt* s) {
 
 absl::Status CheckOutboxItem(const OutboxItem& item) {
   if (item.kind.empty()) return absl::InvalidArgumentError("store: an outbox item needs a kind");
+  if (item.kind == kIotRegisterOutboxKind) return ParseIotRegisterPayload(item.payload).status();
   return absl::OkStatus();
 }
 
@@ -377,7 +385,7 @@ absl::Status SqliteStore::Prepare() {
              {&insert_event_, kInsertEvent},         {&insert_outbox_, kInsertOutbox},
              {&claim_, kClaim},                      {&complete_, kComplete},
              {&reschedule_, kReschedule},            {&supersede_, kSupersede},
-             {&mark_due_, kMarkDue}};
+             {&mark_due_, kMarkDue},                 {&upsert_iot_pending_, kUpsertIotPending}};
   for (auto& [stmt, sql] : all) {
     if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, nullptr) != SQLITE_OK) {
       return Unavailable(db_, absl::StrCat("prepare ", sql));
@@ -389,7 +397,7 @@ absl::Status SqliteStore::Prepare() {
 SqliteStore::~SqliteStore() {
   for (sqlite3_stmt* s :
        {find_request_, insert_certificate_, insert_event_, insert_outbox_, claim_, complete_, reschedule_,
-        supersede_, mark_due_}) {
+        supersede_, mark_due_, upsert_iot_pending_}) {
     sqlite3_finalize(s);
   }
   sqlite3_close(reader_);
@@ -463,7 +471,18 @@ absl::StatusOr<int64_t> SqliteStore::InsertOutbox(const OutboxItem& o) {
   sqlite3_bind_int64(u.s, 4, Micros(clock_->Now()));
   sqlite3_bind_int64(u.s, 5, Micros(o.next_attempt_at));
   if (sqlite3_step(u.s) != SQLITE_DONE) return Unavailable(db_, "insert outbox item");
-  return sqlite3_changes(db_) == 0 ? 0 : sqlite3_last_insert_rowid(db_);
+  if (sqlite3_changes(db_) == 0) return 0;
+  const int64_t id = sqlite3_last_insert_rowid(db_);
+  if (o.kind == kIotRegisterOutboxKind) {
+    LINESIGN_ASSIGN_OR_RETURN(IotRegistrationKey key, ParseIotRegisterPayload(o.payload));
+    Using r(upsert_iot_pending_);
+    BindText(r.s, 1, key.issuer_id);
+    BindText(r.s, 2, key.serial_hex);
+    BindText(r.s, 3, key.target);
+    sqlite3_bind_int64(r.s, 4, Micros(clock_->Now()));
+    if (sqlite3_step(r.s) != SQLITE_DONE) return Unavailable(db_, "record the pending AWS IoT registration");
+  }
+  return id;
 }
 
 absl::StatusOr<std::vector<RecordOutcome>> SqliteStore::RecordBatch(const Batch& batch) {
@@ -1444,6 +1463,305 @@ absl::Status SqliteStore::ReleaseCursor(const std::string& name, const std::stri
   BindText(s.s, 1, name);
   BindText(s.s, 2, owner);
   if (sqlite3_step(s.s) != SQLITE_DONE) return Unavailable(db_, "release the delivery cursor");
+  return absl::OkStatus();
+}
+
+}  // namespace linesign::store
+
+// ---- AWS IoT registrations (iot_registration_store.h) ----
+
+namespace linesign::store {
+namespace {
+
+constexpr const char* kIotColumns =
+    "issuer_id, serial, target, state, progress, certificate_id, certificate_arn, thing_name, policy, "
+    "already_present, error_code, error_message, attempts, updated_us";
+
+constexpr int kMaxEnqueueSerials = 10000;
+
+IotRegistrationState ParseIotState(const std::string& s) {
+  if (s == "registered") return IotRegistrationState::kRegistered;
+  if (s == "failed") return IotRegistrationState::kFailed;
+  return IotRegistrationState::kPending;
+}
+
+IotRegistration ReadIot(sqlite3_stmt* s) {
+  IotRegistration r;
+  r.key = IotRegistrationKey{ColumnText(s, 0), ColumnText(s, 1), ColumnText(s, 2)};
+  r.state = ParseIotState(ColumnText(s, 3));
+  r.progress = ColumnText(s, 4);
+  r.certificate_id = ColumnText(s, 5);
+  r.certificate_arn = ColumnText(s, 6);
+  r.thing_name = ColumnText(s, 7);
+  r.policy = ColumnText(s, 8);
+  r.already_present = sqlite3_column_int(s, 9) != 0;
+  r.error_code = ColumnText(s, 10);
+  r.error_message = ColumnText(s, 11);
+  r.attempts = sqlite3_column_int(s, 12);
+  r.updated_at = FromMicros(sqlite3_column_int64(s, 13));
+  return r;
+}
+
+absl::Status CheckIotWrite(const IotRegistrationWrite& w) {
+  if (w.owner.empty()) return absl::InvalidArgumentError("store: an AWS IoT registration write needs the lease owner");
+  const IotRegistrationKey& k = w.registration.key;
+  if (k.issuer_id.empty() || k.serial_hex.empty() || k.target.empty()) {
+    return absl::InvalidArgumentError("store: an AWS IoT registration needs an issuer, a serial and a target");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<IotRegistration>> SqliteStore::GetIotRegistration(const IotRegistrationKey& key) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  Stmt s;
+  const std::string sql =
+      absl::StrCat("SELECT ", kIotColumns, " FROM iot_registrations WHERE issuer_id = ?1 AND serial = ?2 AND target = ?3");
+  if (sqlite3_prepare_v2(reader_, sql.c_str(), -1, &s.s, nullptr) != SQLITE_OK) return Unavailable(reader_, "prepare");
+  BindText(s.s, 1, key.issuer_id);
+  BindText(s.s, 2, key.serial_hex);
+  BindText(s.s, 3, key.target);
+  int rc = sqlite3_step(s.s);
+  if (rc == SQLITE_DONE) return std::optional<IotRegistration>();
+  if (rc != SQLITE_ROW) return Unavailable(reader_, "read the AWS IoT registration");
+  return std::optional<IotRegistration>(ReadIot(s.s));
+}
+
+absl::StatusOr<std::vector<IotRegistration>> SqliteStore::ListIotRegistrations(const IotRegistrationQuery& q) {
+  if (q.limit < 1 || q.limit > kMaxReadLimit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("store: AWS IoT registration list limit ", q.limit, " is outside 1..", kMaxReadLimit));
+  }
+  if (q.target.empty()) return absl::InvalidArgumentError("store: an AWS IoT registration list needs a target");
+  std::lock_guard<std::mutex> lock(scan_mu_);
+  Stmt s;
+  const std::string sql = absl::StrCat(
+      "SELECT ", kIotColumns, " FROM iot_registrations WHERE target = ?1 AND (?2 = '' OR state = ?2) ",
+      "AND serial > ?3 AND (?4 = '' OR issuer_id = ?4) ORDER BY serial LIMIT ?5");
+  if (sqlite3_prepare_v2(scanner_, sql.c_str(), -1, &s.s, nullptr) != SQLITE_OK) return Unavailable(scanner_, "prepare");
+  const std::string state = q.state.has_value() ? IotRegistrationStateName(*q.state) : "";
+  BindText(s.s, 1, q.target);
+  BindText(s.s, 2, state);
+  BindText(s.s, 3, q.after_serial);
+  BindText(s.s, 4, q.issuer_id);
+  sqlite3_bind_int(s.s, 5, q.limit);
+  std::vector<IotRegistration> out;
+  int rc;
+  while ((rc = sqlite3_step(s.s)) == SQLITE_ROW) out.push_back(ReadIot(s.s));
+  if (rc != SQLITE_DONE) return Unavailable(scanner_, "list AWS IoT registrations");
+  return out;
+}
+
+absl::StatusOr<std::vector<IotTargetCounts>> SqliteStore::CountIotRegistrations() {
+  std::lock_guard<std::mutex> lock(scan_mu_);
+  Stmt s;
+  if (sqlite3_prepare_v2(scanner_,
+                         "SELECT target, state, CASE state WHEN 'failed' THEN error_code ELSE '' END, COUNT(*) "
+                         "FROM iot_registrations GROUP BY 1, 2, 3 ORDER BY 1",
+                         -1, &s.s, nullptr) != SQLITE_OK) {
+    return Unavailable(scanner_, "prepare");
+  }
+  std::vector<IotTargetCounts> out;
+  int rc;
+  while ((rc = sqlite3_step(s.s)) == SQLITE_ROW) {
+    std::string target = ColumnText(s.s, 0);
+    if (out.empty() || out.back().target != target) out.push_back(IotTargetCounts{.target = target});
+    IotTargetCounts& c = out.back();
+    const int64_t n = sqlite3_column_int64(s.s, 3);
+    switch (ParseIotState(ColumnText(s.s, 1))) {
+      case IotRegistrationState::kPending:
+        c.pending += n;
+        break;
+      case IotRegistrationState::kRegistered:
+        c.registered += n;
+        break;
+      case IotRegistrationState::kFailed:
+        c.failed += n;
+        c.failed_by_code[ColumnText(s.s, 2)] += n;
+        break;
+    }
+  }
+  if (rc != SQLITE_DONE) return Unavailable(scanner_, "count AWS IoT registrations");
+  return out;
+}
+
+absl::StatusOr<IotEnqueueResult> SqliteStore::EnqueueIotRegistrations(const std::string& issuer_id,
+                                                                      const std::string& target,
+                                                                      absl::Span<const std::string> serials,
+                                                                      absl::Time now) {
+  if (issuer_id.empty() || target.empty()) {
+    return absl::InvalidArgumentError("store: enqueueing AWS IoT registrations needs an issuer and a target");
+  }
+  if (serials.size() > static_cast<size_t>(kMaxEnqueueSerials)) {
+    return absl::InvalidArgumentError(absl::StrCat("store: ", serials.size(), " serials in one enqueue; at most ",
+                                                   kMaxEnqueueSerials));
+  }
+  IotEnqueueResult result;
+  std::vector<std::string> unique(serials.begin(), serials.end());
+  std::sort(unique.begin(), unique.end());
+  unique.erase(std::unique(unique.begin(), unique.end()), unique.end());
+  if (unique.empty()) return result;
+  std::lock_guard<std::mutex> lock(mu_);
+  LINESIGN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  auto fail = [&](absl::Status st) {
+    Exec("ROLLBACK").IgnoreError();
+    return st;
+  };
+  Stmt known, state;
+  if (sqlite3_prepare_v2(db_, "SELECT 1 FROM certificates WHERE issuer_id = ?1 AND serial = ?2", -1, &known.s,
+                         nullptr) != SQLITE_OK ||
+      sqlite3_prepare_v2(db_,
+                         "SELECT state FROM iot_registrations WHERE issuer_id = ?1 AND serial = ?2 AND target = ?3",
+                         -1, &state.s, nullptr) != SQLITE_OK) {
+    return fail(Unavailable(db_, "prepare"));
+  }
+  for (const std::string& serial : unique) {
+    sqlite3_reset(known.s);
+    BindText(known.s, 1, issuer_id);
+    BindText(known.s, 2, serial);
+    int rc = sqlite3_step(known.s);
+    if (rc == SQLITE_DONE) {
+      ++result.unknown_serial;
+      continue;
+    }
+    if (rc != SQLITE_ROW) return fail(Unavailable(db_, "look up a certificate"));
+    sqlite3_reset(state.s);
+    BindText(state.s, 1, issuer_id);
+    BindText(state.s, 2, serial);
+    BindText(state.s, 3, target);
+    rc = sqlite3_step(state.s);
+    if (rc == SQLITE_ROW) {
+      const IotRegistrationState st = ParseIotState(ColumnText(state.s, 0));
+      if (st == IotRegistrationState::kRegistered) {
+        ++result.already_registered;
+        continue;
+      }
+      if (st == IotRegistrationState::kPending) {
+        ++result.already_pending;
+        continue;
+      }
+    } else if (rc != SQLITE_DONE) {
+      return fail(Unavailable(db_, "read an AWS IoT registration"));
+    }
+    sqlite3_reset(state.s);
+    auto id = InsertOutbox(IotRegisterItem(IotRegistrationKey{issuer_id, serial, target}, now));
+    if (!id.ok()) return fail(id.status());
+    ++result.enqueued;
+  }
+  sqlite3_reset(known.s);
+  sqlite3_reset(state.s);
+  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) return fail(Unavailable(db_, "commit"));
+  return result;
+}
+
+absl::Status SqliteStore::WriteIotRow(const IotRegistrationWrite& w, IotRegistrationState state, int add_attempts) {
+  const IotRegistration& r = w.registration;
+  Stmt s;
+  if (sqlite3_prepare_v2(db_,
+                         "UPDATE iot_registrations SET state = ?4, progress = ?5, certificate_id = ?6, "
+                         "certificate_arn = ?7, thing_name = ?8, policy = ?9, already_present = ?10, "
+                         "error_code = ?11, error_message = ?12, attempts = attempts + ?13, updated_us = ?14 "
+                         "WHERE issuer_id = ?1 AND serial = ?2 AND target = ?3",
+                         -1, &s.s, nullptr) != SQLITE_OK) {
+    return Unavailable(db_, "prepare");
+  }
+  BindText(s.s, 1, r.key.issuer_id);
+  BindText(s.s, 2, r.key.serial_hex);
+  BindText(s.s, 3, r.key.target);
+  sqlite3_bind_text(s.s, 4, IotRegistrationStateName(state), -1, SQLITE_STATIC);
+  BindText(s.s, 5, r.progress);
+  BindText(s.s, 6, r.certificate_id);
+  BindText(s.s, 7, r.certificate_arn);
+  BindText(s.s, 8, r.thing_name);
+  BindText(s.s, 9, r.policy);
+  sqlite3_bind_int(s.s, 10, r.already_present ? 1 : 0);
+  BindText(s.s, 11, r.error_code);
+  BindText(s.s, 12, r.error_message);
+  sqlite3_bind_int(s.s, 13, add_attempts);
+  sqlite3_bind_int64(s.s, 14, Micros(w.now));
+  if (sqlite3_step(s.s) != SQLITE_DONE) return Unavailable(db_, "write the AWS IoT registration");
+  if (sqlite3_changes(db_) != 1) {
+    return absl::NotFoundError(absl::StrCat("store: no AWS IoT registration of ", r.key.serial_hex, " with target '",
+                                            r.key.target, "'"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::SaveIotProgress(const IotRegistrationWrite& w, absl::Duration lease) {
+  LINESIGN_RETURN_IF_ERROR(CheckIotWrite(w));
+  if (lease <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat("store: lease ", absl::FormatDuration(lease), " is not positive"));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  LINESIGN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  auto fail = [&](absl::Status st) {
+    Exec("ROLLBACK").IgnoreError();
+    return st;
+  };
+  {
+    Stmt renew;
+    if (sqlite3_prepare_v2(db_,
+                           "UPDATE outbox SET lease_until_us = ?3 WHERE id = ?1 AND lease_owner = ?2 "
+                           "AND completed_us IS NULL",
+                           -1, &renew.s, nullptr) != SQLITE_OK) {
+      return fail(Unavailable(db_, "prepare"));
+    }
+    sqlite3_bind_int64(renew.s, 1, w.outbox_id);
+    BindText(renew.s, 2, w.owner);
+    sqlite3_bind_int64(renew.s, 3, Micros(w.now + lease));
+    if (auto st = ReleaseLease(renew.s, w.outbox_id, w.owner, "save the progress of"); !st.ok()) return fail(st);
+  }
+  if (auto st = WriteIotRow(w, IotRegistrationState::kPending, 0); !st.ok()) return fail(st);
+  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) return fail(Unavailable(db_, "commit"));
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::FinishIotRegistration(const IotRegistrationWrite& w, const Event& event) {
+  LINESIGN_RETURN_IF_ERROR(CheckIotWrite(w));
+  LINESIGN_RETURN_IF_ERROR(CheckEvent(event));
+  const IotRegistrationState state = w.registration.state;
+  if (state == IotRegistrationState::kPending) {
+    return absl::InvalidArgumentError("store: a finished AWS IoT registration is registered or failed, not pending");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  LINESIGN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  auto fail = [&](absl::Status st) {
+    Exec("ROLLBACK").IgnoreError();
+    return st;
+  };
+  {
+    Using u(complete_);
+    sqlite3_bind_int64(u.s, 1, w.outbox_id);
+    BindText(u.s, 2, w.owner);
+    sqlite3_bind_int64(u.s, 3, Micros(w.now));
+    if (auto st = ReleaseLease(u.s, w.outbox_id, w.owner, "complete"); !st.ok()) return fail(st);
+  }
+  if (auto st = WriteIotRow(w, state, state == IotRegistrationState::kFailed ? 1 : 0); !st.ok()) return fail(st);
+  if (auto st = InsertEvent(event); !st.ok()) return fail(st);
+  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) return fail(Unavailable(db_, "commit"));
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::RetryIotRegistration(const IotRegistrationWrite& w, absl::Time next_attempt_at) {
+  LINESIGN_RETURN_IF_ERROR(CheckIotWrite(w));
+  std::lock_guard<std::mutex> lock(mu_);
+  LINESIGN_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  auto fail = [&](absl::Status st) {
+    Exec("ROLLBACK").IgnoreError();
+    return st;
+  };
+  {
+    Using u(reschedule_);
+    sqlite3_bind_int64(u.s, 1, w.outbox_id);
+    BindText(u.s, 2, w.owner);
+    sqlite3_bind_int64(u.s, 3, Micros(next_attempt_at));
+    const std::string last_error = absl::StrCat(w.registration.error_code, ": ", w.registration.error_message);
+    BindText(u.s, 4, last_error);
+    if (auto st = ReleaseLease(u.s, w.outbox_id, w.owner, "reschedule"); !st.ok()) return fail(st);
+  }
+  if (auto st = WriteIotRow(w, IotRegistrationState::kPending, 1); !st.ok()) return fail(st);
+  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) return fail(Unavailable(db_, "commit"));
   return absl::OkStatus();
 }
 

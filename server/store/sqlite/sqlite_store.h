@@ -64,6 +64,18 @@ class SqliteStore final : public Store {
   absl::Status AdvanceCursor(const std::string& name, const std::string& owner, int64_t cursor, absl::Time now,
                              absl::Duration lease) override;
   absl::Status ReleaseCursor(const std::string& name, const std::string& owner) override;
+  // IotRegistrationStore (iot_registration_store.h): writes on the writer connection, one transaction each;
+  // GetIotRegistration on the read connection, lists and counts on the scan connection.
+  absl::StatusOr<std::optional<IotRegistration>> GetIotRegistration(const IotRegistrationKey& key) override;
+  absl::StatusOr<std::vector<IotRegistration>> ListIotRegistrations(const IotRegistrationQuery& query) override;
+  absl::StatusOr<std::vector<IotTargetCounts>> CountIotRegistrations() override;
+  absl::StatusOr<IotEnqueueResult> EnqueueIotRegistrations(const std::string& issuer_id, const std::string& target,
+                                                           absl::Span<const std::string> serials,
+                                                           absl::Time now) override;
+  absl::Status SaveIotProgress(const IotRegistrationWrite& write, absl::Duration lease) override;
+  absl::Status FinishIotRegistration(const IotRegistrationWrite& write, const Event& event) override;
+  absl::Status RetryIotRegistration(const IotRegistrationWrite& write, absl::Time next_attempt_at) override;
+
   // Checkpoint copies the WAL into the database file (PASSIVE: it waits for neither the writer nor the readers;
   // what it cannot copy now the next call copies) once the last commit left kCheckpointPages pages or more in the
   // WAL, and does nothing below that. Unavailable with SQLite's reason when the checkpoint fails.
@@ -101,6 +113,9 @@ class SqliteStore final : public Store {
   absl::StatusOr<int64_t> InsertOutbox(const OutboxItem& item);
   // ReleaseLease runs `update` (binding ?1 = id, ?2 = owner after `bind`) and explains a miss.
   absl::Status ReleaseLease(sqlite3_stmt* update, int64_t id, const std::string& owner, absl::string_view what);
+  // WriteIotRow updates the registration of `w` inside the open transaction with `state` and `add_attempts`.
+  // NotFound when there is no such registration.
+  absl::Status WriteIotRow(const IotRegistrationWrite& w, IotRegistrationState state, int add_attempts);
 
   std::mutex mu_;
   sqlite3* db_;  // owned; guarded by mu_; the writer
@@ -115,6 +130,7 @@ class SqliteStore final : public Store {
   sqlite3_stmt* reschedule_ = nullptr;
   sqlite3_stmt* supersede_ = nullptr;
   sqlite3_stmt* mark_due_ = nullptr;
+  sqlite3_stmt* upsert_iot_pending_ = nullptr;
   std::mutex read_mu_;
   sqlite3* reader_ = nullptr;  // owned; guarded by read_mu_; read-only, sees every committed batch (WAL)
   // Administrative scans (List, Count) run on a read-only connection of their own, so a long listing never holds

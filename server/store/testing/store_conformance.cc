@@ -331,21 +331,21 @@ TEST_P(StoreConformanceTest, EventsAreReadInOrderAfterACursor) {
 
 TEST_P(StoreConformanceTest, OutboxClaimLeaseExpiryCompleteReschedule) {
   const absl::Time t0 = clock_.Now();
-  auto ids = store_->Enqueue({OutboxItem{.kind = "iot.register", .dedupe_key = "A", .next_attempt_at = t0},
-                              OutboxItem{.kind = "iot.register", .dedupe_key = "B", .next_attempt_at = t0},
-                              OutboxItem{.kind = "iot.register", .dedupe_key = "C",
+  auto ids = store_->Enqueue({OutboxItem{.kind = "job", .dedupe_key = "A", .next_attempt_at = t0},
+                              OutboxItem{.kind = "job", .dedupe_key = "B", .next_attempt_at = t0},
+                              OutboxItem{.kind = "job", .dedupe_key = "C",
                                          .next_attempt_at = t0 + absl::Minutes(5)},
                               OutboxItem{.kind = "webhook", .dedupe_key = "W", .next_attempt_at = t0}});
   ASSERT_TRUE(ids.ok()) << ids.status();
   ASSERT_EQ(ids->size(), 4u);
   const int64_t a = (*ids)[0], b = (*ids)[1], c = (*ids)[2];
   // The same (kind, dedupe_key) again is not enqueued twice.
-  auto again = store_->Enqueue({OutboxItem{.kind = "iot.register", .dedupe_key = "A", .next_attempt_at = t0}});
+  auto again = store_->Enqueue({OutboxItem{.kind = "job", .dedupe_key = "A", .next_attempt_at = t0}});
   ASSERT_TRUE(again.ok());
   EXPECT_THAT(*again, ElementsAre(0));
 
   // Due now, of the kind asked for: A and B, leased to r1, one attempt each.
-  auto claimed = store_->Claim(Claim(t0, "r1", 10, "iot.register"));
+  auto claimed = store_->Claim(Claim(t0, "r1", 10, "job"));
   ASSERT_TRUE(claimed.ok()) << claimed.status();
   EXPECT_THAT(Keys(*claimed), ElementsAre("A", "B"));
   for (const auto& o : *claimed) {
@@ -354,10 +354,10 @@ TEST_P(StoreConformanceTest, OutboxClaimLeaseExpiryCompleteReschedule) {
     EXPECT_EQ(o.lease_until, t0 + absl::Minutes(1));
   }
   // Leased: nobody else gets them while the lease runs.
-  EXPECT_TRUE(store_->Claim(Claim(t0 + absl::Seconds(59), "r2", 10, "iot.register"))->empty());
+  EXPECT_TRUE(store_->Claim(Claim(t0 + absl::Seconds(59), "r2", 10, "job"))->empty());
   // The lease expires unfinished: due again, to r2, a second attempt.
   clock_.Advance(absl::Minutes(1));
-  claimed = store_->Claim(Claim(clock_.Now(), "r2", 10, "iot.register"));
+  claimed = store_->Claim(Claim(clock_.Now(), "r2", 10, "job"));
   ASSERT_TRUE(claimed.ok());
   EXPECT_THAT(Keys(*claimed), ElementsAre("A", "B"));
   EXPECT_EQ((*claimed)[0].attempts, 2);
@@ -376,12 +376,12 @@ TEST_P(StoreConformanceTest, OutboxClaimLeaseExpiryCompleteReschedule) {
   EXPECT_EQ(store_->Reschedule(b, "r2", clock_.Now(), "again").code(), absl::StatusCode::kFailedPrecondition);
   // C becomes due at t0 + 5 min; A never comes back; B only at +11 min.
   clock_.Advance(absl::Minutes(5));
-  claimed = store_->Claim(Claim(clock_.Now(), "r3", 10, "iot.register"));
+  claimed = store_->Claim(Claim(clock_.Now(), "r3", 10, "job"));
   EXPECT_THAT(Keys(*claimed), ElementsAre("C"));
   EXPECT_EQ((*claimed)[0].id, c);
   ASSERT_TRUE(store_->Complete(c, "r3", clock_.Now()).ok());
   clock_.Advance(absl::Minutes(5));
-  claimed = store_->Claim(Claim(clock_.Now(), "r3", 10, "iot.register"));
+  claimed = store_->Claim(Claim(clock_.Now(), "r3", 10, "job"));
   ASSERT_EQ(claimed->size(), 1u);
   EXPECT_EQ((*claimed)[0].id, b);
   EXPECT_EQ((*claimed)[0].attempts, 3);
@@ -878,6 +878,223 @@ TEST_P(StoreConformanceTest, RenewalDueAndValidPagesMergeEachProfilesOwnWindow) 
     EXPECT_THAT(collect({.page_size = size}, ListStatus::kValid),
                 ElementsAre("B4", "B3", "M2", "A3", "C3")) << "page size " << size;
   }
+}
+
+
+// ---- AWS IoT registrations (iot_registration_store.h) ----
+
+IotRegistrationKey IotKey(const std::string& serial, const std::string& target = "main") {
+  return IotRegistrationKey{"ISSUER", serial, target};
+}
+
+// IotEntry is a certificate whose batch entry registers it with `targets`.
+BatchEntry IotEntry(const std::string& serial, const std::vector<std::string>& targets, absl::Time due) {
+  BatchEntry e;
+  e.cert = Certificate(serial, "req-" + serial);
+  for (const std::string& t : targets) e.outbox.push_back(IotRegisterItem(IotKey(serial, t), due));
+  return e;
+}
+
+IotRegistrationWrite IotWrite(int64_t outbox_id, const std::string& owner, absl::Time now, IotRegistration r) {
+  return IotRegistrationWrite{.outbox_id = outbox_id, .owner = owner, .now = now, .registration = std::move(r)};
+}
+
+// The registration's outbox item in the certificate's entry records it pending in the same transaction; an entry
+// that is refused (a duplicate request) records neither.
+TEST_P(StoreConformanceTest, AnIotRegisterItemRecordsItsPendingRegistrationWithTheCertificate) {
+  const absl::Time now = clock_.Now();
+  Batch batch;
+  batch.entries = {IotEntry("01", {"main", "eu"}, now), Entry("02", "plain")};
+  ASSERT_TRUE(store_->RecordBatch(batch).ok());
+  for (const char* target : {"main", "eu"}) {
+    auto r = store_->GetIotRegistration(IotKey("01", target));
+    ASSERT_TRUE(r.ok() && r->has_value()) << target << " " << r.status();
+    EXPECT_EQ((*r)->state, IotRegistrationState::kPending);
+    EXPECT_EQ((*r)->key, IotKey("01", target));
+    EXPECT_EQ((*r)->progress, "");
+    EXPECT_EQ((*r)->attempts, 0);
+  }
+  EXPECT_FALSE(store_->GetIotRegistration(IotKey("02"))->has_value());
+  EXPECT_FALSE(store_->GetIotRegistration(IotKey("01", "other"))->has_value());
+
+  // A retry of the same request is refused as a duplicate: no second item, no change to the registration.
+  Batch retry;
+  retry.entries = {IotEntry("03", {"main"}, now)};
+  retry.entries[0].cert.request_id = "req-01";
+  auto out = store_->RecordBatch(retry);
+  ASSERT_TRUE(out.ok());
+  EXPECT_THAT(*out, ElementsAre(RecordOutcome::kDuplicateRequest));
+  EXPECT_FALSE(store_->GetIotRegistration(IotKey("03"))->has_value());
+
+  auto items = store_->Claim(Claim(now, "registrar", 100, kIotRegisterOutboxKind));
+  ASSERT_TRUE(items.ok());
+  ASSERT_EQ(items->size(), 2u);
+  auto key = ParseIotRegisterPayload((*items)[0].payload);
+  ASSERT_TRUE(key.ok()) << key.status();
+  EXPECT_EQ(key->serial_hex, "01");
+
+  // An iot.register item whose payload is not a registration's is refused before anything is written.
+  Batch bad;
+  bad.entries = {Entry("04", "bad", kIotRegisterOutboxKind)};
+  EXPECT_EQ(store_->RecordBatch(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(store_->FindBySerial("ISSUER", "04")->has_value());
+}
+
+// Only the holder of the item's lease writes progress, and each write renews the lease; finishing completes the
+// item, sets the state and appends the event together.
+TEST_P(StoreConformanceTest, IotProgressIsWrittenOnlyByTheLeaseHolderAndFinishIsOneTransaction) {
+  const absl::Time t0 = clock_.Now();
+  ASSERT_TRUE(store_->RecordBatch(Batch{.entries = {IotEntry("0A", {"main"}, t0)}}).ok());
+  auto items = store_->Claim(Claim(t0, "r1", 10, kIotRegisterOutboxKind));  // lease: 1 minute
+  ASSERT_TRUE(items.ok() && items->size() == 1u);
+  const int64_t id = (*items)[0].id;
+
+  IotRegistration r{.key = IotKey("0A"), .progress = R"({"next":"create-thing"})", .certificate_id = "abc",
+                    .certificate_arn = "arn:aws:iot:us-east-1:1:cert/abc", .thing_name = "thing-0A",
+                    .policy = "device", .already_present = true};
+  absl::Status st = store_->SaveIotProgress(IotWrite(id, "r2", t0, r), absl::Minutes(1));
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+  EXPECT_THAT(st.message(), HasSubstr("'r1' holds it"));
+  EXPECT_EQ(store_->GetIotRegistration(IotKey("0A"))->value().progress, "");
+
+  // r1's save at t0 + 50 s renews the lease to t0 + 110 s: nobody else claims it at t0 + 100 s.
+  ASSERT_TRUE(store_->SaveIotProgress(IotWrite(id, "r1", t0 + absl::Seconds(50), r), absl::Minutes(1)).ok());
+  auto saved = store_->GetIotRegistration(IotKey("0A"));
+  ASSERT_TRUE(saved.ok() && saved->has_value());
+  EXPECT_EQ((*saved)->state, IotRegistrationState::kPending);
+  EXPECT_EQ((*saved)->progress, r.progress);
+  EXPECT_EQ((*saved)->certificate_id, "abc");
+  EXPECT_EQ((*saved)->certificate_arn, r.certificate_arn);
+  EXPECT_EQ((*saved)->thing_name, "thing-0A");
+  EXPECT_EQ((*saved)->policy, "device");
+  EXPECT_TRUE((*saved)->already_present);
+  EXPECT_EQ((*saved)->updated_at, t0 + absl::Seconds(50));
+  EXPECT_TRUE(store_->Claim(Claim(t0 + absl::Seconds(100), "r2", 10, kIotRegisterOutboxKind))->empty());
+
+  // A retry: rescheduled with its error, still pending, one attempt more.
+  IotRegistration failed_once = r;
+  failed_once.error_code = "ServiceUnavailableException";
+  failed_once.error_message = "try again";
+  ASSERT_TRUE(
+      store_->RetryIotRegistration(IotWrite(id, "r1", t0 + absl::Seconds(60), failed_once), t0 + absl::Seconds(70))
+          .ok());
+  EXPECT_EQ(store_->GetIotRegistration(IotKey("0A"))->value().attempts, 1);
+  EXPECT_EQ(store_->GetIotRegistration(IotKey("0A"))->value().error_code, "ServiceUnavailableException");
+  EXPECT_EQ(store_->GetIotRegistration(IotKey("0A"))->value().state, IotRegistrationState::kPending);
+  EXPECT_TRUE(store_->Claim(Claim(t0 + absl::Seconds(65), "r2", 10, kIotRegisterOutboxKind))->empty());
+  items = store_->Claim(Claim(t0 + absl::Seconds(70), "r2", 10, kIotRegisterOutboxKind));
+  ASSERT_EQ(items->size(), 1u);
+  EXPECT_THAT((*items)[0].last_error, HasSubstr("ServiceUnavailableException"));
+
+  // r1 lost the item: it can neither save nor finish.
+  EXPECT_EQ(store_->SaveIotProgress(IotWrite(id, "r1", t0 + absl::Seconds(71), r), absl::Minutes(1)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  IotRegistration done = r;
+  done.state = IotRegistrationState::kRegistered;
+  done.progress = R"({"next":"done"})";
+  const Event event{.type = kEventIotRegistered, .issuer_id = "ISSUER", .serial_hex = "0A", .station = "station-1",
+                    .profile = "device", .time = t0 + absl::Seconds(72), .data = R"({"target":"main"})"};
+  EXPECT_EQ(store_->FinishIotRegistration(IotWrite(id, "r1", t0 + absl::Seconds(72), done), event).code(),
+            absl::StatusCode::kFailedPrecondition);
+  auto log = store_->ReadAfter(0, 10);
+  EXPECT_THAT(Log(*log), ElementsAre("ISSUED 0A"));
+
+  ASSERT_TRUE(store_->FinishIotRegistration(IotWrite(id, "r2", t0 + absl::Seconds(72), done), event).ok());
+  auto final_state = store_->GetIotRegistration(IotKey("0A"));
+  EXPECT_EQ((*final_state)->state, IotRegistrationState::kRegistered);
+  EXPECT_EQ((*final_state)->progress, R"({"next":"done"})");
+  EXPECT_EQ((*final_state)->attempts, 1);
+  log = store_->ReadAfter(0, 10);
+  EXPECT_THAT(Log(*log), ElementsAre("ISSUED 0A", "IOT_REGISTERED 0A"));
+  EXPECT_EQ(log->back().data, R"({"target":"main"})");
+  // Complete: never claimed again, never finished twice.
+  EXPECT_TRUE(store_->Claim(Claim(t0 + absl::Hours(1), "r3", 10, kIotRegisterOutboxKind))->empty());
+  st = store_->FinishIotRegistration(IotWrite(id, "r2", t0 + absl::Seconds(73), done), event);
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(st.message(), HasSubstr("already complete"));
+  EXPECT_THAT(Log(*store_->ReadAfter(0, 10)), ElementsAre("ISSUED 0A", "IOT_REGISTERED 0A"));
+
+  // Refusals that change nothing.
+  IotRegistration pending = r;
+  EXPECT_EQ(store_->FinishIotRegistration(IotWrite(id, "r2", t0, pending), event).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->SaveIotProgress(IotWrite(999999, "r2", t0, r), absl::Minutes(1)).code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->SaveIotProgress(IotWrite(id, "", t0, r), absl::Minutes(1)).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// A finished failure counts by target and error code; enqueueing existing certificates skips the registered and
+// pending ones, enqueues the failed ones again (keeping their progress) and counts unknown serials.
+TEST_P(StoreConformanceTest, IotCountsAndEnqueueingExistingCertificates) {
+  const absl::Time t0 = clock_.Now();
+  Batch batch;
+  batch.entries = {IotEntry("01", {"main"}, t0), IotEntry("02", {"main"}, t0), IotEntry("03", {"main"}, t0),
+                   Entry("04", "plain"), Entry("05", "plain2")};
+  ASSERT_TRUE(store_->RecordBatch(batch).ok());
+  auto items = store_->Claim(Claim(t0, "r", 10, kIotRegisterOutboxKind));
+  ASSERT_EQ(items->size(), 3u);
+  std::map<std::string, int64_t> ids;
+  for (const auto& o : *items) ids[ParseIotRegisterPayload(o.payload)->serial_hex] = o.id;
+  const Event registered{.type = kEventIotRegistered, .issuer_id = "ISSUER", .serial_hex = "01", .time = t0};
+  ASSERT_TRUE(store_
+                  ->FinishIotRegistration(IotWrite(ids["01"], "r", t0,
+                                                   IotRegistration{.key = IotKey("01"),
+                                                                   .state = IotRegistrationState::kRegistered,
+                                                                   .progress = R"({"next":"done"})"}),
+                                          registered)
+                  .ok());
+  const Event failed{.type = kEventIotFailed, .issuer_id = "ISSUER", .serial_hex = "02", .time = t0};
+  ASSERT_TRUE(store_
+                  ->FinishIotRegistration(IotWrite(ids["02"], "r", t0,
+                                                   IotRegistration{.key = IotKey("02"),
+                                                                   .state = IotRegistrationState::kFailed,
+                                                                   .progress = R"({"next":"attach-policy"})",
+                                                                   .error_code = "ResourceNotFoundException",
+                                                                   .error_message = "no policy"}),
+                                          failed)
+                  .ok());
+  auto counts = store_->CountIotRegistrations();
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  ASSERT_EQ(counts->size(), 1u);
+  EXPECT_EQ((*counts)[0].target, "main");
+  EXPECT_EQ((*counts)[0].registered, 1);
+  EXPECT_EQ((*counts)[0].failed, 1);
+  EXPECT_EQ((*counts)[0].pending, 1);
+  EXPECT_EQ((*counts)[0].failed_by_code, (std::map<std::string, int64_t>{{"ResourceNotFoundException", 1}}));
+  auto failures = store_->ListIotRegistrations(
+      IotRegistrationQuery{.target = "main", .state = IotRegistrationState::kFailed});
+  ASSERT_TRUE(failures.ok()) << failures.status();
+  ASSERT_EQ(failures->size(), 1u);
+  EXPECT_EQ((*failures)[0].error_message, "no policy");
+  EXPECT_EQ((*failures)[0].attempts, 1);
+
+  const std::vector<std::string> serials = {"01", "02", "03", "04", "04", "FF"};
+  auto result = store_->EnqueueIotRegistrations("ISSUER", "main", serials, t0 + absl::Seconds(1));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->enqueued, 2);  // 02 (failed) again, 04 new
+  EXPECT_EQ(result->already_registered, 1);
+  EXPECT_EQ(result->already_pending, 1);
+  EXPECT_EQ(result->unknown_serial, 1);
+  auto again = store_->GetIotRegistration(IotKey("02"));
+  EXPECT_EQ((*again)->state, IotRegistrationState::kPending);
+  EXPECT_EQ((*again)->progress, R"({"next":"attach-policy"})");
+  EXPECT_EQ((*again)->error_code, "");
+  EXPECT_EQ(store_->GetIotRegistration(IotKey("04"))->value().state, IotRegistrationState::kPending);
+  EXPECT_EQ(store_->GetIotRegistration(IotKey("01"))->value().state, IotRegistrationState::kRegistered);
+  EXPECT_FALSE(store_->GetIotRegistration(IotKey("FF"))->has_value());
+  items = store_->Claim(Claim(t0 + absl::Seconds(1), "r", 10, kIotRegisterOutboxKind));
+  std::set<std::string> due;
+  for (const auto& o : *items) due.insert(ParseIotRegisterPayload(o.payload)->serial_hex);
+  EXPECT_EQ(due, (std::set<std::string>{"02", "04"}));  // 03 is still leased to r
+  counts = store_->CountIotRegistrations();
+  EXPECT_EQ((*counts)[0].pending, 3);
+  EXPECT_EQ((*counts)[0].failed, 0);
+
+  EXPECT_EQ(store_->EnqueueIotRegistrations("ISSUER", "", serials, t0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->ListIotRegistrations(IotRegistrationQuery{.target = "main", .limit = 0}).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
