@@ -155,6 +155,19 @@ absl::StatusOr<std::unique_ptr<observability::HttpServer>> StartHttp(const v1::S
   return http;
 }
 
+// IotTargetNames / IotCeilings: the configured AWS IoT targets' names (in order) and requests/s per operation,
+// for `linesign iot status`.
+std::vector<std::string> IotTargetNames(const v1::IotConfig& iot) {
+  std::vector<std::string> names;
+  for (const auto& t : iot.targets()) names.push_back(t.name());
+  return names;
+}
+std::map<std::string, std::map<std::string, double>> IotCeilings(const v1::IotConfig& iot) {
+  std::map<std::string, std::map<std::string, double>> out;
+  for (const auto& t : iot.targets()) out[t.name()] = iot::EffectiveRates(t);
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::ServerConfig config,
@@ -274,7 +287,9 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
       .ca_der = CertificateDer(s->ca_.certificate.get()), .targets = s->iot_targets_.get(),
       .signer = s->batch_signer_.get(), .authenticator = s->authenticator_.get(), .access = s->access_.get(),
       .counters = s->counters_.get(), .drain = s->drain_.get(), .executor = s->admin_executor_.get(),
-      .clock = clock});
+      .clock = clock, .issuer_id = s->ca_.issuer_id, .registrations = s->store_.get(),
+      .certificates = s->store_.get(), .profiles = &s->profiles_, .target_names = IotTargetNames(c.iot()),
+      .ceilings = IotCeilings(c.iot())});
   // The event webhook (events.webhook): follows the log by a cursor kept in the store; real time for its pauses
   // and lease (see webhook.h).
   if (c.events().has_webhook()) {

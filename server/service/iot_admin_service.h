@@ -4,7 +4,10 @@
 #ifndef LINESIGN_SERVER_SERVICE_IOT_ADMIN_SERVICE_H_
 #define LINESIGN_SERVER_SERVICE_IOT_ADMIN_SERVICE_H_
 
+#include <functional>
+#include <map>
 #include <string>
+#include <vector>
 
 #include "absl/functional/any_invocable.h"
 
@@ -14,9 +17,13 @@
 #include "server/auth/authenticator.h"
 #include "server/issuance/batch_signer.h"
 #include "server/iot/iot_targets.h"
+#include "server/iot/operation_stats.h"
+#include "server/profile/profile.h"
 #include "server/service/bounded_executor.h"
 #include "server/service/drain_tracker.h"
 #include "server/service/rpc_counters.h"
+#include "server/store/certificate_store.h"
+#include "server/store/iot_registration_store.h"
 
 namespace linesign::service {
 
@@ -33,6 +40,16 @@ class IotAdminService final : public v1::IotAdministration::CallbackService {
     DrainTracker* drain;
     BoundedExecutor* executor;
     const Clock* clock;
+    // Bulk registration jobs and status (iot_jobs.cc).
+    std::string issuer_id;
+    store::IotRegistrationStore* registrations = nullptr;
+    store::CertificateReader* certificates = nullptr;
+    const profile::Profiles* profiles = nullptr;
+    std::vector<std::string> target_names;  // iot.targets[].name, in configuration order
+    // Per target, the configured requests/s per operation (iot::EffectiveRates).
+    std::map<std::string, std::map<std::string, double>> ceilings;
+    // The live rate and throttles per operation of a target (the registrar's limiters); unset: none running.
+    std::function<std::vector<iot::OperationStats>(const std::string& target)> operation_stats;
   };
   explicit IotAdminService(Parts parts) : p_(std::move(parts)) {}
 
@@ -43,6 +60,15 @@ class IotAdminService final : public v1::IotAdministration::CallbackService {
                                         v1::CaStatus* response) override;
   grpc::ServerUnaryReactor* SetCaStatus(grpc::CallbackServerContext* context, const v1::CaStatusRequest* request,
                                         v1::CaStatus* response) override;
+  // Bulk registration jobs and status (iot_jobs.cc).
+  grpc::ServerUnaryReactor* EnqueueIotRegistrations(grpc::CallbackServerContext* context,
+                                                    const v1::EnqueueIotRegistrationsRequest* request,
+                                                    v1::EnqueueIotRegistrationsResponse* response) override;
+  grpc::ServerUnaryReactor* GetIotRegistrations(grpc::CallbackServerContext* context,
+                                                const v1::GetIotRegistrationsRequest* request,
+                                                v1::IotRegistrationsSummary* response) override;
+  grpc::ServerUnaryReactor* GetIotStatus(grpc::CallbackServerContext* context, const v1::IotStatusRequest* request,
+                                         v1::IotStatusResponse* response) override;
 
  private:
   // Run admits the caller (administrator) for `rpc`, refuses with `precheck` when it is not OK, then runs `work`

@@ -41,6 +41,12 @@ const char* RpcName(Rpc rpc) {
       return "GetCaStatus";
     case Rpc::kSetIotCaStatus:
       return "SetCaStatus";
+    case Rpc::kEnqueueIotRegistrations:
+      return "EnqueueIotRegistrations";
+    case Rpc::kGetIotRegistrations:
+      return "GetIotRegistrations";
+    case Rpc::kGetIotStatus:
+      return "GetIotStatus";
     case Rpc::kCount:
       break;
   }

@@ -39,6 +39,10 @@ enum class Rpc {
   kRegisterIotCa,  // IotAdministration.RegisterCaCertificate
   kGetIotCaStatus,  // IotAdministration.GetCaStatus
   kSetIotCaStatus,  // IotAdministration.SetCaStatus
+  // Bulk registration jobs and status (issue 10).
+  kEnqueueIotRegistrations,  // IotAdministration.EnqueueIotRegistrations
+  kGetIotRegistrations,      // IotAdministration.GetIotRegistrations
+  kGetIotStatus,             // IotAdministration.GetIotStatus
   kCount
 };
 const char* RpcName(Rpc rpc);
