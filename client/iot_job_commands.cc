@@ -228,10 +228,11 @@ int RunStatus(const IotJobCommands& c, const IotJobOptions& o, v1::IotAdministra
     std::map<std::string, int64_t> codes(t.failed_by_code().begin(), t.failed_by_code().end());
     for (const auto& [code, n] : codes) std::cout << "    " << QuoteForDisplayUnlessPlain(code) << ": " << n << "\n";
     if (!t.operations().empty()) {
-      std::cout << absl::StrFormat("  %-30s %10s %10s %10s\n", "operation", "ceiling/s", "rate/s", "throttles");
+      std::cout << absl::StrFormat("  %-30s %10s %10s %10s %10s\n", "operation", "ceiling/s", "rate/s", "calls",
+                                   "throttles");
       for (const auto& op : t.operations()) {
-        std::cout << absl::StrFormat("  %-30s %10.2f %10.2f %10d\n", op.operation(), op.ceiling_per_second(),
-                                     op.rate_per_second(), op.throttles());
+        std::cout << absl::StrFormat("  %-30s %10.2f %10.2f %10d %10d\n", op.operation(), op.ceiling_per_second(),
+                                     op.rate_per_second(), op.calls(), op.throttles());
       }
     }
   }

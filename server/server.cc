@@ -22,6 +22,7 @@
 #include "server/config/config.h"
 #include "server/observability/status_page.h"
 #include "server/iot/iot_config.h"
+#include "server/iot/operation_stats.h"
 
 namespace linesign {
 
@@ -289,7 +290,11 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
       .counters = s->counters_.get(), .drain = s->drain_.get(), .executor = s->admin_executor_.get(),
       .clock = clock, .issuer_id = s->ca_.issuer_id, .registrations = s->store_.get(),
       .certificates = s->store_.get(), .profiles = &s->profiles_, .target_names = IotTargetNames(c.iot()),
-      .ceilings = IotCeilings(c.iot())});
+      .ceilings = IotCeilings(c.iot()),
+      // The registrar's live rates, calls and throttles, as its metrics show them.
+      .operation_stats = [registry = s->metrics_->registry()](const std::string& target) {
+        return iot::OperationStatsFromMetrics(registry->Render(), target);
+      }});
   // The event webhook (events.webhook): follows the log by a cursor kept in the store; real time for its pauses
   // and lease (see webhook.h).
   if (c.events().has_webhook()) {

@@ -206,7 +206,12 @@ grpc::ServerUnaryReactor* IotAdminService::GetIotStatus(grpc::CallbackServerCont
             }
           }
           if (p_.operation_stats) {
-            for (const iot::OperationStats& s : p_.operation_stats(name)) ops[s.operation] = s;
+            for (const iot::OperationStats& s : p_.operation_stats(name)) {
+              iot::OperationStats& o = ops[s.operation];
+              const double ceiling = o.ceiling_per_second;
+              o = s;
+              o.ceiling_per_second = ceiling;
+            }
           }
           for (const auto& [op, s] : ops) {
             v1::IotOperationStatus* o = t->add_operations();
@@ -214,6 +219,7 @@ grpc::ServerUnaryReactor* IotAdminService::GetIotStatus(grpc::CallbackServerCont
             o->set_ceiling_per_second(s.ceiling_per_second);
             o->set_rate_per_second(s.rate_per_second);
             o->set_throttles(s.throttles);
+            o->set_calls(s.calls);
           }
         }
         return absl::OkStatus();
