@@ -458,6 +458,14 @@ void ApplyDefaults(v1::ServerConfig* config) {
   for (auto& [name, p] : *config->mutable_profiles()) {
     if (p.renewal().empty()) p.set_renewal("managed");
   }
+  {
+    v1::IotConfig* iot = config->mutable_iot();
+    if (iot->max_in_flight() == 0) iot->set_max_in_flight(32);
+    if (iot->retry_base_ms() == 0) iot->set_retry_base_ms(1000);
+    if (iot->retry_max_ms() == 0) iot->set_retry_max_ms(std::max<uint32_t>(300000, iot->retry_base_ms()));
+    if (iot->lease_seconds() == 0) iot->set_lease_seconds(120);
+    if (iot->poll_interval_ms() == 0) iot->set_poll_interval_ms(200);
+  }
   auto* r = config->mutable_renewal();
   if (r->scan_interval_ms() == 0) r->set_scan_interval_ms(60000);
   if (r->batch() == 0) r->set_batch(100);

@@ -1,5 +1,6 @@
 #include "server/iot/iot_config.h"
 
+#include <algorithm>
 #include <set>
 
 #include "absl/strings/ascii.h"
@@ -111,6 +112,25 @@ absl::Status ValidateIotConfig(const v1::ServerConfig& c) {
         return FieldError(absl::StrCat(f, ".rates.", op), absl::StrCat(rate, " is outside (0, 10000] requests/s"));
       }
     }
+  }
+  const v1::IotConfig& iot = c.iot();
+  // Zero: not set (ApplyDefaults fills it in).
+  auto in_range = [](uint32_t v, uint32_t lo, uint32_t hi) { return v == 0 || (v >= lo && v <= hi); };
+  if (!in_range(iot.max_in_flight(), 1, 1024)) {
+    return FieldError("iot.max_in_flight", absl::StrCat(iot.max_in_flight(), " is outside 1 to 1024"));
+  }
+  if (!in_range(iot.retry_base_ms(), 10, 600000)) {
+    return FieldError("iot.retry_base_ms", absl::StrCat(iot.retry_base_ms(), " is outside 10 to 600000"));
+  }
+  if (!in_range(iot.retry_max_ms(), std::max<uint32_t>(10, iot.retry_base_ms()), 3600000)) {
+    return FieldError("iot.retry_max_ms", absl::StrCat(iot.retry_max_ms(), " is outside retry_base_ms (",
+                                                       iot.retry_base_ms(), ") to 3600000"));
+  }
+  if (!in_range(iot.lease_seconds(), 10, 3600)) {
+    return FieldError("iot.lease_seconds", absl::StrCat(iot.lease_seconds(), " is outside 10 to 3600"));
+  }
+  if (!in_range(iot.poll_interval_ms(), 10, 60000)) {
+    return FieldError("iot.poll_interval_ms", absl::StrCat(iot.poll_interval_ms(), " is outside 10 to 60000"));
   }
   for (const auto& [name, p] : c.profiles()) {
     if (!p.has_iot()) continue;

@@ -11,8 +11,11 @@ absl::StatusOr<std::unique_ptr<IotTargets>> IotTargets::Create(const v1::IotConf
                                                                const Clock* clock) {
   std::unique_ptr<IotTargets> targets(new IotTargets());
   if (config.targets().empty()) return targets;
-  // One pool for every target: registration is rate-bound by AWS, not by connections.
-  LINESIGN_ASSIGN_OR_RETURN(std::unique_ptr<CurlTransport> curl, CurlTransport::Create({.max_connections = 16}));
+  // One pool for every target, as large as the registrar's calls in flight (iot.max_in_flight): each of its
+  // workers has at most one call outstanding, so none waits for a connection.
+  const int connections = config.max_in_flight() > 0 ? static_cast<int>(config.max_in_flight()) : 16;
+  LINESIGN_ASSIGN_OR_RETURN(std::unique_ptr<CurlTransport> curl,
+                            CurlTransport::Create({.max_connections = connections}));
   std::shared_ptr<const HttpTransport> transport(std::move(curl));
   for (const v1::IotTarget& t : config.targets()) {
     absl::StatusOr<IotTarget> resolved = ResolveIotTarget(t.name(), t.region(), t.endpoint(), t.profile(), env);

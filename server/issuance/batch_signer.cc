@@ -205,6 +205,14 @@ void BatchSigner::ProcessBatch(std::vector<SignJob> batch) {
         entry.events.push_back(std::move(e));
       }
       entry.outbox = req.outbox;
+      // AWS IoT (issue 10): one registration per target of a registering profile, in this same transaction. The
+      // two compares are all that profiles without IoT pay.
+      if (const v1::ProfileIotConfig& iot = req.profile->config().iot();
+          iot.register_() == "with_ca" || iot.register_() == "without_ca") {
+        for (const std::string& target : iot.targets()) {
+          entry.outbox.push_back(store::IotRegisterItem({r.issuer_id, r.serial_hex, target}, now));
+        }
+      }
       entry.cert = std::move(r);
       batch.entries.push_back(std::move(entry));
       index.push_back(i);

@@ -1,6 +1,7 @@
 // BatchSigner: the line-rate core. A bounded queue feeds N workers; each takes up to max_batch requests (waiting
 // at most max_linger for the batch to fill), signs them, records the whole batch in one durable store
-// transaction (each certificate, which is its own ISSUED event, with the events and outbox items of its request),
+// transaction (each certificate, which is its own ISSUED event, with the events and outbox items of its request,
+// and for a profile with iot.register with_ca / without_ca one iot.register item per iot.targets entry),
 // and only then completes every request of the batch (DESIGN invariant 2).
 #ifndef LINESIGN_SERVER_ISSUANCE_BATCH_SIGNER_H_
 #define LINESIGN_SERVER_ISSUANCE_BATCH_SIGNER_H_

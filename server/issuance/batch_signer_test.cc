@@ -1,6 +1,7 @@
 #include "server/issuance/batch_signer.h"
 
 #include <atomic>
+#include <map>
 #include <future>
 #include <set>
 #include <thread>
@@ -33,6 +34,15 @@ class BatchSignerTest : public ::testing::Test {
     p.add_san_types("uri");
     p.add_san_types("ip");
     (*config_.mutable_profiles())["server"].set_validity_days(1);
+    auto& registering = (*config_.mutable_profiles())["registering"];
+    registering.set_validity_days(1);
+    registering.mutable_iot()->set_register_("without_ca");
+    registering.mutable_iot()->add_targets("main");
+    registering.mutable_iot()->add_targets("eu");
+    auto& iot_off = (*config_.mutable_profiles())["iot-off"];
+    iot_off.set_validity_days(1);
+    iot_off.mutable_iot()->set_register_("off");
+    iot_off.mutable_iot()->add_targets("main");
     config::ApplyDefaults(&config_);
     auto profiles = profile::Profiles::Compile(config_);
     ASSERT_TRUE(profiles.ok()) << profiles.status();
@@ -120,6 +130,40 @@ TEST_F(BatchSignerTest, ManyConcurrentSubmittersEachGetTheirOwnDurableCertificat
     }
   }
   EXPECT_EQ(event_serials, serials);
+}
+
+// A profile with iot.register enqueues one registration per target in the certificate's own transaction; one
+// with register: off (or no iot section) enqueues nothing.
+TEST_F(BatchSignerTest, ARegisteringProfileEnqueuesOneIotRegistrationPerTarget) {
+  auto signer = BatchSigner::Create(builder_.get(), store_.get(), {.workers = 1, .max_batch = 8});
+  std::map<std::string, std::string> serial_of;
+  for (const char* profile : {"registering", "iot-off", "device"}) {
+    auto [job, future] = Job(absl::StrCat("iot-", profile), nullptr, profile);
+    ASSERT_TRUE(signer->Submit(std::move(job)).ok());
+    auto [record, replayed] = future.get();
+    ASSERT_TRUE(record.ok()) << profile << ": " << record.status();
+    serial_of[profile] = record->serial_hex;
+  }
+  for (const char* target : {"main", "eu"}) {
+    auto r = store_->GetIotRegistration({ca_->ca.issuer_id, serial_of["registering"], target});
+    ASSERT_TRUE(r.ok() && r->has_value()) << target;
+    EXPECT_EQ((*r)->state, store::IotRegistrationState::kPending);
+  }
+  for (const char* profile : {"iot-off", "device"}) {
+    EXPECT_FALSE(store_->GetIotRegistration({ca_->ca.issuer_id, serial_of[profile], "main"})->has_value()) << profile;
+  }
+  auto items = store_->Claim(store::ClaimRequest{.kind = store::kIotRegisterOutboxKind,
+                                                 .now = absl::Now() + absl::Hours(1), .limit = 100,
+                                                 .owner = "test"});
+  ASSERT_TRUE(items.ok());
+  std::set<std::string> targets;
+  for (const auto& item : *items) {
+    auto key = store::ParseIotRegisterPayload(item.payload);
+    ASSERT_TRUE(key.ok());
+    EXPECT_EQ(key->serial_hex, serial_of["registering"]);
+    targets.insert(key->target);
+  }
+  EXPECT_EQ(targets, (std::set<std::string>{"main", "eu"}));
 }
 
 TEST_F(BatchSignerTest, DuplicateRequestIdsInOneBatchYieldOneCertificate) {
