@@ -181,6 +181,9 @@ TEST_F(IotJobsTest, RefusalsNameTheFaultAndEnqueueNothing) {
       [&](auto* r) { r->set_target("nope"); r->add_serials_hex(good[0]); });
   add("unknown profile", grpc::StatusCode::NOT_FOUND, "unknown profile 'nope'",
       [&](auto* r) { r->set_profile("nope"); });
+  add("profile that does not register", grpc::StatusCode::FAILED_PRECONDITION,
+      "profile 'server' does not register with AWS IoT (profiles.server.iot.register is not with_ca or without_ca)",
+      [&](auto* r) { r->set_profile("server"); });
   add("neither", grpc::StatusCode::INVALID_ARGUMENT, "give serials_hex (certificates by serial) or profile",
       [&](auto*) {});
   add("both", grpc::StatusCode::INVALID_ARGUMENT, "give serials_hex or profile, not both",

@@ -85,7 +85,17 @@ grpc::ServerUnaryReactor* IotAdminService::EnqueueIotRegistrations(grpc::Callbac
   if (precheck.ok() && by_serial && (request->has_issued_since() || !request->page_token().empty())) {
     precheck = absl::InvalidArgumentError("issued_since and page_token select with profile only");
   }
-  if (precheck.ok() && by_profile) precheck = p_.profiles->Find(request->profile()).status();
+  if (precheck.ok() && by_profile) {
+    absl::StatusOr<std::shared_ptr<const profile::Profile>> profile = p_.profiles->Find(request->profile());
+    precheck = profile.status();
+    // Its certificates would all fail (the registrar takes mode, thing and policy from the profile).
+    if (profile.ok() && (*profile)->config().iot().register_() != "with_ca" &&
+        (*profile)->config().iot().register_() != "without_ca") {
+      precheck = absl::FailedPreconditionError(
+          absl::StrCat("profile '", request->profile(), "' does not register with AWS IoT (profiles.",
+                       request->profile(), ".iot.register is not with_ca or without_ca)"));
+    }
+  }
   if (precheck.ok() && by_profile && request->issued_since().seconds() < 0) {
     precheck = absl::InvalidArgumentError("issued_since is before 1970");
   }

@@ -39,13 +39,13 @@ def log(*args):
     print(datetime.datetime.now().strftime("%H:%M:%S.%f")[:-3], *args, flush=True)
 
 
-def wait_for(predicate, seconds, what):
+def wait_for(predicate, seconds, what, interval=0.05):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.05)
+        time.sleep(interval)
     raise RuntimeError(f"timed out after {seconds} s waiting for {what}")
 
 

@@ -92,7 +92,7 @@ def main():
         boundaries = {f.name: [] for f in fakes}
         for fraction in (1 / 3, 2 / 3):
             h.wait_for(lambda: h.complete_count(fakes[0]) >= fraction * args.count, 300,
-                       f"{fraction:.0%} of the registrations with 'main'")
+                       f"{fraction:.0%} of the registrations with 'main'", interval=0.2)
             server.kill()
             time.sleep(2 * args.latency_ms / 1000 + 0.5)  # the killed process's requests in flight reach the log
             for f in fakes:
@@ -103,7 +103,7 @@ def main():
         def all_done():
             return all(h.complete_count(f) >= args.count for f in fakes)
 
-        h.wait_for(all_done, 600, "every certificate registered with both targets")
+        h.wait_for(all_done, 600, "every certificate registered with both targets", interval=0.5)
         h.log(f"all registered {time.monotonic() - started:.1f} s after the first issuance")
         # The rejected certificate's failure is reported (IOT_FAILED) once per target.
         def failed_events():
@@ -112,7 +112,7 @@ def main():
 
         try:
             failures = h.wait_for(lambda: len(failed_events()) >= 2 and failed_events(), 120,
-                                  "IOT_FAILED for the rejected certificate in both targets")
+                                  "IOT_FAILED for the rejected certificate in both targets", interval=1)
         except RuntimeError as e:
             failures = []
             check(False, str(e))
