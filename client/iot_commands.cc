@@ -1,8 +1,11 @@
 #include "client/iot_commands.h"
 
+#include <algorithm>
 #include <chrono>
 #include <iostream>
 
+#include "absl/strings/numbers.h"
+#include "absl/time/time.h"
 #include "common/openssl_util.h"
 #include "linesign/v1/iot.grpc.pb.h"
 
@@ -87,6 +90,63 @@ int RunCaStatus(const CaStatusCommands& c, const std::shared_ptr<grpc::Channel>&
             << "mode: " << response.mode() << "\n"
             << "auto_registration: " << response.auto_registration_status() << "\n";
   return 0;
+}
+
+CLI::App* AddWaitCommand(CLI::App* iot, WaitOptions* o) {
+  auto* cmd = iot->add_subcommand(
+      "wait", "Wait until a certificate's AWS IoT registration has ended (registered, or failed with the reason), "
+              "without calling AWS");
+  cmd->add_option("serial", o->serial, "The certificate's serial, hexadecimal")->required();
+  cmd->add_option("--target", o->target, "Target name (iot.targets[].name); default: the server's only target");
+  cmd->add_option("--timeout", o->timeout, "How long to wait: 500ms, 30s, 5m (at most 10m) or seconds")
+      ->capture_default_str();
+  return cmd;
+}
+
+int RunWait(const WaitOptions& o, const std::shared_ptr<grpc::Channel>& channel) {
+  absl::Duration timeout;
+  double seconds = 0;
+  if (absl::SimpleAtod(o.timeout, &seconds)) {
+    timeout = absl::Seconds(seconds);
+  } else if (!absl::ParseDuration(o.timeout, &timeout)) {
+    std::cerr << "linesign: iot wait: --timeout '" << o.timeout << "' is not a duration (500ms, 30s, 5m)\n";
+    return 1;
+  }
+  if (timeout <= absl::ZeroDuration()) {
+    std::cerr << "linesign: iot wait: --timeout must be positive\n";
+    return 1;
+  }
+  timeout = std::min(timeout, absl::Minutes(10));
+  v1::AwaitIotRegistrationRequest request;
+  request.set_serial_hex(o.serial);
+  request.set_target(o.target);
+  request.set_timeout_ms(static_cast<uint32_t>(std::max<int64_t>(1, absl::ToInt64Milliseconds(timeout))));
+  v1::IotRegistrationStatus response;
+  grpc::ClientContext context;
+  // The server answers DEADLINE_EXCEEDED itself at the timeout, with what it knows; this deadline is only a bound.
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout + absl::Seconds(30)));
+  grpc::Status st = v1::IotAdministration::NewStub(channel)->AwaitIotRegistration(&context, request, &response);
+  if (!st.ok()) {
+    std::cerr << "linesign: iot wait failed: " << StatusCodeName(st.error_code()) << ": " << st.error_message()
+              << "\n";
+    return 1;
+  }
+  const bool registered = response.state() == v1::IotRegistrationStatus::STATE_REGISTERED;
+  std::cout << (registered ? "registered" : "failed") << "\n"
+            << "serial: " << response.serial_hex() << "\n"
+            << "target: " << response.target() << "\n"
+            << "certificate_id: " << response.certificate_id() << "\n";
+  if (registered) {
+    std::cout << "certificate_arn: " << response.certificate_arn() << "\n"
+              << "thing: " << response.thing_name() << "\n"
+              << "policy: " << response.policy() << "\n";
+    if (response.already_present()) std::cout << "already_present: true\n";
+    return 0;
+  }
+  std::cout << "error_code: " << response.error_code() << "\n"
+            << "error_message: " << response.error_message() << "\n"
+            << "attempts: " << response.attempts() << "\n";
+  return 2;
 }
 
 }  // namespace linesign::client

@@ -41,6 +41,21 @@ void AddCaStatusCommands(CLI::App* iot, CaStatusCommands* commands);
 // "not registered". Returns the exit code.
 int RunCaStatus(const CaStatusCommands& commands, const std::shared_ptr<grpc::Channel>& channel);
 
+// WaitOptions are `linesign iot wait SERIAL [--target T] [--timeout D]`.
+struct WaitOptions {
+  std::string serial;
+  std::string target;          // empty: the server's only target
+  std::string timeout = "30s"; // a duration (500ms, 30s, 5m) or seconds; the server caps it at 10 minutes
+};
+
+// AddWaitCommand adds `wait` under `iot` (the caller adds the connection options).
+CLI::App* AddWaitCommand(CLI::App* iot, WaitOptions* options);
+
+// RunWait calls AwaitIotRegistration and prints the registration, one "key: value" per line. Exit code 0 when
+// registered, 2 when the registration failed (the reason printed), 1 for any other answer ("linesign: iot wait
+// failed: CODE: message", DEADLINE_EXCEEDED when it is still pending) or a timeout that is not a duration.
+int RunWait(const WaitOptions& options, const std::shared_ptr<grpc::Channel>& channel);
+
 }  // namespace linesign::client
 
 #endif  // LINESIGN_CLIENT_IOT_COMMANDS_H_

@@ -134,6 +134,9 @@ int main(int argc, char** argv) {
   for (CLI::App* cmd : {ca_status.status, ca_status.activate, ca_status.deactivate}) {
     AddConnectionOptions(cmd, &server, &tls);
   }
+  linesign::client::WaitOptions wait_options;
+  auto* iot_wait = linesign::client::AddWaitCommand(iot, &wait_options);
+  AddConnectionOptions(iot_wait, &server, &tls);
   // Bulk registration jobs and status (issue 10): iot register, iot status.
   linesign::client::IotJobCommands iot_jobs;
   linesign::client::AddIotJobCommands(iot, &iot_jobs);
@@ -194,6 +197,7 @@ int main(int argc, char** argv) {
   auto admin = linesign::v1::Administration::NewStub(channel);
   if (auto code = linesign::client::RunLifecycleCommand(lifecycle, admin.get(), timeout_s)) return *code;
   if (*register_ca) return linesign::client::RunRegisterCa(register_ca_options, channel);
+  if (*iot_wait) return linesign::client::RunWait(wait_options, channel);
   if (*ca_status.status || *ca_status.activate || *ca_status.deactivate) {
     return linesign::client::RunCaStatus(ca_status, channel);
   }

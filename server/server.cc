@@ -23,6 +23,7 @@
 #include "server/observability/status_page.h"
 #include "server/iot/iot_config.h"
 #include "server/iot/operation_stats.h"
+#include "server/iot/registrar.h"
 
 namespace linesign {
 
@@ -156,13 +157,7 @@ absl::StatusOr<std::unique_ptr<observability::HttpServer>> StartHttp(const v1::S
   return http;
 }
 
-// IotTargetNames / IotCeilings: the configured AWS IoT targets' names (in order) and requests/s per operation,
-// for `linesign iot status`.
-std::vector<std::string> IotTargetNames(const v1::IotConfig& iot) {
-  std::vector<std::string> names;
-  for (const auto& t : iot.targets()) names.push_back(t.name());
-  return names;
-}
+// IotCeilings: the configured AWS IoT targets' requests/s per operation, for `linesign iot status`.
 std::map<std::string, std::map<std::string, double>> IotCeilings(const v1::IotConfig& iot) {
   std::map<std::string, std::map<std::string, double>> out;
   for (const auto& t : iot.targets()) out[t.name()] = iot::EffectiveRates(t);
@@ -284,17 +279,50 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
                                          .batch = static_cast<int>(c.renewal().batch()),
                                          .owner = absl::StrCat(host, ":", getpid(), ":renewal")}));
   LINESIGN_ASSIGN_OR_RETURN(s->iot_targets_, iot::IotTargets::Create(c.iot(), iot::ProcessEnvironment(), clock));
+  s->iot_watch_ = std::make_unique<iot::RegistrationWatch>(s->store_.get(), iot::RegistrationWatch::Options{});
+  std::vector<std::string> iot_target_names;
+  for (const v1::IotTarget& t : c.iot().targets()) iot_target_names.push_back(t.name());
   s->iot_admin_ = std::make_unique<service::IotAdminService>(service::IotAdminService::Parts{
       .ca_der = CertificateDer(s->ca_.certificate.get()), .targets = s->iot_targets_.get(),
       .signer = s->batch_signer_.get(), .authenticator = s->authenticator_.get(), .access = s->access_.get(),
       .counters = s->counters_.get(), .drain = s->drain_.get(), .executor = s->admin_executor_.get(),
-      .clock = clock, .issuer_id = s->ca_.issuer_id, .registrations = s->store_.get(),
-      .certificates = s->store_.get(), .profiles = &s->profiles_, .target_names = IotTargetNames(c.iot()),
+      .clock = clock, .issuer_id = s->ca_.issuer_id, .watch = s->iot_watch_.get(), .reader = s->store_.get(),
+      .target_names = iot_target_names, .registrations = s->store_.get(), .profiles = &s->profiles_,
       .ceilings = IotCeilings(c.iot()),
       // The registrar's live rates, calls and throttles, as its metrics show them.
       .operation_stats = [registry = s->metrics_->registry()](const std::string& target) {
         return iot::OperationStatsFromMetrics(registry->Render(), target);
       }});
+  // The AWS IoT device registrar (issue 10): only where there is something to register (a target, or a profile
+  // that registers, whose certificates then fail with the reason when its target is missing).
+  bool registering = !c.iot().targets().empty();
+  for (const auto& [name, p] : c.profiles()) {
+    registering = registering || p.iot().register_() == "with_ca" || p.iot().register_() == "without_ca";
+  }
+  if (registering) {
+    std::vector<iot::Registrar::Target> targets;
+    for (const v1::IotTarget& t : c.iot().targets()) {
+      targets.push_back({t.name(), s->iot_targets_->Find(t.name()), iot::EffectiveRates(t)});
+    }
+    const v1::IotConfig& iot = c.iot();
+    LINESIGN_ASSIGN_OR_RETURN(
+        auto registrar,
+        iot::Registrar::Create(
+            iot::Registrar::Parts{.issuer_id = s->ca_.issuer_id,
+                                  .ca_certificate_pem = PemEncode("CERTIFICATE", CertificateDer(s->ca_.certificate.get())),
+                                  .store = s->store_.get(), .outbox = s->store_.get(), .reader = s->store_.get(),
+                                  .profiles = &s->profiles_, .targets = std::move(targets), .clock = clock,
+                                  .metrics = s->metrics_->registry(), .watch = s->iot_watch_.get()},
+            iot::Registrar::Options{
+                .owner = absl::StrCat(host, ":", getpid(), ":", reinterpret_cast<uintptr_t>(s.get()), ":iot"),
+                // Zero (a configuration that did not pass config::ApplyDefaults): the defaults.
+                .max_in_flight = static_cast<int>(iot.max_in_flight() ? iot.max_in_flight() : 32),
+                .lease = absl::Seconds(iot.lease_seconds() ? iot.lease_seconds() : 120),
+                .interval = absl::Milliseconds(iot.poll_interval_ms() ? iot.poll_interval_ms() : 200),
+                .retry_base = absl::Milliseconds(iot.retry_base_ms() ? iot.retry_base_ms() : 1000),
+                .retry_max = absl::Milliseconds(std::max(iot.retry_max_ms(), iot.retry_base_ms() ? iot.retry_base_ms() : 1000u))}));
+    s->tasks_->Start(std::move(registrar));
+  }
   // The event webhook (events.webhook): follows the log by a cursor kept in the store; real time for its pauses
   // and lease (see webhook.h).
   if (c.events().has_webhook()) {
@@ -428,6 +456,7 @@ void LinesignServer::Shutdown(absl::Duration grace) {
     absl::Time deadline = absl::Now() + grace;
     drain_->BeginDrain();
     watchers_->Stop();  // event streams end at once, each naming the cursor to resume from
+    if (iot_watch_ != nullptr) iot_watch_->Stop();  // AwaitIotRegistration calls end UNAVAILABLE
     if (drain_->WaitUntilIdle(deadline)) {
       absl::SleepFor(std::min(kSettle, std::max(absl::ZeroDuration(), deadline - absl::Now())));
     } else {
@@ -441,6 +470,7 @@ void LinesignServer::Shutdown(absl::Duration grace) {
   if (http_ != nullptr) http_->Stop();
   admin_executor_.reset();  // runs any administrative read it accepted: they use the store
   if (tasks_ != nullptr) tasks_->Stop();
+  if (iot_watch_ != nullptr) iot_watch_->Stop();  // its thread reads the store
   store_.reset();
 }
 

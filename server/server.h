@@ -12,6 +12,7 @@
 #include "hsm/signer.h"
 #include "linesign/v1/config.pb.h"
 #include "server/iot/iot_targets.h"
+#include "server/iot/registrar_watch.h"
 #include "server/issuance/batch_signer.h"
 #include "server/lifecycle/renewal.h"
 #include "server/lifecycle/webhook.h"
@@ -106,6 +107,8 @@ class LinesignServer {
   std::unique_ptr<service::StationService> service_;
   std::unique_ptr<service::AdminService> admin_;
   std::unique_ptr<iot::IotTargets> iot_targets_;
+  // AwaitIotRegistration's waiters; the registrar (a task) tells it of every registration that ends.
+  std::unique_ptr<iot::RegistrationWatch> iot_watch_;
   std::unique_ptr<service::IotAdminService> iot_admin_;
   std::unique_ptr<observability::HealthService> health_;
   observability::HealthMonitor* health_monitor_ = nullptr;  // owned by tasks_

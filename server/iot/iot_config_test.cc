@@ -52,6 +52,30 @@ profiles:
   EXPECT_EQ(rates["CreateThing"], 90);
 }
 
+TEST(IotConfig, RegistrarSettingsHaveDefaultsAndRanges) {
+  auto c = config::ParseConfigYaml(std::string(kBase) + "profiles: {device: {}}\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  config::ApplyDefaults(&*c);
+  EXPECT_EQ(c->iot().max_in_flight(), 32u);
+  EXPECT_EQ(c->iot().retry_base_ms(), 1000u);
+  EXPECT_EQ(c->iot().retry_max_ms(), 300000u);
+  EXPECT_EQ(c->iot().lease_seconds(), 120u);
+  EXPECT_EQ(c->iot().poll_interval_ms(), 200u);
+  EXPECT_TRUE(Check("iot: {max_in_flight: 64, retry_base_ms: 50, retry_max_ms: 500}\nprofiles: {device: {}}").ok());
+  for (auto [yaml, message] : {
+           std::pair{"iot: {max_in_flight: 2000}", "iot.max_in_flight: 2000 is outside 1 to 1024"},
+           std::pair{"iot: {retry_base_ms: 5}", "iot.retry_base_ms: 5 is outside 10 to 600000"},
+           std::pair{"iot: {retry_base_ms: 5000, retry_max_ms: 100}",
+                     "iot.retry_max_ms: 100 is outside retry_base_ms (5000) to 3600000"},
+           std::pair{"iot: {lease_seconds: 1}", "iot.lease_seconds: 1 is outside 10 to 3600"},
+           std::pair{"iot: {poll_interval_ms: 99999999}", "iot.poll_interval_ms: 99999999 is outside 10 to 60000"},
+       }) {
+    absl::Status st = Check(std::string(yaml) + "\nprofiles: {device: {}}");
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << yaml;
+    EXPECT_THAT(st.message(), HasSubstr(message)) << yaml;
+  }
+}
+
 TEST(IotConfig, ErrorsNameTheField) {
   struct Case {
     const char* yaml;

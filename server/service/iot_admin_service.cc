@@ -1,8 +1,13 @@
 #include "server/service/iot_admin_service.h"
 
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "common/utf8.h"
 #include "server/iot/aws_error.h"
 #include "server/iot/ca_registration.h"
 #include "server/iot/sigv4.h"
@@ -120,6 +125,107 @@ grpc::ServerUnaryReactor* IotAdminService::SetCaStatus(grpc::CallbackServerConte
         LogInfo("iot target '", target, "': CA ", id, " set ", active ? "ACTIVE" : "INACTIVE", " by ", identity);
         return FillStatus(*api, id, response);
       });
+  return reactor;
+}
+
+namespace {
+
+v1::IotRegistrationStatus::State StateOf(store::IotRegistrationState s) {
+  switch (s) {
+    case store::IotRegistrationState::kPending:
+      return v1::IotRegistrationStatus::STATE_PENDING;
+    case store::IotRegistrationState::kRegistered:
+      return v1::IotRegistrationStatus::STATE_REGISTERED;
+    case store::IotRegistrationState::kFailed:
+      return v1::IotRegistrationStatus::STATE_FAILED;
+  }
+  return v1::IotRegistrationStatus::STATE_UNSPECIFIED;
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* IotAdminService::AwaitIotRegistration(grpc::CallbackServerContext* context,
+                                                                const v1::AwaitIotRegistrationRequest* request,
+                                                                v1::IotRegistrationStatus* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  constexpr Rpc kRpc = Rpc::kAwaitIotRegistration;
+  CallInfo call{"", context->peer(), "", ""};
+  absl::StatusOr<std::string> identity = Authenticate(*p_.authenticator, context, p_.clock->Now());
+  absl::Status allowed = identity.status();
+  if (identity.ok()) {
+    call.identity = *identity;
+    allowed = p_.access->AllowAdmin(*identity, RpcName(kRpc));
+  }
+  std::string serial = absl::AsciiStrToUpper(request->serial_hex());
+  if (allowed.ok() && (serial.empty() || serial.size() > 42 ||
+                       !std::all_of(serial.begin(), serial.end(), [](char c) { return absl::ascii_isxdigit(c); }))) {
+    allowed = absl::InvalidArgumentError(absl::StrCat(
+        "serial_hex must be 1 to 42 hexadecimal digits (got ", request->serial_hex().size(), " bytes: ",
+        QuoteForDisplay(request->serial_hex().substr(0, 64)), ")"));
+  }
+  std::string target = request->target();
+  if (allowed.ok() && target.empty()) {
+    if (p_.target_names.size() == 1) {
+      target = p_.target_names.front();
+    } else {
+      allowed = absl::InvalidArgumentError(absl::StrCat(
+          "target is required: ", p_.target_names.size(), " targets are configured (iot.targets: ",
+          p_.target_names.empty() ? "none" : absl::StrJoin(p_.target_names, ", "), ")"));
+    }
+  }
+  if (allowed.ok() && std::find(p_.target_names.begin(), p_.target_names.end(), target) == p_.target_names.end()) {
+    allowed = absl::NotFoundError(absl::StrCat("iot target ", QuoteForDisplay(target.substr(0, 64)),
+                                               " is not configured (iot.targets: ",
+                                               p_.target_names.empty() ? "none" : absl::StrJoin(p_.target_names, ", "),
+                                               ")"));
+  }
+  if (allowed.ok() && p_.watch == nullptr) {
+    allowed = absl::FailedPreconditionError("AWS IoT registration is not available on this server");
+  }
+  if (!allowed.ok()) {
+    reactor->Finish(p_.counters->Refused(kRpc, call, allowed));
+    return reactor;
+  }
+  while (serial.size() > 1 && serial[0] == '0' && serial[1] == '0') serial.erase(0, 2);
+  const absl::Duration timeout =
+      request->timeout_ms() == 0 ? kDefaultAwait : std::min(kMaxAwait, absl::Milliseconds(request->timeout_ms()));
+  const store::IotRegistrationKey key{p_.issuer_id, serial, target};
+  // The answer comes on the watch's thread: the store look-up for a missing registration is one indexed read.
+  absl::Status waiting = p_.watch->Wait(
+      key, absl::Now() + timeout,
+      [this, reactor, response, call, key](absl::StatusOr<store::IotRegistration> r) {
+        if (absl::IsNotFound(r.status())) {
+          auto cert = p_.reader->FindBySerial(key.issuer_id, key.serial_hex);
+          if (!cert.ok()) {
+            r = cert.status();
+          } else if (!cert->has_value()) {
+            r = absl::NotFoundError(absl::StrCat("no certificate with serial ", key.serial_hex, " from this CA"));
+          } else {
+            r = absl::FailedPreconditionError(absl::StrCat(
+                "certificate ", key.serial_hex, " was never queued for registration with target '", key.target,
+                "': its profile ", QuoteForDisplay((*cert)->profile),
+                " does not register there (`linesign iot register` queues certificates already issued)"));
+          }
+        }
+        if (!r.ok()) {
+          reactor->Finish(p_.counters->Refused(kRpc, call, r.status()));
+          return;
+        }
+        response->set_serial_hex(r->key.serial_hex);
+        response->set_target(r->key.target);
+        response->set_state(StateOf(r->state));
+        response->set_certificate_id(r->certificate_id);
+        response->set_certificate_arn(ToValidUtf8(r->certificate_arn));
+        response->set_thing_name(ToValidUtf8(r->thing_name));
+        response->set_policy(ToValidUtf8(r->policy));
+        response->set_already_present(r->already_present);
+        response->set_error_code(ToValidUtf8(r->error_code));
+        response->set_error_message(ToValidUtf8(r->error_message));
+        response->set_attempts(r->attempts);
+        p_.counters->Answered(kRpc);
+        reactor->Finish(grpc::Status::OK);
+      });
+  if (!waiting.ok()) reactor->Finish(p_.counters->Refused(kRpc, call, waiting));
   return reactor;
 }
 

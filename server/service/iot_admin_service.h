@@ -18,7 +18,9 @@
 #include "server/issuance/batch_signer.h"
 #include "server/iot/iot_targets.h"
 #include "server/iot/operation_stats.h"
+#include "server/iot/registrar_watch.h"
 #include "server/profile/profile.h"
+#include "server/store/certificate_store.h"
 #include "server/service/bounded_executor.h"
 #include "server/service/drain_tracker.h"
 #include "server/service/rpc_counters.h"
@@ -40,15 +42,18 @@ class IotAdminService final : public v1::IotAdministration::CallbackService {
     DrainTracker* drain;
     BoundedExecutor* executor;
     const Clock* clock;
-    // Bulk registration jobs and status (iot_jobs.cc).
+    // AwaitIotRegistration: the issuing CA's id, the watch on the registrar's state, the certificates (for the
+    // reason a registration does not exist) and the configured target names.
     std::string issuer_id;
+    iot::RegistrationWatch* watch = nullptr;
+    store::CertificateReader* reader = nullptr;
+    std::vector<std::string> target_names;
+    // Bulk registration jobs and status (iot_jobs.cc; also issuer_id, reader and target_names above).
     store::IotRegistrationStore* registrations = nullptr;
-    store::CertificateReader* certificates = nullptr;
     const profile::Profiles* profiles = nullptr;
-    std::vector<std::string> target_names;  // iot.targets[].name, in configuration order
     // Per target, the configured requests/s per operation (iot::EffectiveRates).
     std::map<std::string, std::map<std::string, double>> ceilings;
-    // The live rate and throttles per operation of a target (the registrar's limiters); unset: none running.
+    // The live rate, calls and throttles per operation of a target (the registrar's limiters); unset: none.
     std::function<std::vector<iot::OperationStats>(const std::string& target)> operation_stats;
   };
   explicit IotAdminService(Parts parts) : p_(std::move(parts)) {}
@@ -60,6 +65,15 @@ class IotAdminService final : public v1::IotAdministration::CallbackService {
                                         v1::CaStatus* response) override;
   grpc::ServerUnaryReactor* SetCaStatus(grpc::CallbackServerContext* context, const v1::CaStatusRequest* request,
                                         v1::CaStatus* response) override;
+  // AwaitIotRegistration holds no thread while it waits: the watch answers it (iot/registrar_watch.h).
+  grpc::ServerUnaryReactor* AwaitIotRegistration(grpc::CallbackServerContext* context,
+                                                 const v1::AwaitIotRegistrationRequest* request,
+                                                 v1::IotRegistrationStatus* response) override;
+
+  // kMaxAwait caps AwaitIotRegistration's timeout; kDefaultAwait is used for none.
+  static constexpr absl::Duration kMaxAwait = absl::Minutes(10);
+  static constexpr absl::Duration kDefaultAwait = absl::Seconds(30);
+
   // Bulk registration jobs and status (iot_jobs.cc).
   grpc::ServerUnaryReactor* EnqueueIotRegistrations(grpc::CallbackServerContext* context,
                                                     const v1::EnqueueIotRegistrationsRequest* request,

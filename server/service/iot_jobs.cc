@@ -110,7 +110,7 @@ grpc::ServerUnaryReactor* IotAdminService::EnqueueIotRegistrations(grpc::Callbac
           q.page_size = kSerialsPerCall;
           q.page_token = request->page_token();
           q.now = absl::ToUnixSeconds(p_.clock->Now());
-          LINESIGN_ASSIGN_OR_RETURN(store::CertificatePage page, p_.certificates->List(q));
+          LINESIGN_ASSIGN_OR_RETURN(store::CertificatePage page, p_.reader->List(q));
           for (const store::CertificateRecord& r : page.records) serials.push_back(r.serial_hex);
           response->set_next_page_token(page.next_page_token);
         }

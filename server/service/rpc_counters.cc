@@ -41,6 +41,8 @@ const char* RpcName(Rpc rpc) {
       return "GetCaStatus";
     case Rpc::kSetIotCaStatus:
       return "SetCaStatus";
+    case Rpc::kAwaitIotRegistration:
+      return "AwaitIotRegistration";
     case Rpc::kEnqueueIotRegistrations:
       return "EnqueueIotRegistrations";
     case Rpc::kGetIotRegistrations:

@@ -39,6 +39,7 @@ enum class Rpc {
   kRegisterIotCa,  // IotAdministration.RegisterCaCertificate
   kGetIotCaStatus,  // IotAdministration.GetCaStatus
   kSetIotCaStatus,  // IotAdministration.SetCaStatus
+  kAwaitIotRegistration,  // IotAdministration.AwaitIotRegistration
   // Bulk registration jobs and status (issue 10).
   kEnqueueIotRegistrations,  // IotAdministration.EnqueueIotRegistrations
   kGetIotRegistrations,      // IotAdministration.GetIotRegistrations
