@@ -526,6 +526,11 @@ def call_succeeded(call):
     return call.get("error") is None and call.get("http") is not None and call.get("operation") is not None
 
 
+def call_took_effect(call):
+    """call_took_effect: the call changed the fake's state: it succeeded, or it was answered 5xx after the effect."""
+    return call_succeeded(call) or call.get("fault") == "5xx-after"
+
+
 def step_key(call):
     """step_key: what a successful call did, as a hashable key: the same key twice is the same effect twice
     (register, create-thing and attach-* of one certificate); None for calls that are not device steps."""

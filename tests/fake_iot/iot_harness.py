@@ -162,7 +162,10 @@ def prepare_dev_dir(server_binary, dev_dir, tmp):
 def configure(dev_dir, config, fakes, target_rates, profile_iot, iot_extra=None):
     """configure: adds the fakes as iot.targets (named as the fakes) with `target_rates` and the device profile's
     `iot` section, writes DIR/iot-config.yaml and returns its path."""
-    config["iot"] = dict(iot_extra or {})
+    # Its own HTTP port: several servers (other tests) may run at once.
+    config["http"] = dict(config.get("http") or {}, listen="127.0.0.1:0")
+    # A killed server's leases hold its registrations until they expire: short ones, so a restart resumes soon.
+    config["iot"] = dict({"lease_seconds": 10}, **(iot_extra or {}))
     config["iot"]["targets"] = [{"name": f.name, "region": REGION, "endpoint": f.endpoint, "rates": target_rates}
                                 for f in fakes]
     config["profiles"]["device"]["iot"] = profile_iot
@@ -208,7 +211,7 @@ def list_serials(client_binary, address, admin_dir, profile="device"):
     """list_serials: the serials (lower-case hex) the server lists for `profile`, through `linesign list`."""
     p = run([client_binary, "list", "--server", address, "--tls-dir", admin_dir, "--profile", profile, "--all",
              "--page-size", "1000", "--json"], timeout=300)
-    return [json.loads(line)["serialHex"].lower() for line in p.stdout.splitlines() if line.strip()]
+    return [json.loads(line)["serial_hex"].lower() for line in p.stdout.splitlines() if line.strip()]
 
 
 def events(client_binary, address, admin_dir):
