@@ -164,8 +164,7 @@ def configure(dev_dir, config, fakes, target_rates, profile_iot, iot_extra=None)
     `iot` section, writes DIR/iot-config.yaml and returns its path."""
     # Its own HTTP port: several servers (other tests) may run at once.
     config["http"] = dict(config.get("http") or {}, listen="127.0.0.1:0")
-    # A killed server's leases hold its registrations until they expire: short ones, so a restart resumes soon.
-    config["iot"] = dict({"lease_seconds": 10}, **(iot_extra or {}))
+    config["iot"] = dict(iot_extra or {})
     config["iot"]["targets"] = [{"name": f.name, "region": REGION, "endpoint": f.endpoint, "rates": target_rates}
                                 for f in fakes]
     config["profiles"]["device"]["iot"] = profile_iot

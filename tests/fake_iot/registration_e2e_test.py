@@ -76,7 +76,11 @@ def main():
         path = h.configure(dev, config, fakes, rates,
                            {"targets": ["main", "second"], "register": "without_ca", "thing_name": "{serial}",
                             "policy": h.POLICY},
-                           {"max_in_flight": args.max_in_flight, "retry_base_ms": 200, "retry_max_ms": 5000})
+                           # A killed server's leases hold its registrations until they expire: short ones,
+                           # so the restarted server resumes them soon (its token waits stay far below 10 s at
+                           # these rates; a wait longer than the lease lets a second claim run the same item).
+                           {"max_in_flight": args.max_in_flight, "retry_base_ms": 200, "retry_max_ms": 5000,
+                            "lease_seconds": 10})
         server = h.Server(args.server, path, tmp, h.server_env(tmp))
         server.start()
         started = time.monotonic()
