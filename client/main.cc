@@ -13,6 +13,7 @@
 #include "CLI/CLI.hpp"
 #include "client/connect.h"
 #include "client/iot_commands.h"
+#include "client/iot_job_commands.h"
 #include "client/keygen.h"
 #include "client/lifecycle_commands.h"
 #include "client/output.h"
@@ -136,6 +137,10 @@ int main(int argc, char** argv) {
   linesign::client::WaitOptions wait_options;
   auto* iot_wait = linesign::client::AddWaitCommand(iot, &wait_options);
   AddConnectionOptions(iot_wait, &server, &tls);
+  // Bulk registration jobs and status (issue 10): iot register, iot status.
+  linesign::client::IotJobCommands iot_jobs;
+  linesign::client::AddIotJobCommands(iot, &iot_jobs);
+  for (CLI::App* cmd : {iot_jobs.register_job, iot_jobs.status}) AddConnectionOptions(cmd, &server, &tls);
 
   std::string list_profile, list_station, issued_after, issued_before, expiring_before;
   uint32_t page_size = 100;
@@ -196,6 +201,7 @@ int main(int argc, char** argv) {
   if (*ca_status.status || *ca_status.activate || *ca_status.deactivate) {
     return linesign::client::RunCaStatus(ca_status, channel);
   }
+  if (*iot_jobs.register_job || *iot_jobs.status) return linesign::client::RunIotJobCommands(iot_jobs, channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(timeout_s));
   if (*chain) {

@@ -20,6 +20,7 @@ PACKAGES=(
   libjemalloc-dev                                 # the allocator of the server and the load generator
   gnutls-bin                                      # certtool: an independent verifier used by the tests
   python3-cryptography                            # a strict third parser of every certificate the tests issue
+  python3-yaml                                    # tests: the IoT registration harness edits the YAML config
   mosquitto mosquitto-clients                     # tests/mosquitto_test: a real MQTT broker with linesign's CRL
   clang libclang-rt-14-dev                        # libFuzzer + sanitizers for scripts/fuzz.sh
   libcpp-httplib-dev                              # the operator's HTTP listener: /metrics, /healthz, /readyz

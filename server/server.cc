@@ -22,6 +22,7 @@
 #include "server/config/config.h"
 #include "server/observability/status_page.h"
 #include "server/iot/iot_config.h"
+#include "server/iot/operation_stats.h"
 #include "server/iot/registrar.h"
 
 namespace linesign {
@@ -156,6 +157,13 @@ absl::StatusOr<std::unique_ptr<observability::HttpServer>> StartHttp(const v1::S
   return http;
 }
 
+// IotCeilings: the configured AWS IoT targets' requests/s per operation, for `linesign iot status`.
+std::map<std::string, std::map<std::string, double>> IotCeilings(const v1::IotConfig& iot) {
+  std::map<std::string, std::map<std::string, double>> out;
+  for (const auto& t : iot.targets()) out[t.name()] = iot::EffectiveRates(t);
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::ServerConfig config,
@@ -279,7 +287,12 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
       .signer = s->batch_signer_.get(), .authenticator = s->authenticator_.get(), .access = s->access_.get(),
       .counters = s->counters_.get(), .drain = s->drain_.get(), .executor = s->admin_executor_.get(),
       .clock = clock, .issuer_id = s->ca_.issuer_id, .watch = s->iot_watch_.get(), .reader = s->store_.get(),
-      .target_names = iot_target_names});
+      .target_names = iot_target_names, .registrations = s->store_.get(), .profiles = &s->profiles_,
+      .ceilings = IotCeilings(c.iot()),
+      // The registrar's live rates, calls and throttles, as its metrics show them.
+      .operation_stats = [registry = s->metrics_->registry()](const std::string& target) {
+        return iot::OperationStatsFromMetrics(registry->Render(), target);
+      }});
   // The AWS IoT device registrar (issue 10): only where there is something to register (a target, or a profile
   // that registers, whose certificates then fail with the reason when its target is missing).
   bool registering = !c.iot().targets().empty();

@@ -4,6 +4,8 @@
 #ifndef LINESIGN_SERVER_SERVICE_IOT_ADMIN_SERVICE_H_
 #define LINESIGN_SERVER_SERVICE_IOT_ADMIN_SERVICE_H_
 
+#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -15,11 +17,15 @@
 #include "server/auth/authenticator.h"
 #include "server/issuance/batch_signer.h"
 #include "server/iot/iot_targets.h"
+#include "server/iot/operation_stats.h"
 #include "server/iot/registrar_watch.h"
+#include "server/profile/profile.h"
 #include "server/store/certificate_store.h"
 #include "server/service/bounded_executor.h"
 #include "server/service/drain_tracker.h"
 #include "server/service/rpc_counters.h"
+#include "server/store/certificate_store.h"
+#include "server/store/iot_registration_store.h"
 
 namespace linesign::service {
 
@@ -42,6 +48,13 @@ class IotAdminService final : public v1::IotAdministration::CallbackService {
     iot::RegistrationWatch* watch = nullptr;
     store::CertificateReader* reader = nullptr;
     std::vector<std::string> target_names;
+    // Bulk registration jobs and status (iot_jobs.cc; also issuer_id, reader and target_names above).
+    store::IotRegistrationStore* registrations = nullptr;
+    const profile::Profiles* profiles = nullptr;
+    // Per target, the configured requests/s per operation (iot::EffectiveRates).
+    std::map<std::string, std::map<std::string, double>> ceilings;
+    // The live rate, calls and throttles per operation of a target (the registrar's limiters); unset: none.
+    std::function<std::vector<iot::OperationStats>(const std::string& target)> operation_stats;
   };
   explicit IotAdminService(Parts parts) : p_(std::move(parts)) {}
 
@@ -60,6 +73,16 @@ class IotAdminService final : public v1::IotAdministration::CallbackService {
   // kMaxAwait caps AwaitIotRegistration's timeout; kDefaultAwait is used for none.
   static constexpr absl::Duration kMaxAwait = absl::Minutes(10);
   static constexpr absl::Duration kDefaultAwait = absl::Seconds(30);
+
+  // Bulk registration jobs and status (iot_jobs.cc).
+  grpc::ServerUnaryReactor* EnqueueIotRegistrations(grpc::CallbackServerContext* context,
+                                                    const v1::EnqueueIotRegistrationsRequest* request,
+                                                    v1::EnqueueIotRegistrationsResponse* response) override;
+  grpc::ServerUnaryReactor* GetIotRegistrations(grpc::CallbackServerContext* context,
+                                                const v1::GetIotRegistrationsRequest* request,
+                                                v1::IotRegistrationsSummary* response) override;
+  grpc::ServerUnaryReactor* GetIotStatus(grpc::CallbackServerContext* context, const v1::IotStatusRequest* request,
+                                         v1::IotStatusResponse* response) override;
 
  private:
   // Run admits the caller (administrator) for `rpc`, refuses with `precheck` when it is not OK, then runs `work`

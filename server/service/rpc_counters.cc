@@ -43,6 +43,12 @@ const char* RpcName(Rpc rpc) {
       return "SetCaStatus";
     case Rpc::kAwaitIotRegistration:
       return "AwaitIotRegistration";
+    case Rpc::kEnqueueIotRegistrations:
+      return "EnqueueIotRegistrations";
+    case Rpc::kGetIotRegistrations:
+      return "GetIotRegistrations";
+    case Rpc::kGetIotStatus:
+      return "GetIotStatus";
     case Rpc::kCount:
       break;
   }

@@ -40,6 +40,10 @@ enum class Rpc {
   kGetIotCaStatus,  // IotAdministration.GetCaStatus
   kSetIotCaStatus,  // IotAdministration.SetCaStatus
   kAwaitIotRegistration,  // IotAdministration.AwaitIotRegistration
+  // Bulk registration jobs and status (issue 10).
+  kEnqueueIotRegistrations,  // IotAdministration.EnqueueIotRegistrations
+  kGetIotRegistrations,      // IotAdministration.GetIotRegistrations
+  kGetIotStatus,             // IotAdministration.GetIotStatus
   kCount
 };
 const char* RpcName(Rpc rpc);

@@ -20,7 +20,9 @@ CreateThing, AttachThingPrincipal, AttachPolicy.
 - CreateThing again with the same attributes succeeds; with others, ResourceAlreadyExistsException.
 - A token bucket per operation (AWS's default quotas unless --rates) answers ThrottlingException (HTTP 400).
 - Faults at configurable rates: 5xx before the effect, 5xx after the effect, timeouts (no answer), latency.
-- A call log: GET /__fake/calls (JSON), and --call-log FILE written at exit. GET /__fake/state dumps the registry.
+- A call log: GET /__fake/calls[?since=SEQ] (JSON; entries after SEQ), and --call-log FILE written at exit. GET
+  /__fake/state dumps the registry. Each entry names the device certificate it concerns ("certificate", read from
+  the request); the call-log analysis functions below are what the tests and the benchmark assert with.
 """
 
 import argparse
@@ -471,6 +473,157 @@ class Registry:
             }
 
 
+# --- the certificate a call concerns, and call-log analysis (used by the registration harness and benchmark) ---
+
+REGISTER_OPERATIONS = ("RegisterCertificate", "RegisterCertificateWithoutCA")
+
+
+def _pem_certificate_id(pem):
+    """The AWS certificate id (hex SHA-256 of the DER) of the first PEM block in `pem`, or None."""
+    if not isinstance(pem, str):
+        return None
+    m = re.search(r"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+)-----END CERTIFICATE-----", pem)
+    if not m:
+        return None
+    try:
+        return hashlib.sha256(base64.b64decode("".join(m.group(1).split()), validate=True)).hexdigest()
+    except ValueError:
+        return None
+
+
+def _arn_certificate_id(arn):
+    """The certificate id at the end of a certificate ARN (arn:aws:iot:REGION:ACCOUNT:cert/ID), or None."""
+    if isinstance(arn, str) and ":cert/" in arn:
+        return arn.rsplit("/", 1)[1]
+    return None
+
+
+def call_certificate(op, params, headers, body):
+    """call_certificate: the id of the device certificate a call concerns, read from the request alone (so
+    throttled, faulted and refused calls are attributed too); None for calls about no single certificate
+    (CreateThing: its resource is the thing's name)."""
+    if op in REGISTER_OPERATIONS:
+        try:
+            doc = json.loads(body) if body else {}
+        except ValueError:
+            return None
+        return _pem_certificate_id(doc.get("certificatePem")) if isinstance(doc, dict) else None
+    if op in ("DescribeCertificate", "UpdateCertificate"):
+        return params.get("id")
+    if op == "AttachThingPrincipal":
+        return _arn_certificate_id(headers.get("x-amzn-principal"))
+    if op == "AttachPolicy":
+        try:
+            doc = json.loads(body) if body else {}
+        except ValueError:
+            return None
+        return _arn_certificate_id(doc.get("target")) if isinstance(doc, dict) else None
+    return None
+
+
+def call_succeeded(call):
+    """call_succeeded: the fake answered 2xx with its effect applied (no throttle, no fault, no AWS error)."""
+    return call.get("error") is None and call.get("http") is not None and call.get("operation") is not None
+
+
+def call_took_effect(call):
+    """call_took_effect: the call changed the fake's state: it succeeded, or it was answered 5xx after the effect."""
+    return call_succeeded(call) or call.get("fault") == "5xx-after"
+
+
+def step_key(call):
+    """step_key: what a successful call did, as a hashable key: the same key twice is the same effect twice
+    (register, create-thing and attach-* of one certificate); None for calls that are not device steps."""
+    op = call.get("operation")
+    if op in REGISTER_OPERATIONS:
+        return ("register", call.get("certificate"))
+    if op == "CreateThing":
+        return ("create-thing", call.get("resource"))
+    if op == "AttachThingPrincipal":
+        return ("attach-principal", call.get("resource"), call.get("certificate"))
+    if op == "AttachPolicy":
+        return ("attach-policy", call.get("resource"), call.get("certificate"))
+    return None
+
+
+def repeated_successful_steps(calls):
+    """repeated_successful_steps: {step key: [seq, ...]} for every device step that succeeded more than once."""
+    seen = {}
+    for c in calls:
+        key = step_key(c)
+        if key is not None and call_succeeded(c):
+            seen.setdefault(key, []).append(c["seq"])
+    return {k: v for k, v in seen.items() if len(v) > 1}
+
+
+def describes_without_conflict(calls):
+    """describes_without_conflict: DescribeCertificate calls not answering a registration of the same certificate
+    refused with ResourceAlreadyExistsException (409) earlier: each 409 pays for at most one DescribeCertificate,
+    so the happy path has none. Returns the offending calls."""
+    conflicts, bad = {}, []
+    for c in calls:
+        cid = c.get("certificate")
+        if c.get("operation") in REGISTER_OPERATIONS and c.get("error") == "ResourceAlreadyExistsException":
+            conflicts[cid] = conflicts.get(cid, 0) + 1
+        elif c.get("operation") == "DescribeCertificate":
+            if conflicts.get(cid, 0) > 0:
+                conflicts[cid] -= 1
+            else:
+                bad.append(c)
+    return bad
+
+
+def operation_summary(calls):
+    """operation_summary: {operation: {"calls", "ok", "throttled", "5xx", "refused", "rate_ok_per_s"}}, where
+    rate_ok_per_s is the successful calls over the span from the operation's first to its last success."""
+    out = {}
+    for c in calls:
+        op = c.get("operation")
+        if op is None:
+            continue
+        s = out.setdefault(op, {"calls": 0, "ok": 0, "throttled": 0, "5xx": 0, "refused": 0, "_t": []})
+        s["calls"] += 1
+        if call_succeeded(c):
+            s["ok"] += 1
+            s["_t"].append(c["t"])
+        elif c.get("error") == "ThrottlingException":
+            s["throttled"] += 1
+        elif c.get("fault") in ("5xx", "5xx-after", "timeout"):
+            s["5xx"] += 1
+        else:
+            s["refused"] += 1
+    for s in out.values():
+        t = s.pop("_t")
+        s["rate_ok_per_s"] = round((len(t) - 1) / (t[-1] - t[0]), 2) if len(t) > 1 and t[-1] > t[0] else None
+    return out
+
+
+def incomplete_registrations(state, certificate_ids, thing_of, policy):
+    """incomplete_registrations: {certificate id: what is missing} for those of `certificate_ids` that are not
+    registered, ACTIVE, attached to their thing (thing_of(id) names it; None: no thing) and to `policy` (None:
+    none). Empty when all are complete."""
+    certs = {c["certificateId"]: c for c in state["certificates"]}
+    things = {t["thingName"]: t for t in state["things"]}
+    attached = set(state["policies"].get(policy, [])) if policy else set()
+    missing = {}
+    for cid in certificate_ids:
+        c = certs.get(cid)
+        if c is None:
+            missing[cid] = "not registered"
+            continue
+        problems = []
+        if c["status"] != "ACTIVE":
+            problems.append(f"status {c['status']}")
+        thing = thing_of(cid)
+        if thing is not None and c["certificateArn"] not in things.get(thing, {}).get("principals", []):
+            problems.append(f"not attached to thing {thing}")
+        if policy and c["certificateArn"] not in attached:
+            problems.append(f"policy {policy} not attached")
+        if problems:
+            missing[cid] = ", ".join(problems)
+    return missing
+
+
 ID = r"(?P<id>(?:0x)?[a-fA-F0-9]{64})"
 ROUTES = [
     ("GET", r"/registrationcode", "GetRegistrationCode", "get_registration_code"),
@@ -506,6 +659,7 @@ class Fake:
             rates[op.strip()] = float(rate)
             if burst:
                 bursts[op.strip()] = float(burst)
+        rates = {op: r * cfg.rate_scale for op, r in rates.items()}
         self.buckets = {op: TokenBucket(r, bursts.get(op, max(1.0, r))) for op, r in rates.items()}
         self.bucket_lock = threading.Lock()
 
@@ -555,7 +709,8 @@ def make_handler(fake):
             raw_path, _, raw_query = self.path.partition("?")
             if raw_path.startswith("/__fake/"):
                 if raw_path == "/__fake/calls":
-                    return self.answer(200, fake.dump_calls())
+                    since = urllib.parse.parse_qs(raw_query).get("since", ["0"])[0]
+                    return self.answer(200, fake.dump_calls()[int(since) if since.isdigit() else 0:])
                 if raw_path == "/__fake/state":
                     return self.answer(200, fake.registry.state())
                 return self.answer(404, {"message": "no such fake endpoint"})
@@ -570,7 +725,8 @@ def make_handler(fake):
                 return self.error(ApiError("UnknownOperationException", f"no operation {self.command} {raw_path}"))
             op, fn, params = route
             entry = {"operation": op, "resource": params.get("id") or params.get("name"), "fault": None,
-                     "peer_port": self.client_address[1]}
+                     "peer_port": self.client_address[1],
+                     "certificate": call_certificate(op, params, self.headers, body)}
             bad = verify_sigv4(cfg, self.command, raw_path, raw_query, self.headers, body)
             if bad is not None:
                 fake.log(**entry, http=HTTP_STATUS.get(bad.code, 403), error=bad.code, signature="invalid")
@@ -634,6 +790,8 @@ def main():
     ap.add_argument("--account", default="123456789012")
     ap.add_argument("--policies", default="factory-device", help="policies that exist, comma-separated")
     ap.add_argument("--rates", default="", help="Operation=rate[:burst],... (requests/s); others: AWS's defaults")
+    ap.add_argument("--rate-scale", type=float, default=1.0,
+                    help="multiply every operation's rate (AWS's defaults and --rates) by this, e.g. 10")
     ap.add_argument("--no-rate-limits", action="store_true")
     ap.add_argument("--latency-ms", type=float, default=0)
     ap.add_argument("--fault-5xx", type=float, default=0, help="fraction answered 5xx before the effect")
