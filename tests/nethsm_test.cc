@@ -49,7 +49,9 @@ struct Answer {
   std::string der;
 };
 
-class NetHsmTest : public ::testing::Test {
+// The parameter is hsm.sessions: 0, each worker signs its own batch in its own session; 4, a batch's signatures
+// are spread over four signing threads with a session each.
+class NetHsmTest : public ::testing::TestWithParam<int> {
  protected:
   void SetUp() override {
     auto ca = TestCa::Create("ec-p256");
@@ -60,7 +62,8 @@ class NetHsmTest : public ::testing::Test {
     SetControl("");
     v1::ServerConfig config = ca_->Config(db_);
     config.set_health_check_interval_ms(100);
-    config.mutable_signer()->set_workers(4);
+    config.mutable_signer()->set_workers(GetParam() == 0 ? 4 : 2);
+    config.mutable_hsm()->set_sessions(GetParam());
     config.mutable_hsm()->set_module(LINESIGN_NETSIM_MODULE);
     (*config.mutable_hsm()->mutable_module_env())["LINESIGN_NETSIM_CONFIG"] = control_;
     auto server = ServerProcess::Start({"--config", testing::WriteConfig(ca_->dir, config::ToYaml(config))});
@@ -169,7 +172,7 @@ class NetHsmTest : public ::testing::Test {
 // C_Sign answering CKR_DEVICE_ERROR for about a third of the signatures: those requests fail UNAVAILABLE naming
 // the device error, nothing is recorded for them, and every certificate answered verifies and is the recorded
 // one. Before: the client got the bare "C_Sign: CKR_DEVICE_ERROR", without saying no certificate was issued.
-TEST_F(NetHsmTest, SignErrorsAtARateAreUnavailableAndEverySuccessVerifies) {
+TEST_P(NetHsmTest, SignErrorsAtARateAreUnavailableAndEverySuccessVerifies) {
   ASSERT_TRUE(Sign("warm-up").status.ok());
   SetControl("sign_error_rate = 0.3");
   std::mutex mu;
@@ -202,7 +205,7 @@ TEST_F(NetHsmTest, SignErrorsAtARateAreUnavailableAndEverySuccessVerifies) {
 // The HSM goes away (every session lost, C_OpenSession refused) under load: requests fail UNAVAILABLE naming the
 // device, grpc.health and /readyz say NOT_SERVING with the reason; when it comes back the signer opens new
 // sessions and logs in again by itself: SERVING, certificates again, the same server process throughout.
-TEST_F(NetHsmTest, HsmAwayIsUnavailableAndNotServingThenRecoversWithoutRestart) {
+TEST_P(NetHsmTest, HsmAwayIsUnavailableAndNotServingThenRecoversWithoutRestart) {
   ASSERT_TRUE(Sign("before").status.ok());
   ASSERT_EQ(Health(), HealthCheckResponse::SERVING);
   ASSERT_EQ(Readyz(), 200);
@@ -262,7 +265,7 @@ TEST_F(NetHsmTest, HsmAwayIsUnavailableAndNotServingThenRecoversWithoutRestart) 
 
 // A fail-over: every session (and the login) lost at once while the HSM stays reachable. The signer replaces the
 // session, logs in again and signs: no request fails, health never has to change.
-TEST_F(NetHsmTest, SessionsLostInAFailOverAreReplacedWithoutFailingRequests) {
+TEST_P(NetHsmTest, SessionsLostInAFailOverAreReplacedWithoutFailingRequests) {
   ASSERT_TRUE(Sign("before").status.ok());
   for (int epoch = 1; epoch <= 3; ++epoch) {
     SetControl(absl::StrCat("epoch = ", epoch));
@@ -288,6 +291,12 @@ TEST_F(NetHsmTest, SessionsLostInAFailOverAreReplacedWithoutFailingRequests) {
   }
   Stop();
 }
+
+INSTANTIATE_TEST_SUITE_P(Sessions, NetHsmTest, ::testing::Values(0, 4),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return info.param == 0 ? std::string("SessionPerWorker")
+                                                  : absl::StrCat(info.param, "SigningSessions");
+                         });
 
 }  // namespace
 }  // namespace linesign

@@ -16,6 +16,11 @@
 //                                               LINESIGN_NETSIM_MODULE in the environment overrides it)
 //   sign_latency_us = 1000 | 500-1500          added before each C_Sign (uniform in the range); default 0
 //   sign_init_latency_us = ...                 the same before each C_SignInit; default 0
+//   latency_mode = added | answer              added (default): the latency is waited before the real C_Sign,
+//                                               so a call takes latency + SoftHSM2's own signing time; answer:
+//                                               C_Sign answers no sooner than the latency after it was called,
+//                                               the real signing counted in it (an HSM signs inside its answer
+//                                               time, not on the host's CPU)
 //   sign_error_rate = 0.05                     probability that C_Sign answers CKR_DEVICE_ERROR; default 0
 //   away = 0 | 1                               1: the HSM is unreachable (all sessions lost); default 0
 //   epoch = N                                  a change of N loses every session at once (a fail-over) without
@@ -60,6 +65,7 @@ struct Control {
   std::atomic<bool> away{false};
   std::atomic<long> epoch{0};
   std::atomic<long> reread_ms{100};
+  std::atomic<bool> answer_mode{false};
 };
 
 Control g_control;
@@ -193,6 +199,11 @@ void Apply(const std::unordered_map<std::string, std::string>& kv) {
   }
   const std::string* rate = get("sign_error_rate");
   g_control.error_rate = rate == nullptr ? 0.0 : std::atof(rate->c_str());
+  const std::string* mode = get("latency_mode");
+  if (mode != nullptr && *mode != "added" && *mode != "answer") {
+    std::fprintf(stderr, "netsim_pkcs11: latency_mode: want added or answer, got '%s'\n", mode->c_str());
+  }
+  g_control.answer_mode = mode != nullptr && *mode == "answer";
   const std::string* reread = get("reread_ms");
   g_control.reread_ms = reread == nullptr ? 100 : std::max(0L, std::atol(reread->c_str()));
   const std::string* away = get("away");
@@ -225,7 +236,8 @@ void Refresh() {
 thread_local std::mt19937_64 t_rng{std::random_device{}()};
 thread_local bool t_slack_set = false;
 
-void Delay(long min_us, long max_us) {
+// DelayUntil sleeps until `start_ns` (CLOCK_MONOTONIC) plus a latency drawn from [min_us, max_us].
+void DelayUntil(int64_t start_ns, long min_us, long max_us) {
   if (max_us <= 0) return;
   long us = min_us;
   if (max_us > min_us) us = std::uniform_int_distribution<long>(min_us, max_us)(t_rng);
@@ -234,14 +246,13 @@ void Delay(long min_us, long max_us) {
     prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);  // 1 µs: see the file comment
     t_slack_set = true;
   }
-  timespec until;
-  clock_gettime(CLOCK_MONOTONIC, &until);
-  until.tv_nsec += (us % 1000000) * 1000;
-  until.tv_sec += us / 1000000 + until.tv_nsec / 1000000000;
-  until.tv_nsec %= 1000000000;
+  const int64_t until_ns = start_ns + static_cast<int64_t>(us) * 1000;
+  timespec until{static_cast<time_t>(until_ns / 1000000000), static_cast<long>(until_ns % 1000000000)};
   while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, nullptr) != 0) {
   }
 }
+
+void Delay(long min_us, long max_us) { DelayUntil(MonotonicNs(), min_us, max_us); }
 
 // Real finds the real session behind `ours`; false when it was lost or never existed.
 bool Real(CK_SESSION_HANDLE ours, RealSession* out) {
@@ -328,8 +339,16 @@ CK_RV SignInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mech, CK_OBJECT_HANDL
 
 CK_RV Sign(CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len) {
   Refresh();
-  Delay(g_control.sign_min_us.load(), g_control.sign_max_us.load());
-  CK_RV rv = SessionCall<CK_C_Sign>::Call<&CK_FUNCTION_LIST::C_Sign>(session, data, len, sig, sig_len);
+  CK_RV rv;
+  if (g_control.answer_mode.load()) {
+    // The device's own signing is part of its answer time: sign, then wait out the rest of the latency.
+    const int64_t start = MonotonicNs();
+    rv = SessionCall<CK_C_Sign>::Call<&CK_FUNCTION_LIST::C_Sign>(session, data, len, sig, sig_len);
+    DelayUntil(start, g_control.sign_min_us.load(), g_control.sign_max_us.load());
+  } else {
+    Delay(g_control.sign_min_us.load(), g_control.sign_max_us.load());
+    rv = SessionCall<CK_C_Sign>::Call<&CK_FUNCTION_LIST::C_Sign>(session, data, len, sig, sig_len);
+  }
   const double rate = g_control.error_rate.load();
   if (rv == CKR_OK && sig != nullptr && rate > 0 && std::uniform_real_distribution<double>(0, 1)(t_rng) < rate) {
     return CKR_DEVICE_ERROR;  // the operation is over on the device; the answer is lost
