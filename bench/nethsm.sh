@@ -74,7 +74,7 @@ start_server() {  # sessions
   rm -f "$work/dev/linesign.db" "$work/dev/linesign.db-wal" "$work/dev/linesign.db-shm"
   "$build/server/linesign-server" --config "$work/config-$1.yaml" >"$work/server-$1.log" 2>&1 &
   server_pid=$!
-  for _ in $(seq 1 240); do grep -q "listening on" "$work/server-$1.log" && return 0; sleep 0.5; done
+  for _ in $(seq 1 240); do grep -qs "listening on" "$work/server-$1.log" && return 0; sleep 0.5; done
   echo "bench/nethsm.sh: the server did not start:" >&2; cat "$work/server-$1.log" >&2; exit 1
 }
 
