@@ -62,8 +62,11 @@ absl::StatusOr<CK_SLOT_ID> FindSlot(CK_FUNCTION_LIST_PTR f, const Pkcs11Uri& uri
 absl::StatusOr<CK_OBJECT_HANDLE> FindPrivateKey(CK_FUNCTION_LIST_PTR f, CK_SESSION_HANDLE session,
                                                 const Pkcs11Uri& uri) {
   CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+  // Token objects only: the sessions' own copies of the key (hsm.session_key_copy) carry the same label and id.
+  CK_BBOOL on_token = CK_TRUE;
   std::vector<CK_ATTRIBUTE> tmpl;
   tmpl.push_back({CKA_CLASS, &cls, sizeof(cls)});
+  tmpl.push_back({CKA_TOKEN, &on_token, sizeof(on_token)});
   std::string label = uri.object.value_or(""), id = uri.id.value_or("");
   if (uri.object.has_value()) tmpl.push_back({CKA_LABEL, label.data(), label.size()});
   if (uri.id.has_value()) tmpl.push_back({CKA_ID, id.data(), id.size()});
@@ -100,6 +103,12 @@ absl::StatusOr<CK_SESSION_HANDLE> LoginSession(CK_FUNCTION_LIST_PTR f, CK_SLOT_I
                                                       rv == CKR_PIN_INCORRECT ? " (wrong PIN)" : ""));
   }
   return session;
+}
+
+// LostLogin: the call failed because the application's login or the key handle is gone (every session was
+// closed, the token re-inserted, the HSM failed over): logging in again and finding the key again recovers it.
+bool LostLogin(CK_RV rv) {
+  return rv == CKR_USER_NOT_LOGGED_IN || rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID;
 }
 
 // TokenKey is a token's key as found after logging in; `session` holds the login.
@@ -180,15 +189,17 @@ int Pkcs11Signer::open_sessions() const {
   return open_;
 }
 
-absl::StatusOr<CK_OBJECT_HANDLE> Pkcs11Signer::CopyKey(CK_SESSION_HANDLE session) const {
+absl::StatusOr<CK_OBJECT_HANDLE> Pkcs11Signer::CopyKey(CK_SESSION_HANDLE session, CK_RV* rv_out) const {
   CK_FUNCTION_LIST_PTR f = module_->functions();
   CK_BBOOL no = CK_FALSE;
   CK_ATTRIBUTE copy_template[] = {{CKA_TOKEN, &no, sizeof(no)}};
   CK_OBJECT_HANDLE copy = CK_INVALID_HANDLE;
-  CK_RV rv = f->C_CopyObject(session, key_.load(std::memory_order_acquire), copy_template, 1, &copy);
+  CK_RV rv = *rv_out = f->C_CopyObject(session, key_.load(std::memory_order_acquire), copy_template, 1, &copy);
   if (rv != CKR_OK) {
     absl::Status st = Pkcs11Error("C_CopyObject", rv);
-    if (st.code() == absl::StatusCode::kUnavailable) return st;  // the device, not the module's policy
+    // The device, or a login or key handle lost with the sessions (recovered by logging in again), not the
+    // module's policy.
+    if (st.code() == absl::StatusCode::kUnavailable || LostLogin(rv)) return absl::UnavailableError(st.message());
     return absl::FailedPreconditionError(absl::StrCat(
         "hsm.session_key_copy: the module did not copy the key ", description_, " into a session object (",
         st.message(), "); turn hsm.session_key_copy off for this module"));
@@ -197,7 +208,7 @@ absl::StatusOr<CK_OBJECT_HANDLE> Pkcs11Signer::CopyKey(CK_SESSION_HANDLE session
   CK_ATTRIBUTE check[] = {{CKA_SENSITIVE, &sensitive, sizeof(sensitive)},
                           {CKA_EXTRACTABLE, &extractable, sizeof(extractable)},
                           {CKA_PRIVATE, &is_private, sizeof(is_private)}};
-  rv = f->C_GetAttributeValue(session, copy, check, 3);
+  rv = *rv_out = f->C_GetAttributeValue(session, copy, check, 3);
   if (rv != CKR_OK || sensitive != CK_TRUE || extractable != CK_FALSE || is_private != CK_TRUE) {
     f->C_DestroyObject(session, copy);
     if (rv != CKR_OK && Pkcs11Error("", rv).code() == absl::StatusCode::kUnavailable) {
@@ -215,7 +226,7 @@ absl::StatusOr<CK_OBJECT_HANDLE> Pkcs11Signer::CopyKey(CK_SESSION_HANDLE session
   return copy;
 }
 
-absl::StatusOr<Pkcs11Signer::Session> Pkcs11Signer::Acquire() const {
+absl::StatusOr<Pkcs11Signer::Session> Pkcs11Signer::Acquire(CK_RV* rv_out) const {
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
     if (!idle_.empty()) {
@@ -229,12 +240,12 @@ absl::StatusOr<Pkcs11Signer::Session> Pkcs11Signer::Acquire() const {
       CK_FUNCTION_LIST_PTR f = module_->functions();
       Session s{CK_INVALID_HANDLE, CK_INVALID_HANDLE};
       absl::Status failed;
-      if (CK_RV rv = f->C_OpenSession(slot_.load(std::memory_order_acquire), CKF_SERIAL_SESSION, nullptr, nullptr,
-                                      &s.handle);
+      if (CK_RV rv = *rv_out = f->C_OpenSession(slot_.load(std::memory_order_acquire), CKF_SERIAL_SESSION,
+                                                nullptr, nullptr, &s.handle);
           rv != CKR_OK) {
         failed = Pkcs11Error("C_OpenSession", rv);
       } else if (session_key_copy_) {
-        auto copy = CopyKey(s.handle);
+        auto copy = CopyKey(s.handle, rv_out);
         if (copy.ok()) {
           s.key_copy = *copy;
         } else {
@@ -325,8 +336,19 @@ absl::StatusOr<std::string> Pkcs11Signer::Sign(absl::string_view message) const 
   absl::Status last;
   bool dropped = false, relogged = false;
   for (int attempt = 0; attempt < 3; ++attempt) {
-    LINESIGN_ASSIGN_OR_RETURN(Session session, Acquire());
     CK_RV rv = CKR_OK;
+    auto acquired = Acquire(&rv);
+    if (!acquired.ok()) {
+      // A new session's key copy fails when the login went with the old sessions: log in again once.
+      if (!LostLogin(rv) || relogged) return acquired.status();
+      relogged = true;
+      last = acquired.status();
+      if (absl::Status st = Relogin(); !st.ok()) {
+        return absl::UnavailableError(absl::StrCat(last.message(), "; logging in again failed: ", st.message()));
+      }
+      continue;
+    }
+    Session session = *acquired;
     auto sig = SignDigestOnce(session, data, &rv);
     if (sig.ok()) {
       Release(session, false);
@@ -335,8 +357,7 @@ absl::StatusOr<std::string> Pkcs11Signer::Sign(absl::string_view message) const 
     last = sig.status();
     bool lost_session = rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED ||
                         rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT;
-    bool lost_login = rv == CKR_USER_NOT_LOGGED_IN || rv == CKR_KEY_HANDLE_INVALID ||
-                      rv == CKR_OBJECT_HANDLE_INVALID;
+    bool lost_login = LostLogin(rv);
     // A session's key copy belongs to the login it was made under: after a lost login it is made again.
     Release(session, lost_session || (session_key_copy_ && lost_login));
     if (lost_session && !dropped) {

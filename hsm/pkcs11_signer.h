@@ -55,10 +55,12 @@ class Pkcs11Signer final : public Signer {
     CK_SESSION_HANDLE handle;
     CK_OBJECT_HANDLE key_copy;
   };
-  absl::StatusOr<Session> Acquire() const;
+  // Acquire returns an idle session or opens one (with its key copy); `rv` receives the PKCS#11 result of the
+  // call that failed.
+  absl::StatusOr<Session> Acquire(CK_RV* rv) const;
   void Release(Session session, bool broken) const;
   // CopyKey makes `session`'s copy of the key and checks it (see Create).
-  absl::StatusOr<CK_OBJECT_HANDLE> CopyKey(CK_SESSION_HANDLE session) const;
+  absl::StatusOr<CK_OBJECT_HANDLE> CopyKey(CK_SESSION_HANDLE session, CK_RV* rv) const;
   // DropIdleSessions closes every idle session of the pool.
   void DropIdleSessions() const;
   // Relogin finds the token again, logs in on a new login session and finds the key again.

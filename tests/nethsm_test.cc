@@ -49,9 +49,15 @@ struct Answer {
   std::string der;
 };
 
-// The parameter is hsm.sessions: 0, each worker signs its own batch in its own session; 4, a batch's signatures
-// are spread over four signing threads with a session each.
-class NetHsmTest : public ::testing::TestWithParam<int> {
+// Signing is a parameter: hsm.sessions 0 (each worker signs its own batch in its own session) or 4 (a batch's
+// signatures spread over four signing threads with a session each), and hsm.session_key_copy.
+struct Signing {
+  int sessions;
+  bool session_key_copy;
+  const char* name;
+};
+
+class NetHsmTest : public ::testing::TestWithParam<Signing> {
  protected:
   void SetUp() override {
     auto ca = TestCa::Create("ec-p256");
@@ -62,8 +68,9 @@ class NetHsmTest : public ::testing::TestWithParam<int> {
     SetControl("");
     v1::ServerConfig config = ca_->Config(db_);
     config.set_health_check_interval_ms(100);
-    config.mutable_signer()->set_workers(GetParam() == 0 ? 4 : 2);
-    config.mutable_hsm()->set_sessions(GetParam());
+    config.mutable_signer()->set_workers(GetParam().sessions == 0 ? 4 : 2);
+    config.mutable_hsm()->set_sessions(GetParam().sessions);
+    config.mutable_hsm()->set_session_key_copy(GetParam().session_key_copy);
     config.mutable_hsm()->set_module(LINESIGN_NETSIM_MODULE);
     (*config.mutable_hsm()->mutable_module_env())["LINESIGN_NETSIM_CONFIG"] = control_;
     auto server = ServerProcess::Start({"--config", testing::WriteConfig(ca_->dir, config::ToYaml(config))});
@@ -292,11 +299,11 @@ TEST_P(NetHsmTest, SessionsLostInAFailOverAreReplacedWithoutFailingRequests) {
   Stop();
 }
 
-INSTANTIATE_TEST_SUITE_P(Sessions, NetHsmTest, ::testing::Values(0, 4),
-                         [](const ::testing::TestParamInfo<int>& info) {
-                           return info.param == 0 ? std::string("SessionPerWorker")
-                                                  : absl::StrCat(info.param, "SigningSessions");
-                         });
+INSTANTIATE_TEST_SUITE_P(Sessions, NetHsmTest,
+                         ::testing::Values(Signing{0, false, "SessionPerWorker"},
+                                           Signing{4, false, "FourSigningSessions"},
+                                           Signing{4, true, "FourSigningSessionsWithKeyCopies"}),
+                         [](const ::testing::TestParamInfo<Signing>& info) { return std::string(info.param.name); });
 
 }  // namespace
 }  // namespace linesign
