@@ -70,7 +70,7 @@ start_server() {  # sessions
       -e "s|^  module_env:|  module_env:\n    LINESIGN_NETSIM_CONFIG: $control|" \
       -e "s|^  key_uri: .*|&\n  sessions: $1|" \
       "$work/dev/config.yaml" >"$work/config-$1.yaml"
-  printf 'signer: {workers: %s}\n' "$workers" >>"$work/config-$1.yaml"
+  printf 'signer: {workers: %s}\nhttp: {listen: ""}\n' "$workers" >>"$work/config-$1.yaml"  # no HTTP port to clash
   rm -f "$work/dev/linesign.db" "$work/dev/linesign.db-wal" "$work/dev/linesign.db-shm"
   "$build/server/linesign-server" --config "$work/config-$1.yaml" >"$work/server-$1.log" 2>&1 &
   server_pid=$!

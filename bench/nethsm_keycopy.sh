@@ -38,7 +38,7 @@ kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
 measure() {  # true|false -> certs/s
   sed -e "s|^listen: .*|listen: $addr|" -e "s|^  key_uri: .*|&\n  session_key_copy: $1|" \
       "$work/dev/config.yaml" >"$work/config-$1.yaml"
-  printf 'signer: {workers: 2}\n' >>"$work/config-$1.yaml"
+  printf 'signer: {workers: 2}\nhttp: {listen: ""}\n' >>"$work/config-$1.yaml"  # no HTTP port to clash
   rm -f "$work/dev/linesign.db" "$work/dev/linesign.db-wal" "$work/dev/linesign.db-shm"
   "$build/server/linesign-server" --config "$work/config-$1.yaml" >"$work/server-$1.log" 2>&1 &
   server_pid=$!
