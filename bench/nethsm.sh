@@ -9,12 +9,12 @@
 # from medians and as the median of the paired per-round ratios.
 #
 #   bench/nethsm.sh [--build DIR] [--sessions "2 4 8 16 32"] [--latency-us 1000] [--rounds 3] [--seconds 6]
-#                   [--concurrency 4] [--window 64] [--workers 2] [--mode added|answer]
+#                   [--concurrency 4] [--window 64] [--workers 2] [--mode added|answer] [--key-copy]
 # --mode answer: each C_Sign answers 1 ms after it was called, SoftHSM2's own signing inside that time (as an HSM
 # signs inside its answer time); added (default): 1 ms, then SoftHSM2 signs on the host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=build sessions="2 4 8 16 32" latency=1000 mode=added rounds=3 seconds=6 concurrency=4 window=64 workers=2
+build=build sessions="2 4 8 16 32" latency=1000 mode=added key_copy=false rounds=3 seconds=6 concurrency=4 window=64 workers=2
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build="$2"; shift 2 ;;
@@ -26,6 +26,7 @@ while [ $# -gt 0 ]; do
     --window) window="$2"; shift 2 ;;
     --workers) workers="$2"; shift 2 ;;
     --mode) mode="$2"; shift 2 ;;
+    --key-copy) key_copy=true; shift ;;
     *) echo "usage: bench/nethsm.sh [--build DIR] [--sessions LIST] [--latency-us N] [--rounds N] [--seconds S]" \
             "[--concurrency N] [--window N]" >&2; exit 2 ;;
   esac
@@ -68,7 +69,7 @@ start_server() {  # sessions
   set_latency 0
   sed -e "s|^  module: .*|  module: $module|" -e "s|^listen: .*|listen: $addr|" \
       -e "s|^  module_env:|  module_env:\n    LINESIGN_NETSIM_CONFIG: $control|" \
-      -e "s|^  key_uri: .*|&\n  sessions: $1|" \
+      -e "s|^  key_uri: .*|&\n  sessions: $1\n  session_key_copy: $key_copy|" \
       "$work/dev/config.yaml" >"$work/config-$1.yaml"
   printf 'signer: {workers: %s}\nhttp: {listen: ""}\n' "$workers" >>"$work/config-$1.yaml"  # no HTTP port to clash
   rm -f "$work/dev/linesign.db" "$work/dev/linesign.db-wal" "$work/dev/linesign.db-shm"
@@ -85,7 +86,8 @@ run() {
 }
 
 echo "== linesign behind netsim_pkcs11: +${latency} µs per C_Sign ($mode) vs +0, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
-echo "   stream, concurrency $concurrency x window $window, ${seconds} s per run, $rounds alternating rounds"
+echo "   stream, concurrency $concurrency x window $window, ${seconds} s per run, $rounds alternating rounds," \
+     "hsm.session_key_copy $key_copy"
 : >"$work/results"
 for s in $sessions; do
   start_server "$s"
