@@ -6,7 +6,8 @@
 # count one server runs; rounds alternate the added latency between 0 and LATENCY by rewriting the module's control
 # file (no restart), so a noisy shared machine slows both alike. Prints each run, the medians, the bound
 # min(sessions / latency, rate without added latency) and the rate with latency as a share of that bound, both
-# from medians and as the median of the paired per-round ratios.
+# from medians and as the median of the paired per-round ratios; then linesign-nethsm-bare's rate for each session
+# count (S sessions looping C_SignInit + C_Sign on the same module, no server), the most S sessions can give.
 #
 #   bench/nethsm.sh [--build DIR] [--sessions "2 4 8 16 32"] [--latency-us 1000] [--rounds 3] [--seconds 6]
 #                   [--concurrency 4] [--window 64] [--workers 2] [--mode added|answer] [--key-copy]
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 module="$(pwd)/$build/tests/netsim_pkcs11/netsim_pkcs11.so"
-for b in server/linesign-server bench/linesign-bench; do
+for b in server/linesign-server bench/linesign-bench bench/linesign-nethsm-bare; do
   [ -x "$build/$b" ] || { echo "bench/nethsm.sh: $build/$b is missing; run scripts/build.sh" >&2; exit 1; }
 done
 [ -f "$module" ] || { echo "bench/nethsm.sh: $module is missing (build target netsim_pkcs11)" >&2; exit 1; }
@@ -105,16 +106,30 @@ for s in $sessions; do
 done
 kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
 
+# The reference without linesign: S sessions looping C_SignInit + C_Sign on the same module with the latency.
+set_latency "$latency"
+conf=$(awk '/SOFTHSM2_CONF:/ {print $2; exit}' "$work/dev/config.yaml")
+: >"$work/bare"
+for s in $sessions; do
+  bare=$(SOFTHSM2_CONF="$conf" LINESIGN_NETSIM_CONFIG="$control" \
+         "$build/bench/linesign-nethsm-bare" "$module" "$s" "$work/dev/pin" "$seconds")
+  printf '  sessions %-3s bare PKCS#11 loop, +%s µs: %8.0f signatures/s\n' "$s" "$latency" "$bare"
+  echo "$s $bare" >>"$work/bare"
+done
+
 echo
-python3 - "$work/results" "$latency" <<'EOF'
+python3 - "$work/results" "$latency" "$work/bare" <<'EOF'
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1])]
 lat = float(sys.argv[2]) / 1e6
+bare = {int(s): float(r) for s, r in (line.split() for line in open(sys.argv[3]))}
 by = {}
 for s, r, l, rate in rows:
     by.setdefault(int(s), {}).setdefault(int(r), {})[int(l)] = float(rate)
-print(f"| sessions | sessions / latency | without latency (median) | with +{lat*1e6:.0f} µs (median) | bound min(S/L, without) | with / bound (medians) | with / bound (paired, median) |")
-print("|---:|---:|---:|---:|---:|---:|---:|")
+print(f"| sessions | sessions / latency | bare PKCS#11 loop | without latency (median) | with +{lat*1e6:.0f} µs (median) "
+      "| bound min(S/L, without) | with / bound (medians) | with / bound (paired, median) "
+      "| with / min(bare, without) |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for s in sorted(by):
     rounds = by[s]
     without = statistics.median(v[0] for v in rounds.values())
@@ -122,5 +137,7 @@ for s in sorted(by):
     ceiling = s / lat
     bound = min(ceiling, without)
     paired = statistics.median(v[max(v)] / min(ceiling, v[0]) for v in rounds.values())
-    print(f"| {s} | {ceiling:,.0f}/s | {without:,.0f}/s | {with_:,.0f}/s | {bound:,.0f}/s | {with_ / bound:.0%} | {paired:.0%} |")
+    reach = min(bare[s], without)
+    print(f"| {s} | {ceiling:,.0f}/s | {bare[s]:,.0f}/s | {without:,.0f}/s | {with_:,.0f}/s | {bound:,.0f}/s "
+          f"| {with_ / bound:.0%} | {paired:.0%} | {with_ / reach:.0%} |")
 EOF
