@@ -191,6 +191,32 @@ void BM_BareSoftHsmSign(benchmark::State& state) {
 }
 BENCHMARK(BM_BareSoftHsmSign)->ThreadRange(1, 2)->UseRealTime();
 
+// The CA key's signer as the server opens it (hashing, session pool, C_SignInit + C_Sign), signing with the token
+// object (0) or with each session's session-object copy of it (1: hsm.session_key_copy).
+void BM_SignerSign(benchmark::State& state) {
+  HsmCa& h = Hsm();
+  static std::unique_ptr<hsm::Signer> signers[2];
+  static std::once_flag once;
+  std::call_once(once, [&] {
+    for (int copy = 0; copy < 2; ++copy) {
+      v1::ServerConfig c = h.test_ca.Config("/dev/null");
+      c.mutable_hsm()->set_session_key_copy(copy == 1);
+      auto signer = hsm::OpenSigner(c.hsm(), X509_get0_pubkey(h.ca.certificate.get()), 4);
+      if (!signer.ok()) abort();
+      signers[copy] = *std::move(signer);
+    }
+  });
+  const hsm::Signer& signer = *signers[state.range(0)];
+  std::string tbs(400, 'x');
+  for (auto _ : state) {
+    if (!signer.Sign(tbs).ok()) {
+      state.SkipWithError("Sign failed");
+      break;
+    }
+  }
+}
+BENCHMARK(BM_SignerSign)->ArgName("session_key_copy")->Arg(0)->Arg(1)->ThreadRange(1, 2)->UseRealTime();
+
 void BM_OpensslEcdsaP256Sign(benchmark::State& state) {
   OsslPtr<EVP_PKEY> key(EVP_EC_gen("P-256"));
   std::string digest = Sha256("linesign");

@@ -2,6 +2,7 @@
 
 #include <map>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/openssl_util.h"
@@ -32,8 +33,13 @@ absl::StatusOr<std::unique_ptr<Signer>> OpenSigner(const v1::HsmConfig& config, 
   std::map<std::string, std::string> env(config.module_env().begin(), config.module_env().end());
   auto module = Pkcs11Module::Load(config.module(), env);
   if (!module.ok()) return absl::FailedPreconditionError(absl::StrCat("hsm.module: ", module.status().message()));
-  auto signer = Pkcs11Signer::Create(*std::move(module), uri, *pin, ca_public_key, sessions);
-  if (!signer.ok()) return absl::FailedPreconditionError(absl::StrCat("hsm.key_uri: ", signer.status().message()));
+  auto signer =
+      Pkcs11Signer::Create(*std::move(module), uri, *pin, ca_public_key, sessions, config.session_key_copy());
+  if (!signer.ok()) {
+    const bool copy = absl::StartsWith(signer.status().message(), "hsm.session_key_copy");
+    return absl::FailedPreconditionError(
+        copy ? std::string(signer.status().message()) : absl::StrCat("hsm.key_uri: ", signer.status().message()));
+  }
   return std::unique_ptr<Signer>(*std::move(signer));
 }
 

@@ -62,8 +62,11 @@ absl::StatusOr<CK_SLOT_ID> FindSlot(CK_FUNCTION_LIST_PTR f, const Pkcs11Uri& uri
 absl::StatusOr<CK_OBJECT_HANDLE> FindPrivateKey(CK_FUNCTION_LIST_PTR f, CK_SESSION_HANDLE session,
                                                 const Pkcs11Uri& uri) {
   CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+  // Token objects only: the sessions' own copies of the key (hsm.session_key_copy) carry the same label and id.
+  CK_BBOOL on_token = CK_TRUE;
   std::vector<CK_ATTRIBUTE> tmpl;
   tmpl.push_back({CKA_CLASS, &cls, sizeof(cls)});
+  tmpl.push_back({CKA_TOKEN, &on_token, sizeof(on_token)});
   std::string label = uri.object.value_or(""), id = uri.id.value_or("");
   if (uri.object.has_value()) tmpl.push_back({CKA_LABEL, label.data(), label.size()});
   if (uri.id.has_value()) tmpl.push_back({CKA_ID, id.data(), id.size()});
@@ -102,6 +105,12 @@ absl::StatusOr<CK_SESSION_HANDLE> LoginSession(CK_FUNCTION_LIST_PTR f, CK_SLOT_I
   return session;
 }
 
+// LostLogin: the call failed because the application's login or the key handle is gone (every session was
+// closed, the token re-inserted, the HSM failed over): logging in again and finding the key again recovers it.
+bool LostLogin(CK_RV rv) {
+  return rv == CKR_USER_NOT_LOGGED_IN || rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID;
+}
+
 // TokenKey is a token's key as found after logging in; `session` holds the login.
 struct TokenKey {
   CK_SLOT_ID slot;
@@ -126,7 +135,7 @@ absl::StatusOr<TokenKey> OpenTokenKey(CK_FUNCTION_LIST_PTR f, const Pkcs11Uri& u
 absl::StatusOr<std::unique_ptr<Pkcs11Signer>> Pkcs11Signer::Create(std::shared_ptr<Pkcs11Module> module,
                                                                     const Pkcs11Uri& uri, const Pin& pin,
                                                                     const EVP_PKEY* ca_public_key,
-                                                                    int max_sessions) {
+                                                                    int max_sessions, bool session_key_copy) {
   CK_FUNCTION_LIST_PTR f = module->functions();
   LINESIGN_ASSIGN_OR_RETURN(SignatureAlgorithm algorithm, AlgorithmForKey(ca_public_key));
   LINESIGN_ASSIGN_OR_RETURN(TokenKey found, OpenTokenKey(f, uri, pin));
@@ -146,10 +155,12 @@ absl::StatusOr<std::unique_ptr<Pkcs11Signer>> Pkcs11Signer::Create(std::shared_p
                                                       AlgorithmName(algorithm), ")"));
   }
   std::unique_ptr<Pkcs11Signer> signer(
-      new Pkcs11Signer(std::move(module), found.slot, found.key, algorithm, uri, pin, std::max(1, max_sessions)));
+      new Pkcs11Signer(std::move(module), found.slot, found.key, algorithm, uri, pin, std::max(1, max_sessions),
+                       session_key_copy));
   signer->login_session_ = session;
 
-  // The key must be the CA certificate's: sign a random challenge and verify it with the certificate's key.
+  // The key must be the CA certificate's: sign a random challenge and verify it with the certificate's key. (With
+  // session_key_copy this signs with a checked copy: a module that cannot make one stops here.)
   unsigned char challenge[32];
   RAND_bytes(challenge, sizeof(challenge));
   absl::string_view msg(reinterpret_cast<char*>(challenge), sizeof(challenge));
@@ -169,7 +180,7 @@ absl::StatusOr<std::unique_ptr<Pkcs11Signer>> Pkcs11Signer::Create(std::shared_p
 Pkcs11Signer::~Pkcs11Signer() {
   std::lock_guard<std::mutex> recover_lock(recover_mu_);
   std::lock_guard<std::mutex> lock(mu_);
-  for (CK_SESSION_HANDLE s : idle_) module_->functions()->C_CloseSession(s);
+  for (const Session& s : idle_) module_->functions()->C_CloseSession(s.handle);  // its key copy goes with it
   if (login_session_ != CK_INVALID_HANDLE) module_->functions()->C_CloseSession(login_session_);
 }
 
@@ -178,24 +189,75 @@ int Pkcs11Signer::open_sessions() const {
   return open_;
 }
 
-absl::StatusOr<CK_SESSION_HANDLE> Pkcs11Signer::Acquire() const {
+absl::StatusOr<CK_OBJECT_HANDLE> Pkcs11Signer::CopyKey(CK_SESSION_HANDLE session, CK_RV* rv_out) const {
+  CK_FUNCTION_LIST_PTR f = module_->functions();
+  CK_BBOOL no = CK_FALSE;
+  CK_ATTRIBUTE copy_template[] = {{CKA_TOKEN, &no, sizeof(no)}};
+  CK_OBJECT_HANDLE copy = CK_INVALID_HANDLE;
+  CK_RV rv = *rv_out = f->C_CopyObject(session, key_.load(std::memory_order_acquire), copy_template, 1, &copy);
+  if (rv != CKR_OK) {
+    absl::Status st = Pkcs11Error("C_CopyObject", rv);
+    // The device, or a login or key handle lost with the sessions (recovered by logging in again), not the
+    // module's policy.
+    if (st.code() == absl::StatusCode::kUnavailable || LostLogin(rv)) return absl::UnavailableError(st.message());
+    return absl::FailedPreconditionError(absl::StrCat(
+        "hsm.session_key_copy: the module did not copy the key ", description_, " into a session object (",
+        st.message(), "); turn hsm.session_key_copy off for this module"));
+  }
+  CK_BBOOL sensitive = CK_FALSE, extractable = CK_TRUE, is_private = CK_FALSE;
+  CK_ATTRIBUTE check[] = {{CKA_SENSITIVE, &sensitive, sizeof(sensitive)},
+                          {CKA_EXTRACTABLE, &extractable, sizeof(extractable)},
+                          {CKA_PRIVATE, &is_private, sizeof(is_private)}};
+  rv = *rv_out = f->C_GetAttributeValue(session, copy, check, 3);
+  if (rv != CKR_OK || sensitive != CK_TRUE || extractable != CK_FALSE || is_private != CK_TRUE) {
+    f->C_DestroyObject(session, copy);
+    if (rv != CKR_OK && Pkcs11Error("", rv).code() == absl::StatusCode::kUnavailable) {
+      return Pkcs11Error("C_GetAttributeValue(session key copy)", rv);
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        "hsm.session_key_copy: refusing the session copy of the key ", description_, ": it must be CKA_SENSITIVE "
+        "true, CKA_EXTRACTABLE false and CKA_PRIVATE true, the module gave ",
+        rv != CKR_OK ? absl::StrCat("no answer (C_GetAttributeValue: ", CkrName(rv), ")")
+                     : absl::StrCat("CKA_SENSITIVE ", sensitive == CK_TRUE ? "true" : "false", ", CKA_EXTRACTABLE ",
+                                    extractable == CK_TRUE ? "true" : "false", ", CKA_PRIVATE ",
+                                    is_private == CK_TRUE ? "true" : "false"),
+        "; turn hsm.session_key_copy off for this module"));
+  }
+  return copy;
+}
+
+absl::StatusOr<Pkcs11Signer::Session> Pkcs11Signer::Acquire(CK_RV* rv_out) const {
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
     if (!idle_.empty()) {
-      CK_SESSION_HANDLE s = idle_.back();
+      Session s = idle_.back();
       idle_.pop_back();
       return s;
     }
     if (open_ < max_sessions_) {
       ++open_;
       lock.unlock();
-      CK_SESSION_HANDLE s;
-      CK_RV rv = module_->functions()->C_OpenSession(slot_.load(std::memory_order_acquire), CKF_SERIAL_SESSION, nullptr, nullptr, &s);
-      if (rv != CKR_OK) {
+      CK_FUNCTION_LIST_PTR f = module_->functions();
+      Session s{CK_INVALID_HANDLE, CK_INVALID_HANDLE};
+      absl::Status failed;
+      if (CK_RV rv = *rv_out = f->C_OpenSession(slot_.load(std::memory_order_acquire), CKF_SERIAL_SESSION,
+                                                nullptr, nullptr, &s.handle);
+          rv != CKR_OK) {
+        failed = Pkcs11Error("C_OpenSession", rv);
+      } else if (session_key_copy_) {
+        auto copy = CopyKey(s.handle, rv_out);
+        if (copy.ok()) {
+          s.key_copy = *copy;
+        } else {
+          f->C_CloseSession(s.handle);
+          failed = copy.status();
+        }
+      }
+      if (!failed.ok()) {
         lock.lock();
         --open_;
         cv_.notify_one();
-        return Pkcs11Error("C_OpenSession", rv);
+        return failed;
       }
       return s;
     }
@@ -203,8 +265,8 @@ absl::StatusOr<CK_SESSION_HANDLE> Pkcs11Signer::Acquire() const {
   }
 }
 
-void Pkcs11Signer::Release(CK_SESSION_HANDLE session, bool broken) const {
-  if (broken) module_->functions()->C_CloseSession(session);
+void Pkcs11Signer::Release(Session session, bool broken) const {
+  if (broken) module_->functions()->C_CloseSession(session.handle);
   std::lock_guard<std::mutex> lock(mu_);
   if (broken) {
     --open_;
@@ -214,11 +276,13 @@ void Pkcs11Signer::Release(CK_SESSION_HANDLE session, bool broken) const {
   cv_.notify_one();
 }
 
-absl::StatusOr<std::string> Pkcs11Signer::SignDigestOnce(CK_SESSION_HANDLE session, absl::string_view data,
+absl::StatusOr<std::string> Pkcs11Signer::SignDigestOnce(const Session& s, absl::string_view data,
                                                          CK_RV* rv_out) const {
   CK_FUNCTION_LIST_PTR f = module_->functions();
+  CK_SESSION_HANDLE session = s.handle;
   CK_MECHANISM mech = {algorithm_ == SignatureAlgorithm::kRsaPkcs1Sha256 ? CKM_RSA_PKCS : CKM_ECDSA, nullptr, 0};
-  CK_RV rv = *rv_out = f->C_SignInit(session, &mech, key_.load(std::memory_order_acquire));
+  CK_OBJECT_HANDLE key = s.key_copy != CK_INVALID_HANDLE ? s.key_copy : key_.load(std::memory_order_acquire);
+  CK_RV rv = *rv_out = f->C_SignInit(session, &mech, key);
   if (rv != CKR_OK) return Pkcs11Error("C_SignInit", rv);
   unsigned char sig[512];
   CK_ULONG sig_len = sizeof(sig);
@@ -231,14 +295,14 @@ absl::StatusOr<std::string> Pkcs11Signer::SignDigestOnce(CK_SESSION_HANDLE sessi
 }
 
 void Pkcs11Signer::DropIdleSessions() const {
-  std::vector<CK_SESSION_HANDLE> idle;
+  std::vector<Session> idle;
   {
     std::lock_guard<std::mutex> lock(mu_);
     idle.swap(idle_);
     open_ -= static_cast<int>(idle.size());
     cv_.notify_all();
   }
-  for (CK_SESSION_HANDLE s : idle) module_->functions()->C_CloseSession(s);  // most are gone already
+  for (const Session& s : idle) module_->functions()->C_CloseSession(s.handle);  // most are gone already
 }
 
 absl::Status Pkcs11Signer::Relogin() const {
@@ -272,8 +336,19 @@ absl::StatusOr<std::string> Pkcs11Signer::Sign(absl::string_view message) const 
   absl::Status last;
   bool dropped = false, relogged = false;
   for (int attempt = 0; attempt < 3; ++attempt) {
-    LINESIGN_ASSIGN_OR_RETURN(CK_SESSION_HANDLE session, Acquire());
     CK_RV rv = CKR_OK;
+    auto acquired = Acquire(&rv);
+    if (!acquired.ok()) {
+      // A new session's key copy fails when the login went with the old sessions: log in again once.
+      if (!LostLogin(rv) || relogged) return acquired.status();
+      relogged = true;
+      last = acquired.status();
+      if (absl::Status st = Relogin(); !st.ok()) {
+        return absl::UnavailableError(absl::StrCat(last.message(), "; logging in again failed: ", st.message()));
+      }
+      continue;
+    }
+    Session session = *acquired;
     auto sig = SignDigestOnce(session, data, &rv);
     if (sig.ok()) {
       Release(session, false);
@@ -282,9 +357,9 @@ absl::StatusOr<std::string> Pkcs11Signer::Sign(absl::string_view message) const 
     last = sig.status();
     bool lost_session = rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED ||
                         rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT;
-    bool lost_login = rv == CKR_USER_NOT_LOGGED_IN || rv == CKR_KEY_HANDLE_INVALID ||
-                      rv == CKR_OBJECT_HANDLE_INVALID;
-    Release(session, lost_session);
+    bool lost_login = LostLogin(rv);
+    // A session's key copy belongs to the login it was made under: after a lost login it is made again.
+    Release(session, lost_session || (session_key_copy_ && lost_login));
     if (lost_session && !dropped) {
       dropped = true;
       DropIdleSessions();

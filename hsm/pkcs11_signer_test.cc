@@ -162,6 +162,96 @@ TEST_P(Pkcs11SignerTest, FailedLoginAgainIsUnavailableWithTheReason) {
   EXPECT_THAT(msg, ::testing::Not(::testing::HasSubstr(new_pin)));
 }
 
+// CountSessionKeys counts the private keys that are session objects (CKA_TOKEN false) the application sees,
+// through a session of its own (session objects are visible to every session of the application).
+int CountSessionKeys(CK_FUNCTION_LIST_PTR f, CK_SLOT_ID slot) {
+  CK_SESSION_HANDLE s;
+  EXPECT_EQ(f->C_OpenSession(slot, CKF_SERIAL_SESSION, nullptr, nullptr, &s), CKR_OK);
+  CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+  CK_BBOOL no = CK_FALSE;
+  CK_ATTRIBUTE tmpl[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_TOKEN, &no, sizeof(no)}};
+  EXPECT_EQ(f->C_FindObjectsInit(s, tmpl, 2), CKR_OK);
+  CK_OBJECT_HANDLE found[64];
+  CK_ULONG n = 0;
+  EXPECT_EQ(f->C_FindObjects(s, found, 64, &n), CKR_OK);
+  f->C_FindObjectsFinal(s);
+  f->C_CloseSession(s);
+  return static_cast<int>(n);
+}
+
+// hsm.session_key_copy: each session signs with its own session-object copy of the key (one copy per open
+// session, gone with the signer's sessions), and the signatures verify with the CA certificate.
+TEST_P(Pkcs11SignerTest, SessionKeyCopySignsWithOneCheckedCopyPerSession) {
+  auto uri = ParsePkcs11Uri(ca_.key_uri);
+  ASSERT_TRUE(uri.ok());
+  CK_FUNCTION_LIST_PTR f = module_->functions();
+  const CK_SLOT_ID slot = TokenSlot(f);
+  // A session of the test's own keeps the application's login alive after the signer is gone.
+  CK_SESSION_HANDLE keep;
+  ASSERT_EQ(f->C_OpenSession(slot, CKF_SERIAL_SESSION, nullptr, nullptr, &keep), CKR_OK);
+  {
+    auto signer = Pkcs11Signer::Create(module_, *uri, *pin_, X509_get0_pubkey(cert_.get()), 2, true);
+    ASSERT_TRUE(signer.ok()) << signer.status();
+    std::atomic<int> good{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < 10; ++i) {
+          std::string msg = "copy-" + std::to_string(t) + "-" + std::to_string(i);
+          auto sig = (*signer)->Sign(msg);
+          if (sig.ok() && Verifies(msg, *sig, (*signer)->algorithm())) ++good;
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(good.load(), 40);
+    EXPECT_GE((*signer)->open_sessions(), 1);
+    EXPECT_EQ(CountSessionKeys(f, slot), (*signer)->open_sessions());
+  }
+  EXPECT_EQ(CountSessionKeys(f, slot), 0);
+  f->C_CloseSession(keep);
+}
+
+// Failure injection for the copy: C_CopyObject refused, or a copy that reads back extractable.
+CK_FUNCTION_LIST g_copy_wrapped;
+CK_C_GetAttributeValue g_real_get_attribute = nullptr;
+CK_RV ExtractableCopy(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t, CK_ULONG n) {
+  CK_RV rv = g_real_get_attribute(s, o, t, n);
+  for (CK_ULONG i = 0; i < n; ++i) {
+    if (t[i].type == CKA_EXTRACTABLE && t[i].pValue != nullptr) *static_cast<CK_BBOOL*>(t[i].pValue) = CK_TRUE;
+  }
+  return rv;
+}
+CK_RV RefusedCopy(CK_SESSION_HANDLE, CK_OBJECT_HANDLE, CK_ATTRIBUTE_PTR, CK_ULONG, CK_OBJECT_HANDLE_PTR) {
+  return CKR_ACTION_PROHIBITED;
+}
+
+// A module that makes a weaker copy, or none, is refused at Create with a message naming the setting and what
+// was wrong; no weaker copy is left behind and nothing falls back silently to the token key.
+TEST_P(Pkcs11SignerTest, SessionKeyCopyRefusesAWeakerCopyOrAModuleThatWillNotCopy) {
+  auto uri = ParsePkcs11Uri(ca_.key_uri);
+  ASSERT_TRUE(uri.ok());
+  g_copy_wrapped = *module_->functions();
+  g_real_get_attribute = g_copy_wrapped.C_GetAttributeValue;
+  g_copy_wrapped.C_GetAttributeValue = ExtractableCopy;
+  auto wrapped = Pkcs11Module::ForFunctionList(&g_copy_wrapped, "wrapped");
+  auto weaker = Pkcs11Signer::Create(wrapped, *uri, *pin_, X509_get0_pubkey(cert_.get()), 2, true);
+  ASSERT_FALSE(weaker.ok());
+  EXPECT_EQ(weaker.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(weaker.status().message()),
+              ::testing::HasSubstr("hsm.session_key_copy: refusing the session copy of the key"));
+  EXPECT_THAT(std::string(weaker.status().message()), ::testing::HasSubstr("CKA_EXTRACTABLE true"));
+
+  g_copy_wrapped = *module_->functions();
+  g_copy_wrapped.C_CopyObject = RefusedCopy;
+  auto refused = Pkcs11Signer::Create(wrapped, *uri, *pin_, X509_get0_pubkey(cert_.get()), 2, true);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.status().message()),
+              ::testing::HasSubstr("hsm.session_key_copy: the module did not copy the key"));
+  EXPECT_THAT(std::string(refused.status().message()), ::testing::HasSubstr("CKR_ACTION_PROHIBITED"));
+}
+
 INSTANTIATE_TEST_SUITE_P(CaKeys, Pkcs11SignerTest, ::testing::Values("ec-p256", "ec-p384", "rsa-2048"),
                          [](const auto& info) { return std::string(info.param == "ec-p256"   ? "EcP256"
                                                                    : info.param == "ec-p384" ? "EcP384"

@@ -177,7 +177,8 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
   LINESIGN_ASSIGN_OR_RETURN(s->authenticator_, auth::Authenticator::Create(c.tls(), c.ca().chain_file()));
   LINESIGN_ASSIGN_OR_RETURN(s->signer_,
                             hsm::OpenSigner(c.hsm(), X509_get0_pubkey(s->ca_.certificate.get()),
-                                            static_cast<int>(c.signer().workers())));
+                                            static_cast<int>(c.hsm().sessions() > 0 ? c.hsm().sessions()
+                                                                                    : c.signer().workers())));
   LogInfo("CA key: ", s->signer_->description(), " (", hsm::AlgorithmName(s->signer_->algorithm()), ")");
   LINESIGN_ASSIGN_OR_RETURN(s->store_, store::Open(c.store(), s->clock_));
   // Metrics (server/observability/server_metrics.h): the key and the store, measured by decorators; the batch
@@ -234,6 +235,7 @@ absl::StatusOr<std::unique_ptr<LinesignServer>> LinesignServer::Start(v1::Server
 
   issuance::BatchSigner::Options opts;
   opts.workers = static_cast<int>(c.signer().workers());
+  opts.sign_threads = static_cast<int>(c.hsm().sessions());
   opts.max_batch = static_cast<int>(c.signer().max_batch());
   opts.max_linger = absl::Microseconds(c.signer().max_linger_us());
   opts.queue_size = c.signer().queue_size();

@@ -533,6 +533,7 @@ absl::Status Validate(const v1::ServerConfig& c) {
     }
     if (!h.pin_file().empty()) LINESIGN_RETURN_IF_ERROR(CheckReadable("hsm.pin_file", h.pin_file()));
   }
+  if (h.sessions() > 256) return FieldError("hsm.sessions", "must be 0 to 256 (0: one per signer.workers)");
 
   if (!c.has_ca()) return FieldError("ca", "required");
   LINESIGN_RETURN_IF_ERROR(CheckReadable("ca.chain_file", c.ca().chain_file()));

@@ -8,6 +8,7 @@ namespace linesign::config {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr char kMinimal[] = R"yaml(
 listen: 127.0.0.1:7443
@@ -77,6 +78,33 @@ TEST(ConfigTest, ParseErrorsNameTheField) {
   EXPECT_THAT(std::string(ParseConfigYaml("a: &x [*x]\n").status().message()), HasSubstr("recursive alias"));
   EXPECT_THAT(std::string(ParseConfigYaml("a: " + std::string(40, '[') + std::string(40, ']') + "\n").status().message()),
               HasSubstr("nested more than 16 levels"));
+}
+
+// hsm.sessions: 0 to 256 signing sessions; more is refused with the field's name and range.
+TEST(ConfigTest, HsmSessionsOverTheirRangeAreRefused) {
+  const std::string yaml = R"yaml(
+hsm: {development_key_file: /etc/hostname, sessions: SESSIONS}
+ca: {chain_file: /etc/hostname}
+store: {sqlite: {path: /tmp/x.db}}
+listen: 127.0.0.1:7443
+profiles:
+  device: {}
+tls: {insecure: true}
+access: [{identity: s, profiles: [device]}]
+)yaml";
+  for (const char* sessions : {"64", "256", "257"}) {
+    std::string text = yaml;
+    text.replace(text.find("SESSIONS"), 8, sessions);
+    auto parsed = ParseConfigYaml(text);
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    ApplyDefaults(&*parsed);
+    const std::string message(Validate(*parsed).message());
+    if (std::string(sessions) == "257") {
+      EXPECT_THAT(message, HasSubstr("hsm.sessions: must be 0 to 256 (0: one per signer.workers)"));
+    } else {
+      EXPECT_THAT(message, Not(HasSubstr("hsm.sessions"))) << sessions;
+    }
+  }
 }
 
 TEST(ConfigTest, ValidationErrorsNameTheField) {

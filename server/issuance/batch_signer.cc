@@ -44,6 +44,7 @@ bool HasPredecessor(IssuanceRequest::Reason reason) {
 std::unique_ptr<BatchSigner> BatchSigner::Create(const CertificateBuilder* builder, store::IssuanceStore* store,
                                                  Options options) {
   std::unique_ptr<BatchSigner> s(new BatchSigner(builder, store, std::move(options)));
+  for (int i = 0; i < s->options_.sign_threads; ++i) s->signers_.emplace_back([p = s.get()] { p->SignLoop(); });
   int n = std::max(1, s->options_.workers);
   for (int i = 0; i < n; ++i) s->workers_.emplace_back([p = s.get()] { p->WorkerLoop(); });
   return s;
@@ -84,6 +85,58 @@ void BatchSigner::Shutdown() {
   for (auto& t : workers_) {
     if (t.joinable()) t.join();
   }
+  // The workers are gone, so no batch waits for a signature any more.
+  {
+    std::lock_guard<std::mutex> lock(sign_mu_);
+    sign_stopping_ = true;
+  }
+  sign_cv_.notify_all();
+  for (auto& t : signers_) {
+    if (t.joinable()) t.join();
+  }
+}
+
+void BatchSigner::SignLoop() {
+  while (true) {
+    std::function<void()> task;
+    {
+      std::unique_lock<std::mutex> lock(sign_mu_);
+      sign_cv_.wait(lock, [&] { return !sign_queue_.empty() || sign_stopping_; });
+      if (sign_queue_.empty()) return;
+      task = std::move(sign_queue_.front());
+      sign_queue_.pop_front();
+    }
+    task();
+  }
+}
+
+std::vector<absl::StatusOr<IssuedCertificate>> BatchSigner::IssueAll(const std::vector<SignJob>& jobs,
+                                                                      const std::vector<std::string>& serials,
+                                                                      absl::Time now) {
+  std::vector<absl::StatusOr<IssuedCertificate>> out(jobs.size(), absl::UnknownError("not signed"));
+  if (signers_.empty() || jobs.size() == 1) {
+    for (size_t i = 0; i < jobs.size(); ++i) out[i] = builder_->Issue(jobs[i].request, serials[i], now);
+    return out;
+  }
+  // Every signature of the batch is queued at once; the worker waits for the last.
+  std::mutex done_mu;
+  std::condition_variable done_cv;
+  size_t left = jobs.size();
+  {
+    std::lock_guard<std::mutex> lock(sign_mu_);
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      sign_queue_.push_back([&, i] {
+        auto cert = builder_->Issue(jobs[i].request, serials[i], now);
+        std::lock_guard<std::mutex> done_lock(done_mu);
+        out[i] = std::move(cert);
+        if (--left == 0) done_cv.notify_one();
+      });
+    }
+  }
+  sign_cv_.notify_all();
+  std::unique_lock<std::mutex> lock(done_mu);
+  done_cv.wait(lock, [&] { return left == 0; });
+  return out;
 }
 
 size_t BatchSigner::queued() const {
@@ -169,10 +222,14 @@ void BatchSigner::ProcessBatch(std::vector<SignJob> batch) {
     store::Batch batch;
     std::vector<size_t> index;  // batch.entries[i] belongs to pending[index[i]]
     std::vector<bool> answered(pending.size(), false);
+    std::vector<std::string> serials;
+    serials.reserve(pending.size());
+    for (size_t i = 0; i < pending.size(); ++i) serials.push_back(NewSerial());
+    std::vector<absl::StatusOr<IssuedCertificate>> certs = IssueAll(pending, serials, now);
     for (size_t i = 0; i < pending.size(); ++i) {
       SignJob& job = pending[i];
       const IssuanceRequest& req = job.request;
-      auto cert = builder_->Issue(req, NewSerial(), now);
+      auto& cert = certs[i];
       if (!cert.ok()) {
         job.done(cert.status(), false);
         answered[i] = true;

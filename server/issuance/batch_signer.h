@@ -56,6 +56,10 @@ class BatchSigner {
     int max_batch = 64;
     absl::Duration max_linger = absl::Microseconds(200);
     size_t queue_size = 4096;
+    // Signing threads shared by the workers (hsm.sessions). 0: each worker signs its own batch, one request after
+    // another. N > 0: a batch's certificates are built and signed on N threads at once (one HSM session each), so
+    // a slow HSM (a network round trip per signature) is waited on N times in parallel.
+    int sign_threads = 0;
     const Clock* clock = RealClock::Get();  // borrowed; dates the certificates (notBefore, notAfter)
     Observer* observer = nullptr;           // borrowed, optional; must outlive the BatchSigner
   };
@@ -80,7 +84,12 @@ class BatchSigner {
   BatchSigner(const CertificateBuilder* builder, store::IssuanceStore* store, Options options)
       : builder_(builder), store_(store), options_(std::move(options)) {}
   void WorkerLoop();
+  void SignLoop();
   void ProcessBatch(std::vector<SignJob> batch);
+  // IssueAll builds and signs a certificate for each job in `jobs` with serials `serials` (on the signing threads
+  // when there are any, otherwise here, in order).
+  std::vector<absl::StatusOr<IssuedCertificate>> IssueAll(const std::vector<SignJob>& jobs,
+                                                          const std::vector<std::string>& serials, absl::Time now);
   // AnswerFromStore completes `job`, whose (requester identity, request_id) the store already holds, from that
   // record: a replay when it is the same request (the same CSR, or without a CSR the same subject and key) under
   // the same profile, ALREADY_EXISTS otherwise (a request id names one request). Returns false when there is no
@@ -96,6 +105,13 @@ class BatchSigner {
   std::deque<SignJob> queue_;  // guarded by mu_
   bool stopping_ = false;      // guarded by mu_
   std::vector<std::thread> workers_;
+
+  // The signing threads' queue (Options::sign_threads > 0): tasks from every worker's batch.
+  std::mutex sign_mu_;
+  std::condition_variable sign_cv_;
+  std::deque<std::function<void()>> sign_queue_;  // guarded by sign_mu_
+  bool sign_stopping_ = false;                     // guarded by sign_mu_
+  std::vector<std::thread> signers_;
 };
 
 }  // namespace linesign::issuance

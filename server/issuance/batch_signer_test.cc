@@ -1,8 +1,10 @@
 #include "server/issuance/batch_signer.h"
 
 #include <atomic>
-#include <map>
+#include <condition_variable>
 #include <future>
+#include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -78,6 +80,69 @@ class BatchSignerTest : public ::testing::Test {
   std::unique_ptr<store::SqliteStore> store_;
   csr::CheckedCsr csr_;
 };
+
+// BarrierSigner signs with `inner` once `want` signatures are waiting at once (or after 10 s, so a signer that
+// never gets there fails the test instead of hanging it), and records the most that were ever in flight.
+class BarrierSigner final : public hsm::Signer {
+ public:
+  BarrierSigner(const hsm::Signer* inner, int want) : inner_(inner), want_(want) {}
+  absl::StatusOr<std::string> Sign(absl::string_view message) const override {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      ++in_flight_;
+      max_in_flight_ = std::max(max_in_flight_, in_flight_);
+      if (in_flight_ >= want_) reached_ = true;
+      cv_.notify_all();
+      cv_.wait_for(lock, std::chrono::seconds(10), [&] { return reached_; });
+    }
+    auto sig = inner_->Sign(message);
+    std::lock_guard<std::mutex> lock(mu_);
+    --in_flight_;
+    return sig;
+  }
+  hsm::SignatureAlgorithm algorithm() const override { return inner_->algorithm(); }
+  std::string description() const override { return "barrier"; }
+  int max_in_flight() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return max_in_flight_;
+  }
+
+ private:
+  const hsm::Signer* inner_;
+  const int want_;
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  mutable int in_flight_ = 0, max_in_flight_ = 0;
+  mutable bool reached_ = false;
+};
+
+// hsm.sessions: one worker's batch is signed on the signing threads at once (a network HSM's latency is waited on
+// that many times in parallel), and every request still gets its own recorded certificate. Before, a worker
+// signed its batch one request after another: at most one signature in flight per worker.
+TEST_F(BatchSignerTest, SignThreadsSignOneWorkersBatchInParallel) {
+  BarrierSigner barrier(ca_->signer.get(), 4);
+  auto builder = CertificateBuilder::Create(&ca_->ca, &barrier);
+  ASSERT_TRUE(builder.ok());
+  auto signer = BatchSigner::Create(builder->get(), store_.get(),
+                                    {.workers = 1, .max_batch = 8, .max_linger = absl::Seconds(60),
+                                     .sign_threads = 4});
+  std::vector<std::future<std::pair<absl::StatusOr<store::CertificateRecord>, bool>>> results;
+  for (int i = 0; i < 8; ++i) {
+    auto [job, future] = Job(absl::StrCat("parallel-", i));
+    ASSERT_TRUE(signer->Submit(std::move(job)).ok());
+    results.push_back(std::move(future));
+  }
+  std::set<std::string> serials;
+  for (int i = 0; i < 8; ++i) {
+    auto [record, replayed] = results[i].get();
+    ASSERT_TRUE(record.ok()) << record.status();
+    EXPECT_EQ(record->request_id, absl::StrCat("parallel-", i));
+    serials.insert(record->serial_hex);
+  }
+  EXPECT_EQ(serials.size(), 8u);
+  EXPECT_EQ(*store_->Count(), 8);
+  EXPECT_EQ(barrier.max_in_flight(), 4);
+}
 
 TEST_F(BatchSignerTest, ManyConcurrentSubmittersEachGetTheirOwnDurableCertificate) {
   auto signer = BatchSigner::Create(builder_.get(), store_.get(), {.workers = 2, .max_batch = 16});

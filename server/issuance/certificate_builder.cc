@@ -139,8 +139,15 @@ absl::StatusOr<IssuedCertificate> CertificateBuilder::Issue(const IssuanceReques
                                                             absl::Time now) const {
   IssuedCertificate out;
   LINESIGN_ASSIGN_OR_RETURN(std::string tbs, TbsDer(request, serial, now, &out.not_before, &out.not_after));
-  LINESIGN_ASSIGN_OR_RETURN(std::string signature, signer_->Sign(tbs));
-  out.der = der::Sequence({tbs, hsm::AlgorithmIdentifierDer(signer_->algorithm()), der::BitString(signature)});
+  auto signature = signer_->Sign(tbs);
+  if (!signature.ok()) {
+    // The signer's code stands (Unavailable: the HSM failed or is away, the station retries); the message says
+    // that nothing was issued, whose key it was and the PKCS#11 reason.
+    return absl::Status(signature.status().code(),
+                        absl::StrCat("certificate not issued: the CA key did not sign (", signer_->description(),
+                                     "): ", signature.status().message()));
+  }
+  out.der = der::Sequence({tbs, hsm::AlgorithmIdentifierDer(signer_->algorithm()), der::BitString(*signature)});
   out.serial = serial;
   return out;
 }

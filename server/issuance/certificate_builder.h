@@ -53,7 +53,8 @@ class CertificateBuilder {
   absl::StatusOr<std::string> TbsDer(const IssuanceRequest& request, const std::string& serial, absl::Time now,
                                      absl::Time* not_before, absl::Time* not_after) const;
 
-  // Issue builds the TBSCertificate and signs it. Unavailable when the signer's device fails.
+  // Issue builds the TBSCertificate and signs it. A failed signature keeps the signer's code (Unavailable when the
+  // HSM fails or is away) with "certificate not issued: the CA key did not sign (KEY): REASON".
   absl::StatusOr<IssuedCertificate> Issue(const IssuanceRequest& request, const std::string& serial,
                                           absl::Time now) const;
 
