@@ -1,5 +1,6 @@
 #include "server/store/store.h"
 
+#include "server/store/postgres/postgres_store.h"
 #include "server/store/sqlite/sqlite_store.h"
 
 namespace linesign::store {
@@ -54,10 +55,15 @@ absl::StatusOr<std::unique_ptr<Store>> Open(const v1::StoreConfig& config, const
       if (!store.ok()) return store.status();
       return std::unique_ptr<Store>(*std::move(store));
     }
+    case v1::StoreConfig::kPostgres: {
+      auto store = PostgresStore::Open(config.postgres(), clock);
+      if (!store.ok()) return store.status();
+      return std::unique_ptr<Store>(*std::move(store));
+    }
     case v1::StoreConfig::BACKEND_NOT_SET:
       break;
   }
-  return absl::InvalidArgumentError("store: no backend configured (store.sqlite)");
+  return absl::InvalidArgumentError("store: no backend configured (store.sqlite or store.postgres)");
 }
 
 }  // namespace linesign::store
