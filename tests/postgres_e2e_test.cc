@@ -82,5 +82,44 @@ TEST(PostgresEndToEndTest, SignsOverGrpcAndTheRecordIsInPostgres) {
   testing::DropTestDatabase(*cluster, *db);
 }
 
+// Two replicas on one database: a station's request recorded through one replica and retried through the other
+// gets the same certificate (replayed), never a second one.
+TEST(PostgresEndToEndTest, ARetryThroughAnotherReplicaGetsTheSameCertificate) {
+  auto cluster = testing::SharedPgCluster();
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  auto db = testing::CreateTestDatabase(*cluster);
+  ASSERT_TRUE(db.ok()) << db.status();
+  auto ca = testing::TestCa::Create("ec-p256");
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  v1::ServerConfig config = ca->Config(ca->dir + "/unused.db");
+  *config.mutable_store()->mutable_postgres() = *db;
+  const std::string config_path = testing::WriteConfig(ca->dir, config::ToYaml(config));
+  auto a = testing::ServerProcess::Start({"--config", config_path});
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto b = testing::ServerProcess::Start({"--config", config_path});
+  ASSERT_TRUE(b.ok()) << b.status();
+
+  v1::SignCsrRequest req;
+  req.set_csr_der(testing::Csr("ec-p256", "/CN=PG-REPLICA-1"));
+  req.set_request_id("pg-replica-1");
+  v1::SignCsrResponse first, second;
+  for (auto [server, resp] : {std::pair{a->get(), &first}, std::pair{b->get(), &second}}) {
+    auto stub = v1::CertificateAuthority::NewStub(ca->Channel(server->address()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    grpc::Status st = stub->SignCsr(&ctx, req, resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+  EXPECT_FALSE(first.replayed());
+  EXPECT_TRUE(second.replayed());
+  EXPECT_EQ(second.certificate_der(), first.certificate_der());
+  EXPECT_EQ(*testing::PgQuery(*db, "SELECT count(*) FROM certificates"), "1");
+  for (auto* server : {a->get(), b->get()}) {
+    auto stopped = server->Stop(SIGTERM);
+    EXPECT_EQ(stopped.exit_code, 0) << stopped.output;
+  }
+  testing::DropTestDatabase(*cluster, *db);
+}
+
 }  // namespace
 }  // namespace linesign

@@ -54,8 +54,11 @@ int64_t Result::affected() const {
 absl::StatusOr<std::unique_ptr<Connection>> Connection::Connect(const ConnectSettings& settings) {
   // Keywords are applied in order, later ones winning: the defaults come before the expanded connection string
   // (so it may override them), the password and the encoding after it.
-  std::vector<const char*> keys = {"connect_timeout", "fallback_application_name", "dbname"};
-  std::vector<const char*> values = {"10", "linesign-server", settings.connection.c_str()};
+  // A server that vanishes without closing the connection (a network partition, a dead host) fails the call
+  // after about 30 s (TCP keepalives and the user timeout) instead of holding it until the kernel gives up.
+  std::vector<const char*> keys = {"connect_timeout", "keepalives_idle", "keepalives_interval", "keepalives_count",
+                                   "tcp_user_timeout", "fallback_application_name", "dbname"};
+  std::vector<const char*> values = {"10", "20", "5", "2", "30000", "linesign-server", settings.connection.c_str()};
   if (settings.password.has_value()) {
     keys.push_back("password");
     values.push_back(settings.password->c_str());
