@@ -2,6 +2,7 @@
 
 #include <poll.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
@@ -102,14 +103,9 @@ absl::StatusOr<Result> Connection::Exec(absl::string_view what, const std::strin
   }
   PGresult* r = nullptr;
   if (prepare) {
-    auto it = prepared_.find(sql);
-    if (it == prepared_.end()) {
-      std::string name = absl::StrCat("linesign_", prepared_.size());
-      Result prepared(PQprepare(conn_, name.c_str(), sql.c_str(), 0, nullptr));
-      if (PQresultStatus(prepared.raw()) != PGRES_COMMAND_OK) return Error(what, prepared.raw());
-      it = prepared_.emplace(sql, std::move(name)).first;
-    }
-    r = PQexecPrepared(conn_, it->second.c_str(), n, values.data(), lengths.data(), params.formats_.data(),
+    absl::StatusOr<std::string> name = PreparedName(what, sql);
+    if (!name.ok()) return name.status();
+    r = PQexecPrepared(conn_, name->c_str(), n, values.data(), lengths.data(), params.formats_.data(),
                        /*resultFormat=*/1);
   } else {
     r = PQexecParams(conn_, sql.c_str(), n, nullptr, values.data(), lengths.data(), params.formats_.data(),
@@ -119,6 +115,77 @@ absl::StatusOr<Result> Connection::Exec(absl::string_view what, const std::strin
   const ExecStatusType st = r == nullptr ? PGRES_FATAL_ERROR : PQresultStatus(r);
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return Error(what, r);
   return result;
+}
+
+absl::StatusOr<std::string> Connection::PreparedName(absl::string_view what, const std::string& sql) {
+  auto it = prepared_.find(sql);
+  if (it == prepared_.end()) {
+    std::string name = absl::StrCat("linesign_", prepared_.size());
+    Result prepared(PQprepare(conn_, name.c_str(), sql.c_str(), 0, nullptr));
+    if (PQresultStatus(prepared.raw()) != PGRES_COMMAND_OK) return Error(what, prepared.raw());
+    it = prepared_.emplace(sql, std::move(name)).first;
+  }
+  return it->second;
+}
+
+absl::StatusOr<std::vector<Result>> Connection::ExecPipeline(absl::string_view what,
+                                                            const std::vector<Statement>& statements) {
+  std::vector<std::string> names;
+  names.reserve(statements.size());
+  for (const Statement& st : statements) {
+    absl::StatusOr<std::string> name = PreparedName(what, *st.sql);
+    if (!name.ok()) return name.status();
+    names.push_back(*std::move(name));
+  }
+  std::vector<Result> results;
+  results.reserve(statements.size());
+  if (PQenterPipelineMode(conn_) != 1) return Error(what, nullptr);
+  absl::Status failure;
+  for (size_t begin = 0; begin < statements.size() && failure.ok(); begin += kPipelineChunk) {
+    const size_t end = std::min(statements.size(), begin + kPipelineChunk);
+    size_t sent = 0;
+    for (size_t i = begin; i < end; ++i) {
+      const Params& p = statements[i].params;
+      const int n = p.size();
+      std::vector<const char*> values(n);
+      std::vector<int> lengths(n);
+      for (int k = 0; k < n; ++k) {
+        values[k] = p.null_[k] ? nullptr : p.values_[k].data();
+        lengths[k] = static_cast<int>(p.values_[k].size());
+      }
+      if (PQsendQueryPrepared(conn_, names[i].c_str(), n, values.data(), lengths.data(), p.formats_.data(),
+                              /*resultFormat=*/1) != 1) {
+        failure = Error(what, nullptr);
+        break;
+      }
+      ++sent;
+    }
+    if (PQpipelineSync(conn_) != 1) {
+      if (failure.ok()) failure = Error(what, nullptr);
+      break;
+    }
+    // Results in order, each followed by a null; then the sync point. Two nulls in a row, or a lost connection,
+    // mean nothing more will come.
+    size_t got = 0;
+    int nulls = 0;
+    while (true) {
+      PGresult* r = PQgetResult(conn_);
+      if (r == nullptr) {
+        if (++nulls > 1 || PQstatus(conn_) != CONNECTION_OK) break;
+        continue;
+      }
+      nulls = 0;
+      Result result(r);
+      const ExecStatusType st = PQresultStatus(r);
+      if (st == PGRES_PIPELINE_SYNC) break;
+      if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && failure.ok()) failure = Error(what, r);
+      if (got++ < sent) results.push_back(std::move(result));
+    }
+    if (failure.ok() && got != sent) failure = Error(what, nullptr);
+  }
+  if (PQexitPipelineMode(conn_) != 1 && failure.ok()) failure = Error(what, nullptr);
+  if (!failure.ok()) return failure;
+  return results;
 }
 
 absl::Status Connection::Command(absl::string_view what, const char* sql) {

@@ -72,6 +72,19 @@ class Connection {
   // prepare = false). Unavailable "store: <what>: <PostgreSQL's reason>" on any failure.
   absl::StatusOr<Result> Exec(absl::string_view what, const std::string& sql, const Params& params = Params(),
                               bool prepare = true);
+  // Statement is one entry of a pipeline: prepared SQL (a string that outlives the call) and its parameters.
+  struct Statement {
+    const std::string* sql;
+    Params params;
+  };
+  // ExecPipeline runs `statements` in order in libpq's pipeline mode: they are sent without waiting for each
+  // answer (a sync point every kPipelineChunk statements, so neither side's socket buffer fills up while the
+  // other is not reading), which turns one network round trip per statement into one per chunk. Returns one
+  // Result per statement; the first failure is Unavailable as Exec's, and the statements after it are not run
+  // (inside a transaction, the transaction is aborted: roll it back).
+  absl::StatusOr<std::vector<Result>> ExecPipeline(absl::string_view what, const std::vector<Statement>& statements);
+  static constexpr size_t kPipelineChunk = 128;
+
   // Command runs a statement without parameters or rows (BEGIN, COMMIT, ROLLBACK, SAVEPOINT ...).
   absl::Status Command(absl::string_view what, const char* sql);
   // Alive reads whatever the server sent while the connection was idle and says whether it is still usable: a
@@ -85,6 +98,8 @@ class Connection {
  private:
   explicit Connection(PGconn* conn) : conn_(conn) {}
   absl::Status Error(absl::string_view what, const PGresult* r) const;
+  // PreparedName prepares `sql` on this connection the first time and returns its statement name.
+  absl::StatusOr<std::string> PreparedName(absl::string_view what, const std::string& sql);
   PGconn* conn_;  // owned
   absl::flat_hash_map<std::string, std::string> prepared_;  // SQL -> statement name
 };

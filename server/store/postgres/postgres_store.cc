@@ -39,6 +39,19 @@ constexpr const char* kInsertEvent =
     "INSERT INTO events (id, type, issuer_id, serial, station, profile, time_us, data) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
+// The pipelined batch (PostgresStore::RecordBatch) writes an entry's events and outbox items in the same flight as
+// its certificate, before knowing whether the certificate went in: they are written only if the row with the
+// certificate's id (reserved for this transaction under the log lock, so only this entry can have written it)
+// exists.
+const std::string kInsertEntryEvent =
+    "INSERT INTO events (id, type, issuer_id, serial, station, profile, time_us, data) "
+    "SELECT $1::bigint, $2::text, $3::text, $4::text, $5::text, $6::text, $7::bigint, $8::text "
+    "WHERE EXISTS (SELECT 1 FROM certificates WHERE id = $9::bigint)";
+const std::string kInsertEntryOutbox =
+    "INSERT INTO outbox (kind, dedupe_key, payload, created_us, next_attempt_us) "
+    "SELECT $1::text, $2::text, $3::bytea, $4::bigint, $5::bigint "
+    "WHERE EXISTS (SELECT 1 FROM certificates WHERE id = $6::bigint) ON CONFLICT (kind, dedupe_key) DO NOTHING";
+
 constexpr const char* kInsertOutbox =
     "INSERT INTO outbox (kind, dedupe_key, payload, created_us, next_attempt_us) VALUES ($1, $2, $3, $4, $5) "
     "ON CONFLICT (kind, dedupe_key) DO NOTHING RETURNING id";
@@ -228,26 +241,67 @@ absl::StatusOr<int64_t> LockLog(Connection& c) {
   return r.Int(0, 0);
 }
 
+Params EventParams(const Event& e, int64_t id) {
+  Params p;
+  p.Int(id).Text(e.type).Text(e.issuer_id).Text(e.serial_hex).Text(e.station).Text(e.profile).Int(Micros(e.time)).Text(
+      e.data);
+  return p;
+}
+
+Params OutboxParams(const OutboxItem& o, absl::Time now) {
+  Params p;
+  p.Text(o.kind).TextOrNull(o.dedupe_key).Bytes(o.payload).Int(Micros(now)).Int(Micros(o.next_attempt_at));
+  return p;
+}
+
+Params CertificateParams(const CertificateRecord& r, int64_t id) {
+  Params p;
+  p.Int(id)
+      .Text(r.issuer_id)
+      .Text(r.serial_hex)
+      .Text(r.subject)
+      .Text(EncodeSans(r.sans))
+      .Int(r.not_before)
+      .Int(r.not_after)
+      .Text(r.spki_sha256)
+      .Text(r.csr_sha256)
+      .Text(r.station)
+      .Text(r.profile)
+      .Text(r.request_id)
+      .Bytes(r.der)
+      .Int(r.issued_at)
+      .Text(StatusName(r.status))
+      .TextOrNull(r.renews_serial);
+  if (r.revoked_at != 0) {
+    p.Int(r.revoked_at);
+  } else {
+    p.Null();
+  }
+  if (r.revocation_reason >= 0) {
+    p.Int(r.revocation_reason);
+  } else {
+    p.Null();
+  }
+  return p;
+}
+
 absl::Status InsertEvent(Connection& c, const Event& e, int64_t id) {
-  return c.Exec("insert event", kInsertEvent,
-                Params()
-                    .Int(id)
-                    .Text(e.type)
-                    .Text(e.issuer_id)
-                    .Text(e.serial_hex)
-                    .Text(e.station)
-                    .Text(e.profile)
-                    .Int(Micros(e.time))
-                    .Text(e.data))
-      .status();
+  return c.Exec("insert event", kInsertEvent, EventParams(e, id)).status();
+}
+
+// ClassifyConflict tells why certificate `r`, given id `id`, was not inserted: its request id was taken before it
+// (by a row with a lower id: an earlier batch or an earlier entry of this one), or else its serial.
+absl::StatusOr<RecordOutcome> ClassifyConflict(Connection& c, const CertificateRecord& r, int64_t id) {
+  LINESIGN_ASSIGN_OR_RETURN(
+      Result dup, c.Exec("duplicate check",
+                         "SELECT 1 FROM certificates WHERE station = $1 AND request_id = $2 AND id < $3",
+                         Params().Text(r.station).Text(r.request_id).Int(id)));
+  return dup.rows() > 0 ? RecordOutcome::kDuplicateRequest : RecordOutcome::kSerialCollision;
 }
 
 // InsertOutbox returns the new item's id, or 0 when (kind, dedupe_key) is already there.
 absl::StatusOr<int64_t> InsertOutbox(Connection& c, const OutboxItem& o, absl::Time now) {
-  LINESIGN_ASSIGN_OR_RETURN(
-      Result r, c.Exec("insert outbox item", kInsertOutbox,
-                       Params().Text(o.kind).TextOrNull(o.dedupe_key).Bytes(o.payload).Int(Micros(now)).Int(
-                           Micros(o.next_attempt_at))));
+  LINESIGN_ASSIGN_OR_RETURN(Result r, c.Exec("insert outbox item", kInsertOutbox, OutboxParams(o, now)));
   return r.rows() == 0 ? 0 : r.Int(0, 0);
 }
 
@@ -318,47 +372,61 @@ absl::StatusOr<std::vector<RecordOutcome>> PostgresStore::RecordBatch(const Batc
   }
   Connection& c = *writer_;
   const absl::Time now = clock_->Now();
+  const bool any_successor = std::any_of(batch.entries.begin(), batch.entries.end(),
+                                         [](const BatchEntry& e) { return !e.cert.renews_serial.empty(); });
+  // First issues (the line rate) in a pipeline: every certificate, event and outbox item of the batch in a few
+  // round trips. Each certificate reserves ids for itself and its events; one that does not go in leaves their
+  // ids unused (the log's ids stay increasing, with a gap). Successors need a savepoint each (their predecessor
+  // is superseded only if they go in), so a batch holding one is written statement by statement.
+  auto pipelined = [&]() -> absl::Status {
+    LINESIGN_RETURN_IF_ERROR(c.Command("begin", "BEGIN"));
+    LINESIGN_ASSIGN_OR_RETURN(int64_t last_id, LockLog(c));
+    static const std::string kCertificateSql = kInsertCertificate;
+    static const std::string kEventSql = kInsertEvent;
+    static const std::string kOutboxSql = kInsertOutbox;
+    std::vector<Connection::Statement> statements;
+    std::vector<size_t> certificate_statement(batch.entries.size());
+    std::vector<int64_t> certificate_id(batch.entries.size());
+    for (size_t i = 0; i < batch.entries.size(); ++i) {
+      const BatchEntry& entry = batch.entries[i];
+      const int64_t id = ++last_id;
+      certificate_id[i] = id;
+      certificate_statement[i] = statements.size();
+      statements.push_back({&kCertificateSql, CertificateParams(entry.cert, id)});
+      for (const Event& e : entry.events) {
+        Params p = EventParams(e, ++last_id);
+        p.Int(id);
+        statements.push_back({&kInsertEntryEvent, std::move(p)});
+      }
+      for (const OutboxItem& o : entry.outbox) {
+        Params p = OutboxParams(o, now);
+        p.Int(id);
+        statements.push_back({&kInsertEntryOutbox, std::move(p)});
+      }
+    }
+    for (const Event& e : batch.events) statements.push_back({&kEventSql, EventParams(e, ++last_id)});
+    for (const OutboxItem& o : batch.outbox) statements.push_back({&kOutboxSql, OutboxParams(o, now)});
+    LINESIGN_ASSIGN_OR_RETURN(std::vector<Result> results, c.ExecPipeline("record the batch", statements));
+    for (size_t i = 0; i < batch.entries.size(); ++i) {
+      if (results[certificate_statement[i]].rows() == 0) {
+        LINESIGN_ASSIGN_OR_RETURN(outcomes[i], ClassifyConflict(c, batch.entries[i].cert, certificate_id[i]));
+      }
+    }
+    return c.Command("commit", "COMMIT");
+  };
   auto body = [&]() -> absl::Status {
+    if (!any_successor) return pipelined();
     LINESIGN_RETURN_IF_ERROR(c.Command("begin", "BEGIN"));
     LINESIGN_ASSIGN_OR_RETURN(int64_t last_id, LockLog(c));
     for (size_t i = 0; i < batch.entries.size(); ++i) {
       const CertificateRecord& r = batch.entries[i].cert;
       const bool successor = !r.renews_serial.empty();
       if (successor) LINESIGN_RETURN_IF_ERROR(c.Command("savepoint", "SAVEPOINT successor"));
-      Params p;
-      p.Int(last_id + 1)
-          .Text(r.issuer_id)
-          .Text(r.serial_hex)
-          .Text(r.subject)
-          .Text(EncodeSans(r.sans))
-          .Int(r.not_before)
-          .Int(r.not_after)
-          .Text(r.spki_sha256)
-          .Text(r.csr_sha256)
-          .Text(r.station)
-          .Text(r.profile)
-          .Text(r.request_id)
-          .Bytes(r.der)
-          .Int(r.issued_at)
-          .Text(StatusName(r.status))
-          .TextOrNull(r.renews_serial);
-      if (r.revoked_at != 0) {
-        p.Int(r.revoked_at);
-      } else {
-        p.Null();
-      }
-      if (r.revocation_reason >= 0) {
-        p.Int(r.revocation_reason);
-      } else {
-        p.Null();
-      }
-      LINESIGN_ASSIGN_OR_RETURN(Result ins, c.Exec("insert certificate", kInsertCertificate, p));
+      LINESIGN_ASSIGN_OR_RETURN(Result ins,
+                                c.Exec("insert certificate", kInsertCertificate, CertificateParams(r, last_id + 1)));
       if (ins.rows() == 0) {
         // Nothing went in: the request id or the serial is taken (by an earlier batch or this one).
-        LINESIGN_ASSIGN_OR_RETURN(
-            Result dup, c.Exec("duplicate check", "SELECT 1 FROM certificates WHERE station = $1 AND request_id = $2",
-                               Params().Text(r.station).Text(r.request_id)));
-        outcomes[i] = dup.rows() > 0 ? RecordOutcome::kDuplicateRequest : RecordOutcome::kSerialCollision;
+        LINESIGN_ASSIGN_OR_RETURN(outcomes[i], ClassifyConflict(c, r, last_id + 1));
         if (successor) LINESIGN_RETURN_IF_ERROR(c.Command("savepoint", "RELEASE successor"));
         continue;
       }

@@ -20,7 +20,13 @@
 //    allocates max(id) + 1 of both tables, and holds the lock until it commits: PostgreSQL makes a commit
 //    visible before it releases the transaction's locks, so the next writer's max sees it and ids appear in
 //    order. This serialises the writers of the log (one batch commit at a time across replicas) — the price of
-//    a gap-free, order-preserving cursor.
+//    an order-preserving cursor. Ids only grow; they may have gaps (a refused entry of a pipelined batch leaves
+//    the ids it reserved unused), which a cursor does not mind.
+//
+// RecordBatch of first issues (the line rate) is pipelined (libpq pipeline mode): all certificates, events and
+// outbox items of the batch go out in a few round trips instead of one per row; an entry's events and outbox
+// items are written only if its certificate row went in (a condition on the id reserved for it). A batch holding
+// a successor (renews_serial) is written row by row with a savepoint per successor.
 //  - the outbox: Claim picks due, unleased items with FOR UPDATE SKIP LOCKED and leases them in the same
 //    statement; two replicas never get the same item, neither waits for the other.
 //  - CRL numbers: one row per issuer in crl_state, incremented by an upsert (the row lock orders allocators and

@@ -175,6 +175,19 @@ TEST_P(StoreConformanceTest, ARefusedEntryDropsOnlyItselfWithItsEventsAndOutbox)
   EXPECT_THAT(Keys(*store_->Claim(Claim(clock_.Now(), "runner"))), ElementsAre("01", "02", "04"));
 }
 
+// An entry refused for its serial does not take its request id: a later entry of the same batch with that
+// request id (the signer's retry with a new serial) is recorded, and the refused one stays a serial collision.
+TEST_P(StoreConformanceTest, AnEntryRefusedForItsSerialLeavesItsRequestIdFree) {
+  ASSERT_TRUE(store_->RecordBatch(Batch{.entries = {Entry("01", "a")}}).ok());
+  auto out = store_->RecordBatch(Batch{.entries = {Entry("01", "x"), Entry("02", "x"), Entry("03", "x")}});
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_THAT(*out, ElementsAre(RecordOutcome::kSerialCollision, RecordOutcome::kRecorded,
+                                RecordOutcome::kDuplicateRequest));
+  EXPECT_EQ((*store_->FindByRequest("station-1", "x"))->serial_hex, "02");
+  EXPECT_THAT(Serials(*store_->ReadAfter(0, 100)), ElementsAre("01", "01", "02", "02"));
+  EXPECT_THAT(Keys(*store_->Claim(Claim(clock_.Now(), "runner"))), ElementsAre("01", "02"));
+}
+
 // ISSUED is written by recording the certificate; appending one is refused and writes nothing of the batch.
 TEST_P(StoreConformanceTest, RefusesAnAppendedIssuedEvent) {
   Batch batch;
