@@ -4,6 +4,8 @@
 # needs PostgreSQL and `stop` as its cleanup (tests/pg/CMakeLists.txt); tests read STATE (LINESIGN_TEST_PG).
 #
 #   pg_cluster.sh start STATE    initdb + start; writes STATE: dir=, port=, connection=, password_file=, bindir=
+#                                (LINESIGN_PG_BINDIR picks the server binaries; else the newest under
+#                                /usr/lib/postgresql/*/bin)
 #   pg_cluster.sh stop STATE     stop the server, remove its directory and STATE
 #   pg_cluster.sh pause STATE    stop the server, keep its data (a PostgreSQL outage)
 #   pg_cluster.sh resume STATE   start it again on the same port
@@ -20,8 +22,11 @@ cmd=$1
 state=$2
 
 find_bindir() {
-  if [ -n "${LINESIGN_PG_BINDIR:-}" ]; then echo "$LINESIGN_PG_BINDIR"; return; fi
-  # Sorted globbing puts 9.x after 15; prefer the highest major version.
+  if [ -n "${LINESIGN_PG_BINDIR:-}" ]; then
+    [ -x "$LINESIGN_PG_BINDIR/initdb" ] || die "LINESIGN_PG_BINDIR=$LINESIGN_PG_BINDIR has no initdb"
+    echo "$LINESIGN_PG_BINDIR"; return
+  fi
+  # The highest major version installed (a numeric sort: 9.6 before 15).
   best=$(for d in /usr/lib/postgresql/*/bin; do [ -x "$d/initdb" ] && echo "$d"; done | sort -t/ -k4 -n | tail -1)
   [ -n "$best" ] || die "no PostgreSQL server binaries (initdb, pg_ctl) under /usr/lib/postgresql/*/bin: install the postgresql package (scripts/install-deps.sh)"
   echo "$best"

@@ -90,7 +90,8 @@ class Connection {
   // Alive reads whatever the server sent while the connection was idle and says whether it is still usable: a
   // server that restarted or ended the session has closed it, and libpq notices only when it reads.
   bool Alive();
-  // usable says whether the connection can be given to another caller: open and outside a transaction.
+  // usable says whether the connection can be given to another caller: open, outside a transaction and out of
+  // pipeline mode.
   bool usable() const;
   // Describe names the server and database ("db 'linesign' at host:port"), for messages.
   std::string Describe() const;
