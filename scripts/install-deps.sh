@@ -12,6 +12,8 @@ PACKAGES=(
   libabsl-dev                                     # absl::Status and friends
   libgtest-dev libgmock-dev libbenchmark-dev      # tests and micro-benchmarks
   libsqlite3-dev sqlite3                          # the embedded store
+  libpq-dev                                       # the PostgreSQL store (several replicas on one database)
+  postgresql                                      # tests: initdb/pg_ctl start a throw-away server (tests/pg/)
   libyaml-cpp-dev libcli11-dev                    # configuration file, command lines
   libre2-dev                                      # linear-time patterns: access rules, profile value rules
   nlohmann-json3-dev                              # the JSON-lines audit log; AWS IoT REST-JSON bodies

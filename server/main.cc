@@ -24,6 +24,12 @@ int Backup(const std::string& config_path, const std::string& out) {
     std::cerr << "linesign-server: " << config_path << ": " << config.status().message() << "\n";
     return 1;
   }
+  if (config->store().has_postgres()) {
+    std::cerr << "linesign-server: backup: the store is PostgreSQL, which linesign-server does not copy: back it up "
+                 "with PostgreSQL's own tools (pg_dump -Fc, or pg_basebackup with WAL archiving); see "
+                 "docs/operations.md, \"Backup and restore\"\n";
+    return 1;
+  }
   if (!config->store().has_sqlite()) {
     std::cerr << "linesign-server: backup: only the sqlite store can be backed up by linesign-server\n";
     return 1;

@@ -28,6 +28,7 @@
 #include "server/auth/station_credential.h"
 #include "server/iot/iot_config.h"
 #include "server/lifecycle/webhook_url.h"
+#include "server/store/postgres/connection_string.h"
 
 namespace linesign::config {
 
@@ -542,8 +543,24 @@ absl::Status Validate(const v1::ServerConfig& c) {
     case v1::StoreConfig::kSqlite:
       if (c.store().sqlite().path().empty()) return FieldError("store.sqlite.path", "required");
       break;
+    case v1::StoreConfig::kPostgres: {
+      const auto& pg = c.store().postgres();
+      LINESIGN_RETURN_IF_ERROR(store::postgres::CheckConnectionString("store.postgres.connection", pg.connection()));
+      if (!pg.password_file().empty()) {
+        LINESIGN_RETURN_IF_ERROR(CheckPrivate("store.postgres.password_file", pg.password_file()));
+      }
+      for (const auto& [name, profile] : c.profiles()) {
+        if (!profile.iot().register_().empty() && profile.iot().register_() != "off") {
+          return FieldError(absl::StrCat("profiles.", name, ".iot.register"),
+                            "AWS IoT registration is not available on the PostgreSQL store yet: use the SQLite "
+                            "store or register: off");
+        }
+      }
+      break;
+    }
     case v1::StoreConfig::BACKEND_NOT_SET:
-      return FieldError("store.sqlite", "required (the store's backend: store: {sqlite: {path: FILE}})");
+      return FieldError("store.sqlite", "required (the store's backend: store: {sqlite: {path: FILE}} or "
+                                        "store: {postgres: {connection: \"host=... dbname=... user=...\"}})");
   }
 
   if (c.profiles().empty()) return FieldError("profiles", "at least one profile is required");
@@ -644,6 +661,9 @@ absl::StatusOr<v1::ServerConfig> LoadConfigFile(const std::string& path) {
   Resolve(base, config.mutable_ca()->mutable_chain_file());
   if (config.has_store() && config.store().has_sqlite()) {
     Resolve(base, config.mutable_store()->mutable_sqlite()->mutable_path());
+  }
+  if (config.has_store() && config.store().has_postgres() && !config.store().postgres().password_file().empty()) {
+    Resolve(base, config.mutable_store()->mutable_postgres()->mutable_password_file());
   }
   if (config.has_tls()) {
     auto* t = config.mutable_tls();

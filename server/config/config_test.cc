@@ -1,5 +1,10 @@
 #include "server/config/config.h"
 
+#include <sys/stat.h>
+
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/auth/station_credential.h"
@@ -299,6 +304,55 @@ TEST(ConfigTest, HsmRulesNameTheField) {
   EXPECT_THAT(std::string(Validate(*c).message()), HasSubstr("exactly one of hsm.pin_file and hsm.pin_env"));
   c->mutable_hsm()->set_pin_env("PIN");
   EXPECT_TRUE(Validate(*c).ok()) << Validate(*c);
+}
+
+}  // namespace
+}  // namespace linesign::config
+
+namespace linesign::config {
+namespace {
+
+// store: {postgres: ...} (issue 13): a connection string with a password is refused without repeating it; the
+// password file must be private.
+TEST(ConfigTest, PostgresStoreRules) {
+  auto with_store = [](const std::string& store_yaml) {
+    std::string yaml = kMinimal;
+    yaml.replace(yaml.find("store:\n  sqlite:\n    path: /tmp/x.db\n"),
+                 std::string("store:\n  sqlite:\n    path: /tmp/x.db\n").size(), store_yaml);
+    auto c = ParseConfigYaml(yaml);
+    EXPECT_TRUE(c.ok()) << c.status();
+    ApplyDefaults(&*c);
+    return Validate(*c);
+  };
+  EXPECT_TRUE(with_store("store:\n  postgres:\n    connection: \"host=db1 dbname=linesign user=linesign\"\n").ok());
+  EXPECT_TRUE(with_store("store:\n  postgres:\n    connection: \"postgresql://linesign@db1:5432/linesign\"\n").ok());
+  for (const char* secret : {"host=db1 dbname=linesign user=linesign password=Hunter2-secret",
+                             "postgresql://linesign:Hunter2-secret@db1/linesign",
+                             "postgresql://db1/linesign?password=Hunter2-secret"}) {
+    absl::Status st = with_store(absl::StrCat("store:\n  postgres:\n    connection: \"", secret, "\"\n"));
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << secret;
+    EXPECT_THAT(st.message(), HasSubstr("store.postgres.connection: holds a password; remove it and give the "
+                                        "password in store.postgres.password_file"));
+    EXPECT_THAT(st.message(), ::testing::Not(HasSubstr("Hunter2")));
+  }
+  absl::Status st = with_store("store:\n  postgres:\n    connection: \"host='Hunter2-secret\"\n");
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(), HasSubstr("store.postgres.connection: is not a libpq connection string"));
+  EXPECT_THAT(st.message(), ::testing::Not(HasSubstr("Hunter2")));
+  EXPECT_THAT(with_store("store:\n  postgres: {}\n").message(), HasSubstr("store.postgres.connection: required"));
+
+  const std::string dir = ::testing::TempDir();
+  const std::string pw = dir + "/pg-password-rules";
+  { std::ofstream(pw) << "secret\n"; }
+  chmod(pw.c_str(), 0644);
+  st = with_store(absl::StrCat("store:\n  postgres:\n    connection: \"host=db1\"\n    password_file: ", pw, "\n"));
+  EXPECT_THAT(st.message(), HasSubstr(absl::StrCat("store.postgres.password_file: ", pw,
+                                                   " is readable by others; chmod o-r it")));
+  chmod(pw.c_str(), 0600);
+  EXPECT_TRUE(
+      with_store(absl::StrCat("store:\n  postgres:\n    connection: \"host=db1\"\n    password_file: ", pw, "\n")).ok());
+  st = with_store("store:\n  postgres:\n    connection: \"host=db1\"\n    password_file: /nonexistent/pw\n");
+  EXPECT_THAT(st.message(), HasSubstr("store.postgres.password_file: cannot read /nonexistent/pw"));
 }
 
 }  // namespace

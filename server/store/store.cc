@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "server/store/postgres/postgres_store.h"
 #include "server/store/sqlite/sqlite_store.h"
 
 namespace linesign::store {
@@ -94,10 +95,15 @@ absl::StatusOr<std::unique_ptr<Store>> Open(const v1::StoreConfig& config, const
       if (!store.ok()) return store.status();
       return std::unique_ptr<Store>(*std::move(store));
     }
+    case v1::StoreConfig::kPostgres: {
+      auto store = PostgresStore::Open(config.postgres(), clock);
+      if (!store.ok()) return store.status();
+      return std::unique_ptr<Store>(*std::move(store));
+    }
     case v1::StoreConfig::BACKEND_NOT_SET:
       break;
   }
-  return absl::InvalidArgumentError("store: no backend configured (store.sqlite)");
+  return absl::InvalidArgumentError("store: no backend configured (store.sqlite or store.postgres)");
 }
 
 }  // namespace linesign::store

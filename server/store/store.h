@@ -5,7 +5,8 @@
 // webhook keeps its place in the log through CursorStore (cursor_store.h); the AWS IoT registrar keeps each
 // registration's state through IotRegistrationStore (iot_registration_store.h).
 // Open picks the backend StoreConfig names:
-// sqlite/ (embedded default); PostgreSQL later, passing the same suite (testing/store_conformance.h).
+// sqlite/ (embedded default, one process) or postgres/ (several replicas on one database), both passing the same
+// suite (testing/store_conformance.h).
 #ifndef LINESIGN_SERVER_STORE_STORE_H_
 #define LINESIGN_SERVER_STORE_STORE_H_
 
@@ -97,7 +98,8 @@ class Store : public IssuanceStore, public CertificateReader, public EventReader
   }
 };
 
-// Open opens the backend `config` names, brings its schema up to date (see sqlite/migrations.h) and returns it.
+// Open opens the backend `config` names, brings its schema up to date (sqlite/migrations.h, postgres/migrations.h)
+// and returns it.
 // `clock` is borrowed, must outlive the store and dates the migrations. InvalidArgument when no backend is set;
 // the backend's own errors otherwise (a database newer than this binary is FailedPrecondition).
 absl::StatusOr<std::unique_ptr<Store>> Open(const v1::StoreConfig& config, const Clock* clock);

@@ -175,6 +175,19 @@ TEST_P(StoreConformanceTest, ARefusedEntryDropsOnlyItselfWithItsEventsAndOutbox)
   EXPECT_THAT(Keys(*store_->Claim(Claim(clock_.Now(), "runner"))), ElementsAre("01", "02", "04"));
 }
 
+// An entry refused for its serial does not take its request id: a later entry of the same batch with that
+// request id (the signer's retry with a new serial) is recorded, and the refused one stays a serial collision.
+TEST_P(StoreConformanceTest, AnEntryRefusedForItsSerialLeavesItsRequestIdFree) {
+  ASSERT_TRUE(store_->RecordBatch(Batch{.entries = {Entry("01", "a")}}).ok());
+  auto out = store_->RecordBatch(Batch{.entries = {Entry("01", "x"), Entry("02", "x"), Entry("03", "x")}});
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_THAT(*out, ElementsAre(RecordOutcome::kSerialCollision, RecordOutcome::kRecorded,
+                                RecordOutcome::kDuplicateRequest));
+  EXPECT_EQ((*store_->FindByRequest("station-1", "x"))->serial_hex, "02");
+  EXPECT_THAT(Serials(*store_->ReadAfter(0, 100)), ElementsAre("01", "01", "02", "02"));
+  EXPECT_THAT(Keys(*store_->Claim(Claim(clock_.Now(), "runner"))), ElementsAre("01", "02"));
+}
+
 // ISSUED is written by recording the certificate; appending one is refused and writes nothing of the batch.
 TEST_P(StoreConformanceTest, RefusesAnAppendedIssuedEvent) {
   Batch batch;
@@ -902,6 +915,7 @@ IotRegistrationWrite IotWrite(int64_t outbox_id, const std::string& owner, absl:
 // The registration's outbox item in the certificate's entry records it pending in the same transaction; an entry
 // that is refused (a duplicate request) records neither.
 TEST_P(StoreConformanceTest, AnIotRegisterItemRecordsItsPendingRegistrationWithTheCertificate) {
+  if (GetParam().name == "Postgres") GTEST_SKIP() << "AWS IoT registrations are not on PostgreSQL yet";
   const absl::Time now = clock_.Now();
   Batch batch;
   batch.entries = {IotEntry("01", {"main", "eu"}, now), Entry("02", "plain")};
@@ -943,6 +957,7 @@ TEST_P(StoreConformanceTest, AnIotRegisterItemRecordsItsPendingRegistrationWithT
 // Only the holder of the item's lease writes progress, and each write renews the lease; finishing completes the
 // item, sets the state and appends the event together.
 TEST_P(StoreConformanceTest, IotProgressIsWrittenOnlyByTheLeaseHolderAndFinishIsOneTransaction) {
+  if (GetParam().name == "Postgres") GTEST_SKIP() << "AWS IoT registrations are not on PostgreSQL yet";
   const absl::Time t0 = clock_.Now();
   ASSERT_TRUE(store_->RecordBatch(Batch{.entries = {IotEntry("0A", {"main"}, t0)}}).ok());
   auto items = store_->Claim(Claim(t0, "r1", 10, kIotRegisterOutboxKind));  // lease: 1 minute
@@ -1027,6 +1042,7 @@ TEST_P(StoreConformanceTest, IotProgressIsWrittenOnlyByTheLeaseHolderAndFinishIs
 // A finished failure counts by target and error code; enqueueing existing certificates skips the registered and
 // pending ones, enqueues the failed ones again (keeping their progress) and counts unknown serials.
 TEST_P(StoreConformanceTest, IotCountsAndEnqueueingExistingCertificates) {
+  if (GetParam().name == "Postgres") GTEST_SKIP() << "AWS IoT registrations are not on PostgreSQL yet";
   const absl::Time t0 = clock_.Now();
   Batch batch;
   batch.entries = {IotEntry("01", {"main"}, t0), IotEntry("02", {"main"}, t0), IotEntry("03", {"main"}, t0),

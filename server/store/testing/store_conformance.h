@@ -1,5 +1,6 @@
-// The store's contract as one parameterised suite: every backend (SQLite now, PostgreSQL later) instantiates
-// StoreConformanceTest with a factory for itself and must pass all of it.
+// The store's contract as one parameterised suite: every backend instantiates StoreConformanceTest with a
+// factory for itself and must pass all of it — SQLite in sqlite/sqlite_store_test.cc, PostgreSQL (on the server
+// the ctest fixture `postgres` starts, tests/pg/) in postgres/postgres_store_test.cc.
 //
 //   INSTANTIATE_TEST_SUITE_P(Sqlite, StoreConformanceTest,
 //                            ::testing::Values(StoreBackendFactory{"Sqlite", &MakeSqliteBackend}),
@@ -9,6 +10,7 @@
 
 #include <functional>
 #include <memory>
+#include <ostream>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -34,6 +36,9 @@ struct StoreBackendFactory {
   std::string name;
   std::function<std::unique_ptr<StoreBackend>()> make;
 };
+
+// PrintTo names the backend in test output (instead of the factory's bytes).
+inline void PrintTo(const StoreBackendFactory& factory, std::ostream* os) { *os << factory.name; }
 
 inline std::string StoreBackendName(const ::testing::TestParamInfo<StoreBackendFactory>& info) {
   return info.param.name;
