@@ -215,7 +215,16 @@ TEST_F(IotRegistrarTest, WaitDeadlineAndRefusals) {
   st = Await(slow, "main", 1000, &s);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_THAT(st.error_message(), HasSubstr("was never queued for registration with target 'main'"));
-  st = Await(slow, "slow", 1000, &s, "station-1");
+  // A station waits for the certificates it requested (still pending here), not for another station's, and a
+  // serial it did not request is answered the same whether it exists or not.
+  st = Await(slow, "slow", 500, &s, "station-1");
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << st.error_message();
+  st = Await(slow, "slow", 500, &s, "line1-st1");
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(st.error_message(), HasSubstr("station 'line1-st1' may wait only for certificates it requested"));
+  st = Await("0123456789ABCDEF", "slow", 500, &s, "line1-st1");
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  st = Await(slow, "slow", 500, &s, "stranger-9");
   EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   auto bad_timeout = Iot({"wait", slow, "--timeout", "soon"});
   EXPECT_EQ(bad_timeout.exit_code, 1);

@@ -66,6 +66,17 @@ std::string EventData(const store::IotRegistration& r) {
 
 // ---- GovernedIotApi ----
 
+namespace {
+thread_local std::function<absl::Status()>* before_call = nullptr;
+}  // namespace
+
+ScopedBeforeCall::ScopedBeforeCall(std::function<absl::Status()> check)
+    : check_(std::move(check)), previous_(before_call) {
+  before_call = &check_;
+}
+
+ScopedBeforeCall::~ScopedBeforeCall() { before_call = previous_; }
+
 GovernedIotApi::GovernedIotApi(const IotApi* inner, const std::map<std::string, double>& rates, const Clock* clock,
                                Observer observer, const std::atomic<bool>* stopping)
     : inner_(inner), clock_(clock), observer_(std::move(observer)), stopping_(stopping) {
@@ -103,6 +114,9 @@ void GovernedIotApi::Report(const char* operation, const absl::Status& status) c
 template <typename F>
 auto GovernedIotApi::Call(const char* operation, F&& call) const -> decltype(call()) {
   if (absl::Status st = Acquire(operation); !st.ok()) return st;
+  if (before_call != nullptr) {
+    if (absl::Status st = (*before_call)(); !st.ok()) return st;
+  }
   auto result = call();
   Report(operation, StatusOf(result));
   return result;
@@ -410,18 +424,28 @@ void Registrar::Process(const store::OutboxItem& item) {
   dr.thing_name = r.thing_name;
   dr.policy = r.policy;
 
+  // After a long wait for a slow bucket, renew the lease (and make sure it is still ours) between the token and
+  // the call to AWS: a call is never made on a lease that expired while waiting.
+  bool lost_lease = false;
+  ScopedBeforeCall keep_lease([&]() -> absl::Status {
+    if (p_.clock->Now() - last_write <= options_.lease / 3) return absl::OkStatus();
+    absl::Status st = p_.store->SaveIotProgress(write(), options_.lease);
+    if (!st.ok()) {
+      lost_lease = true;
+      return st;
+    }
+    last_write = p_.clock->Now();
+    return absl::OkStatus();
+  });
   while (progress.next != RegistrationStep::kDone) {
-    // A long wait for a slow bucket: renew the lease (and make sure it is still ours) before calling AWS.
-    if (p_.clock->Now() - last_write > options_.lease / 3) {
-      absl::Status st = p_.store->SaveIotProgress(write(), options_.lease);
-      if (!st.ok()) {
+    absl::Status st = RunNextStep(api, dr, &progress);
+    if (!st.ok()) {
+      if (lost_lease) {
+        // Another runner has the item (or the store failed): it, or the lease's expiry, takes it from the last
+        // saved step; nothing was sent to AWS on the lost lease.
         LogWarning("iot registrar: ", r.key.serial_hex, " → ", r.key.target, ": ", st.message());
         return;
       }
-      last_write = p_.clock->Now();
-    }
-    absl::Status st = RunNextStep(api, dr, &progress);
-    if (!st.ok()) {
       if (stopping_) {
         // Stopping (a bucket wait cut short, or a call that failed meanwhile): release it for the next start.
         p_.outbox->Reschedule(item.id, owner, p_.clock->Now(), "released: registrar stopped").IgnoreError();

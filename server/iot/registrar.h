@@ -50,6 +50,22 @@ namespace linesign::iot {
 // AdaptiveRate, and after it reports the outcome to the bucket (ThrottlingException cuts the rate, success lets
 // it grow back) and to `observer` (metrics). A wait ends early with Unavailable ("registrar stopping", retryable)
 // once `stopping` is set. Thread-safe. `inner`, `clock` and `stopping` are borrowed.
+// ScopedBeforeCall installs, for the calling thread and its lifetime, a check that GovernedIotApi runs after a
+// call's token is granted and before the call is sent: the registrar renews an item's lease there, so a long
+// wait for a slow bucket never ends in a call made on a lease another runner has taken meanwhile. A failing
+// check cancels the call with its status (the token is spent).
+class ScopedBeforeCall {
+ public:
+  explicit ScopedBeforeCall(std::function<absl::Status()> check);
+  ~ScopedBeforeCall();
+  ScopedBeforeCall(const ScopedBeforeCall&) = delete;
+  ScopedBeforeCall& operator=(const ScopedBeforeCall&) = delete;
+
+ private:
+  std::function<absl::Status()> check_;
+  std::function<absl::Status()>* previous_;
+};
+
 class GovernedIotApi final : public IotApi {
  public:
   // Observer sees each call's operation name (RegisterCertificate, ...) and status; quick and thread-safe.

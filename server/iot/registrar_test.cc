@@ -341,6 +341,49 @@ TEST_F(RegistrarTest, ResumesFromTheSavedStepWithoutRegisteringAgain) {
   EXPECT_EQ(Count(calls, "AttachPolicy", "factory-device", true), 1);
 }
 
+// Two replicas share the queue with a short lease and a slow bucket, so a worker waits for its token longer than
+// its lease: the other replica claims the item meanwhile. The waiting worker checks its lease between the token
+// and the call (ScopedBeforeCall) and sends nothing on a lost one: each certificate is registered by exactly one
+// call, never answered "already exists", never looked up with DescribeCertificate.
+TEST_F(RegistrarTest, AWorkerWhoseLeaseRanOutWhileWaitingForATokenCallsNothing) {
+  auto fake = StartFake({"--no-rate-limits"});
+  ASSERT_NE(fake, nullptr);
+  auto client = Client(*fake, "main");
+  std::vector<std::string> serials;
+  for (int i = 0; i < 6; ++i) serials.push_back(Issue(absl::StrCat("slow-", i), "sni"));
+  std::map<std::string, double> slow = DefaultRates();
+  slow["RegisterCertificateWithoutCA"] = 2;  // a token every 0.5 s, per replica
+  std::vector<std::unique_ptr<Registrar>> replicas;
+  for (const char* owner : {"replica-a", "replica-b"}) {
+    auto r = Registrar::Create(
+        Registrar::Parts{.issuer_id = ca_->ca.issuer_id, .ca_certificate_pem = CaPem(), .store = store_.get(),
+                         .outbox = store_.get(), .reader = store_.get(), .profiles = &profiles_,
+                         .targets = {{"main", client.get(), slow}}, .clock = RealClock::Get(), .metrics = nullptr},
+        Registrar::Options{.owner = owner, .max_in_flight = 6, .lease = absl::Milliseconds(600),
+                           .retry_base = absl::Milliseconds(20), .retry_max = absl::Milliseconds(300)});
+    ASSERT_TRUE(r.ok()) << r.status();
+    replicas.push_back(*std::move(r));
+  }
+  const absl::Time give_up = absl::Now() + absl::Minutes(2);
+  bool pending = true;
+  while (pending && absl::Now() < give_up) {
+    for (auto& r : replicas) ASSERT_TRUE(r->RunOnce(absl::Now()).ok());
+    pending = false;
+    for (const std::string& s : serials) pending = pending || Get(s).state == store::IotRegistrationState::kPending;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  for (auto& r : replicas) r->OnStop();
+  ASSERT_FALSE(pending) << "registrations still pending after two minutes";
+  nlohmann::json calls = fake->Calls();
+  for (const std::string& s : serials) {
+    EXPECT_EQ(Get(s).state, store::IotRegistrationState::kRegistered) << s;
+    const std::string id = HexSha256(ders_[s]);
+    EXPECT_EQ(Count(calls, "RegisterCertificateWithoutCA", id, true), 1) << s;
+    EXPECT_EQ(Count(calls, "RegisterCertificateWithoutCA", id, false), 0) << s << ": registered twice (409)";
+  }
+  EXPECT_EQ(Count(calls, "DescribeCertificate", "", true) + Count(calls, "DescribeCertificate", "", false), 0);
+}
+
 // The watch answers at once for an ended registration, when the registrar ends one (its Notify), NotFound for
 // none, and DeadlineExceeded (naming the pending state) at the deadline.
 TEST_F(RegistrarTest, WatchAnswersRegisteredFailedNotFoundAndDeadline) {

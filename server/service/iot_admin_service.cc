@@ -152,9 +152,16 @@ grpc::ServerUnaryReactor* IotAdminService::AwaitIotRegistration(grpc::CallbackSe
   CallInfo call{"", context->peer(), "", ""};
   absl::StatusOr<std::string> identity = Authenticate(*p_.authenticator, context, p_.clock->Now());
   absl::Status allowed = identity.status();
+  // An administrator may wait for any certificate; a station (an identity some rule matches) for the ones it
+  // requested itself, which it learns below from the certificate's record.
+  bool own_only = false;
   if (identity.ok()) {
     call.identity = *identity;
     allowed = p_.access->AllowAdmin(*identity, RpcName(kRpc));
+    if (!allowed.ok() && p_.access->AllowRead(*identity, RpcName(kRpc)).ok()) {
+      allowed = absl::OkStatus();
+      own_only = true;
+    }
   }
   std::string serial = absl::AsciiStrToUpper(request->serial_hex());
   if (allowed.ok() && (serial.empty() || serial.size() > 42 ||
@@ -187,6 +194,21 @@ grpc::ServerUnaryReactor* IotAdminService::AwaitIotRegistration(grpc::CallbackSe
     return reactor;
   }
   while (serial.size() > 1 && serial[0] == '0' && serial[1] == '0') serial.erase(0, 2);
+  if (own_only) {
+    // One indexed read by serial: the same answer for a certificate that does not exist and another station's,
+    // so a station learns nothing of serials it did not request.
+    auto cert = p_.reader->FindBySerial(p_.issuer_id, serial);
+    absl::Status own = cert.status();
+    if (cert.ok() && (!cert->has_value() || (*cert)->station != call.identity)) {
+      own = absl::PermissionDeniedError(absl::StrCat(
+          "station '", call.identity, "' may wait only for certificates it requested; ", serial,
+          " is not one of them (administrators may wait for any)"));
+    }
+    if (!own.ok()) {
+      reactor->Finish(p_.counters->Refused(kRpc, call, own));
+      return reactor;
+    }
+  }
   const absl::Duration timeout =
       request->timeout_ms() == 0 ? kDefaultAwait : std::min(kMaxAwait, absl::Milliseconds(request->timeout_ms()));
   const store::IotRegistrationKey key{p_.issuer_id, serial, target};
