@@ -55,7 +55,7 @@ TEST(PostgresEndToEndTest, SignsOverGrpcAndTheRecordIsInPostgres) {
   EXPECT_EQ(*testing::PgQuery(*db, "SELECT upper(encode(der, 'hex'))" + where), Hex(resp.certificate_der()));
   EXPECT_EQ(*testing::PgQuery(*db, "SELECT request_id" + where), "pg-e2e-1");
   EXPECT_EQ(*testing::PgQuery(*db, "SELECT subject" + where), "O=Acme,CN=PG-DEVICE-1");
-  EXPECT_EQ(*testing::PgQuery(*db, "SELECT count(*) FROM schema_migrations"), "1");
+  EXPECT_EQ(*testing::PgQuery(*db, "SELECT count(*) FROM schema_migrations"), "2");
 
   // The same request id again: the same certificate, nothing new recorded.
   v1::SignCsrResponse again;
