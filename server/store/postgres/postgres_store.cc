@@ -59,22 +59,23 @@ constexpr const char* kInsertOutbox =
 // An iot.register item records its registration as pending (new, or again after a failure: completed steps stay
 // in its progress), in the statement that writes the item and only if the item went in: the pipelined batch
 // cannot look at one statement's result before sending the next.
-#define LINESIGN_IOT_PENDING_UPSERT                                                                     \
-  "INSERT INTO iot_registrations (issuer_id, serial, target, state, updated_us) "                      \
-  "SELECT $7::text, $8::text, $9::text, 'pending', $4::bigint FROM o "                                  \
-  "ON CONFLICT (issuer_id, serial, target) DO UPDATE SET state = 'pending', error_code = '', "         \
-  "error_message = '', updated_us = excluded.updated_us RETURNING (SELECT id FROM o)"
-const std::string kInsertIotOutbox =
+constexpr char kIotPendingUpsert[] =
+    "INSERT INTO iot_registrations (issuer_id, serial, target, state, updated_us) "
+    "SELECT $7::text, $8::text, $9::text, 'pending', $4::bigint FROM o "
+    "ON CONFLICT (issuer_id, serial, target) DO UPDATE SET state = 'pending', error_code = '', "
+    "error_message = '', updated_us = excluded.updated_us RETURNING (SELECT id FROM o)";
+const std::string kInsertIotOutbox = absl::StrCat(
     "WITH o AS (INSERT INTO outbox (kind, dedupe_key, payload, created_us, next_attempt_us) "
     "SELECT $1::text, $2::text, $3::bytea, $4::bigint, $5::bigint WHERE $6::bigint = 0 "
-    "ON CONFLICT (kind, dedupe_key) DO NOTHING RETURNING id) " LINESIGN_IOT_PENDING_UPSERT;
+    "ON CONFLICT (kind, dedupe_key) DO NOTHING RETURNING id) ",
+    kIotPendingUpsert);
 // As kInsertIotOutbox, for an entry of the pipelined batch: only if the entry's certificate went in.
-const std::string kInsertEntryIotOutbox =
+const std::string kInsertEntryIotOutbox = absl::StrCat(
     "WITH o AS (INSERT INTO outbox (kind, dedupe_key, payload, created_us, next_attempt_us) "
     "SELECT $1::text, $2::text, $3::bytea, $4::bigint, $5::bigint "
     "WHERE EXISTS (SELECT 1 FROM certificates WHERE id = $6::bigint) "
-    "ON CONFLICT (kind, dedupe_key) DO NOTHING RETURNING id) " LINESIGN_IOT_PENDING_UPSERT;
-#undef LINESIGN_IOT_PENDING_UPSERT
+    "ON CONFLICT (kind, dedupe_key) DO NOTHING RETURNING id) ",
+    kIotPendingUpsert);
 
 // The log after a cursor in one statement (one snapshot): recorded certificates as ISSUED events and appended
 // events, each walked in id order on its primary key and merged.
