@@ -549,13 +549,6 @@ absl::Status Validate(const v1::ServerConfig& c) {
       if (!pg.password_file().empty()) {
         LINESIGN_RETURN_IF_ERROR(CheckPrivate("store.postgres.password_file", pg.password_file()));
       }
-      for (const auto& [name, profile] : c.profiles()) {
-        if (!profile.iot().register_().empty() && profile.iot().register_() != "off") {
-          return FieldError(absl::StrCat("profiles.", name, ".iot.register"),
-                            "AWS IoT registration is not available on the PostgreSQL store yet: use the SQLite "
-                            "store or register: off");
-        }
-      }
       break;
     }
     case v1::StoreConfig::BACKEND_NOT_SET:

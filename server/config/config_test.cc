@@ -355,5 +355,20 @@ TEST(ConfigTest, PostgresStoreRules) {
   EXPECT_THAT(st.message(), HasSubstr("store.postgres.password_file: cannot read /nonexistent/pw"));
 }
 
+// A profile that registers its certificates with AWS IoT is accepted on the PostgreSQL store, which holds the
+// registrations as SQLite does (it was refused while it did not).
+TEST(ConfigTest, PostgresStoreTakesAwsIotRegistration) {
+  std::string yaml = kMinimal;
+  const std::string sqlite = "store:\n  sqlite:\n    path: /tmp/x.db\n";
+  yaml.replace(yaml.find(sqlite), sqlite.size(), "store:\n  postgres:\n    connection: \"host=db1\"\n");
+  auto c = ParseConfigYaml(yaml);
+  ASSERT_TRUE(c.ok()) << c.status();
+  v1::Profile& device = c->mutable_profiles()->at("device");
+  device.mutable_iot()->set_register_("without_ca");
+  device.mutable_iot()->add_targets("main");
+  ApplyDefaults(&*c);
+  EXPECT_TRUE(Validate(*c).ok()) << Validate(*c);
+}
+
 }  // namespace
 }  // namespace linesign::config

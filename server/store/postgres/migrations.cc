@@ -100,8 +100,32 @@ CREATE TABLE webhook_cursor (
 );
 )sql";
 
-constexpr std::array<Migration, 1> kMigrations = {{
+// Version 2: SQLite's version 8, AWS IoT registrations per certificate and target; already_present is a
+// BOOLEAN where SQLite has 0/1.
+constexpr const char* kV2IotRegistrations = R"sql(
+CREATE TABLE iot_registrations (
+  issuer_id       TEXT COLLATE "C" NOT NULL,
+  serial          TEXT COLLATE "C" NOT NULL,
+  target          TEXT COLLATE "C" NOT NULL,
+  state           TEXT COLLATE "C" NOT NULL CHECK (state IN ('pending', 'registered', 'failed')),
+  progress        TEXT COLLATE "C" NOT NULL DEFAULT '',
+  certificate_id  TEXT COLLATE "C" NOT NULL DEFAULT '',
+  certificate_arn TEXT COLLATE "C" NOT NULL DEFAULT '',
+  thing_name      TEXT COLLATE "C" NOT NULL DEFAULT '',
+  policy          TEXT COLLATE "C" NOT NULL DEFAULT '',
+  already_present BOOLEAN NOT NULL DEFAULT FALSE,
+  error_code      TEXT COLLATE "C" NOT NULL DEFAULT '',
+  error_message   TEXT COLLATE "C" NOT NULL DEFAULT '',
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  updated_us      BIGINT NOT NULL,
+  PRIMARY KEY (issuer_id, serial, target)
+);
+CREATE INDEX iot_registrations_by_state ON iot_registrations (target, state, serial);
+)sql";
+
+constexpr std::array<Migration, 2> kMigrations = {{
     {1, "the schema of SQLite version 7: certificates, events, outbox, CRLs, webhook cursor", kV1Initial},
+    {2, "AWS IoT registrations per certificate and target", kV2IotRegistrations},
 }};
 
 absl::Status MigrateLocked(Connection& conn, absl::Time now) {

@@ -56,6 +56,27 @@ constexpr const char* kInsertOutbox =
     "INSERT INTO outbox (kind, dedupe_key, payload, created_us, next_attempt_us) VALUES ($1, $2, $3, $4, $5) "
     "ON CONFLICT (kind, dedupe_key) DO NOTHING RETURNING id";
 
+// An iot.register item records its registration as pending (new, or again after a failure: completed steps stay
+// in its progress), in the statement that writes the item and only if the item went in: the pipelined batch
+// cannot look at one statement's result before sending the next.
+constexpr char kIotPendingUpsert[] =
+    "INSERT INTO iot_registrations (issuer_id, serial, target, state, updated_us) "
+    "SELECT $7::text, $8::text, $9::text, 'pending', $4::bigint FROM o "
+    "ON CONFLICT (issuer_id, serial, target) DO UPDATE SET state = 'pending', error_code = '', "
+    "error_message = '', updated_us = excluded.updated_us RETURNING (SELECT id FROM o)";
+const std::string kInsertIotOutbox = absl::StrCat(
+    "WITH o AS (INSERT INTO outbox (kind, dedupe_key, payload, created_us, next_attempt_us) "
+    "SELECT $1::text, $2::text, $3::bytea, $4::bigint, $5::bigint WHERE $6::bigint = 0 "
+    "ON CONFLICT (kind, dedupe_key) DO NOTHING RETURNING id) ",
+    kIotPendingUpsert);
+// As kInsertIotOutbox, for an entry of the pipelined batch: only if the entry's certificate went in.
+const std::string kInsertEntryIotOutbox = absl::StrCat(
+    "WITH o AS (INSERT INTO outbox (kind, dedupe_key, payload, created_us, next_attempt_us) "
+    "SELECT $1::text, $2::text, $3::bytea, $4::bigint, $5::bigint "
+    "WHERE EXISTS (SELECT 1 FROM certificates WHERE id = $6::bigint) "
+    "ON CONFLICT (kind, dedupe_key) DO NOTHING RETURNING id) ",
+    kIotPendingUpsert);
+
 // The log after a cursor in one statement (one snapshot): recorded certificates as ISSUED events and appended
 // events, each walked in id order on its primary key and merged.
 constexpr const char* kReadAfter =
@@ -208,6 +229,7 @@ OutboxItem ReadOutbox(const Result& r, int row) {
 
 absl::Status CheckOutboxItem(const OutboxItem& item) {
   if (item.kind.empty()) return absl::InvalidArgumentError("store: an outbox item needs a kind");
+  if (item.kind == kIotRegisterOutboxKind) return ParseIotRegisterPayload(item.payload).status();
   return absl::OkStatus();
 }
 
@@ -252,6 +274,22 @@ Params OutboxParams(const OutboxItem& o, absl::Time now) {
   Params p;
   p.Text(o.kind).TextOrNull(o.dedupe_key).Bytes(o.payload).Int(Micros(now)).Int(Micros(o.next_attempt_at));
   return p;
+}
+
+// OutboxStatement is the statement that writes item `o` (and, for an iot.register item, its pending
+// registration): of an entry whose certificate has id `certificate_id`, or of no entry when that is 0. The
+// item's payload was checked (CheckOutboxItem).
+Connection::Statement OutboxStatement(const OutboxItem& o, absl::Time now, int64_t certificate_id) {
+  static const std::string kOutboxSql = kInsertOutbox;
+  Params p = OutboxParams(o, now);
+  if (o.kind != kIotRegisterOutboxKind) {
+    if (certificate_id == 0) return {&kOutboxSql, std::move(p)};
+    p.Int(certificate_id);
+    return {&kInsertEntryOutbox, std::move(p)};
+  }
+  IotRegistrationKey key = ParseIotRegisterPayload(o.payload).value_or(IotRegistrationKey{});
+  p.Int(certificate_id).Text(key.issuer_id).Text(key.serial_hex).Text(key.target);
+  return {certificate_id == 0 ? &kInsertIotOutbox : &kInsertEntryIotOutbox, std::move(p)};
 }
 
 Params CertificateParams(const CertificateRecord& r, int64_t id) {
@@ -301,7 +339,8 @@ absl::StatusOr<RecordOutcome> ClassifyConflict(Connection& c, const CertificateR
 
 // InsertOutbox returns the new item's id, or 0 when (kind, dedupe_key) is already there.
 absl::StatusOr<int64_t> InsertOutbox(Connection& c, const OutboxItem& o, absl::Time now) {
-  LINESIGN_ASSIGN_OR_RETURN(Result r, c.Exec("insert outbox item", kInsertOutbox, OutboxParams(o, now)));
+  Connection::Statement s = OutboxStatement(o, now, 0);
+  LINESIGN_ASSIGN_OR_RETURN(Result r, c.Exec("insert outbox item", *s.sql, s.params));
   return r.rows() == 0 ? 0 : r.Int(0, 0);
 }
 
@@ -383,7 +422,6 @@ absl::StatusOr<std::vector<RecordOutcome>> PostgresStore::RecordBatch(const Batc
     LINESIGN_ASSIGN_OR_RETURN(int64_t last_id, LockLog(c));
     static const std::string kCertificateSql = kInsertCertificate;
     static const std::string kEventSql = kInsertEvent;
-    static const std::string kOutboxSql = kInsertOutbox;
     std::vector<Connection::Statement> statements;
     std::vector<size_t> certificate_statement(batch.entries.size());
     std::vector<int64_t> certificate_id(batch.entries.size());
@@ -398,14 +436,10 @@ absl::StatusOr<std::vector<RecordOutcome>> PostgresStore::RecordBatch(const Batc
         p.Int(id);
         statements.push_back({&kInsertEntryEvent, std::move(p)});
       }
-      for (const OutboxItem& o : entry.outbox) {
-        Params p = OutboxParams(o, now);
-        p.Int(id);
-        statements.push_back({&kInsertEntryOutbox, std::move(p)});
-      }
+      for (const OutboxItem& o : entry.outbox) statements.push_back(OutboxStatement(o, now, id));
     }
     for (const Event& e : batch.events) statements.push_back({&kEventSql, EventParams(e, ++last_id)});
-    for (const OutboxItem& o : batch.outbox) statements.push_back({&kOutboxSql, OutboxParams(o, now)});
+    for (const OutboxItem& o : batch.outbox) statements.push_back(OutboxStatement(o, now, 0));
     LINESIGN_ASSIGN_OR_RETURN(std::vector<Result> results, c.ExecPipeline("record the batch", statements));
     for (size_t i = 0; i < batch.entries.size(); ++i) {
       if (results[certificate_statement[i]].rows() == 0) {
@@ -707,7 +741,8 @@ absl::StatusOr<std::vector<OutboxItem>> PostgresStore::Claim(const ClaimRequest&
 
 namespace {
 
-// ReleaseLease explains why `update` (Complete or Reschedule of item `id` by `owner`) changed nothing.
+// ExplainLeaseMiss explains why an update of item `id` by `owner` under its lease (Complete, Reschedule, an AWS
+// IoT registration's writes) changed nothing.
 absl::Status ExplainLeaseMiss(Connection& c, int64_t id, const std::string& owner, absl::string_view what) {
   LINESIGN_ASSIGN_OR_RETURN(Result r, c.Exec(what, "SELECT lease_owner, completed_us IS NOT NULL FROM outbox WHERE id = $1",
                                              Params().Int(id)));
@@ -1025,25 +1060,243 @@ absl::Status PostgresStore::ReleaseCursor(const std::string& name, const std::st
   });
 }
 
+// ---- AWS IoT registrations (iot_registration_store.h) ----
+
 namespace {
-absl::Status NoIot() {
-  return absl::UnimplementedError("store: the PostgreSQL store does not hold AWS IoT registrations yet");
+
+constexpr const char* kIotColumns =
+    "issuer_id, serial, target, state, progress, certificate_id, certificate_arn, thing_name, policy, "
+    "already_present, error_code, error_message, attempts, updated_us";
+
+constexpr int kMaxEnqueueSerials = 10000;
+
+IotRegistrationState ParseIotState(const std::string& s) {
+  if (s == "registered") return IotRegistrationState::kRegistered;
+  if (s == "failed") return IotRegistrationState::kFailed;
+  return IotRegistrationState::kPending;
 }
+
+IotRegistration ReadIot(const Result& r, int row) {
+  IotRegistration out;
+  out.key = IotRegistrationKey{r.Str(row, 0), r.Str(row, 1), r.Str(row, 2)};
+  out.state = ParseIotState(r.Str(row, 3));
+  out.progress = r.Str(row, 4);
+  out.certificate_id = r.Str(row, 5);
+  out.certificate_arn = r.Str(row, 6);
+  out.thing_name = r.Str(row, 7);
+  out.policy = r.Str(row, 8);
+  out.already_present = r.Int(row, 9) != 0;
+  out.error_code = r.Str(row, 10);
+  out.error_message = r.Str(row, 11);
+  out.attempts = static_cast<int>(r.Int(row, 12));
+  out.updated_at = absl::FromUnixMicros(r.Int(row, 13));
+  return out;
+}
+
+absl::Status CheckIotWrite(const IotRegistrationWrite& w) {
+  if (w.owner.empty()) return absl::InvalidArgumentError("store: an AWS IoT registration write needs the lease owner");
+  const IotRegistrationKey& k = w.registration.key;
+  if (k.issuer_id.empty() || k.serial_hex.empty() || k.target.empty()) {
+    return absl::InvalidArgumentError("store: an AWS IoT registration needs an issuer, a serial and a target");
+  }
+  return absl::OkStatus();
+}
+
+// WriteIotRow stores the lease holder's fields of w.registration with `state`, adding `add_attempts`; NotFound
+// when there is no such registration.
+absl::Status WriteIotRow(Connection& c, const IotRegistrationWrite& w, IotRegistrationState state, int add_attempts) {
+  const IotRegistration& r = w.registration;
+  LINESIGN_ASSIGN_OR_RETURN(
+      Result u, c.Exec("write the AWS IoT registration",
+                       "UPDATE iot_registrations SET state = $4, progress = $5, certificate_id = $6, "
+                       "certificate_arn = $7, thing_name = $8, policy = $9, already_present = ($10::integer <> 0), "
+                       "error_code = $11, error_message = $12, attempts = attempts + $13::integer, updated_us = $14 "
+                       "WHERE issuer_id = $1 AND serial = $2 AND target = $3",
+                       Params()
+                           .Text(r.key.issuer_id)
+                           .Text(r.key.serial_hex)
+                           .Text(r.key.target)
+                           .Text(IotRegistrationStateName(state))
+                           .Text(r.progress)
+                           .Text(r.certificate_id)
+                           .Text(r.certificate_arn)
+                           .Text(r.thing_name)
+                           .Text(r.policy)
+                           .Int(r.already_present ? 1 : 0)
+                           .Text(r.error_code)
+                           .Text(r.error_message)
+                           .Int(add_attempts)
+                           .Int(Micros(w.now))));
+  if (u.affected() != 1) {
+    return absl::NotFoundError(absl::StrCat("store: no AWS IoT registration of ", r.key.serial_hex, " with target '",
+                                            r.key.target, "'"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
-absl::StatusOr<std::optional<IotRegistration>> PostgresStore::GetIotRegistration(const IotRegistrationKey&) {
-  return NoIot();
+absl::StatusOr<std::optional<IotRegistration>> PostgresStore::GetIotRegistration(const IotRegistrationKey& key) {
+  std::optional<IotRegistration> out;
+  LINESIGN_RETURN_IF_ERROR(WithConnection([&](Connection& c) -> absl::Status {
+    LINESIGN_ASSIGN_OR_RETURN(
+        Result r, c.Exec("read the AWS IoT registration",
+                         absl::StrCat("SELECT ", kIotColumns,
+                                      " FROM iot_registrations WHERE issuer_id = $1 AND serial = $2 AND target = $3"),
+                         Params().Text(key.issuer_id).Text(key.serial_hex).Text(key.target)));
+    if (r.rows() > 0) out = ReadIot(r, 0);
+    return absl::OkStatus();
+  }));
+  return out;
 }
-absl::StatusOr<std::vector<IotRegistration>> PostgresStore::ListIotRegistrations(const IotRegistrationQuery&) {
-  return NoIot();
+
+absl::StatusOr<std::vector<IotRegistration>> PostgresStore::ListIotRegistrations(const IotRegistrationQuery& q) {
+  if (q.limit < 1 || q.limit > kMaxReadLimit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("store: AWS IoT registration list limit ", q.limit, " is outside 1..", kMaxReadLimit));
+  }
+  if (q.target.empty()) return absl::InvalidArgumentError("store: an AWS IoT registration list needs a target");
+  const std::string state = q.state.has_value() ? IotRegistrationStateName(*q.state) : "";
+  std::vector<IotRegistration> out;
+  LINESIGN_RETURN_IF_ERROR(WithConnection([&](Connection& c) -> absl::Status {
+    LINESIGN_ASSIGN_OR_RETURN(
+        Result r, c.Exec("list AWS IoT registrations",
+                         absl::StrCat("SELECT ", kIotColumns,
+                                      " FROM iot_registrations WHERE target = $1 AND ($2 = '' OR state = $2) "
+                                      "AND serial > $3 AND ($4 = '' OR issuer_id = $4) ORDER BY serial LIMIT $5"),
+                         Params().Text(q.target).Text(state).Text(q.after_serial).Text(q.issuer_id).Int(q.limit)));
+    for (int i = 0; i < r.rows(); ++i) out.push_back(ReadIot(r, i));
+    return absl::OkStatus();
+  }));
+  return out;
 }
-absl::StatusOr<std::vector<IotTargetCounts>> PostgresStore::CountIotRegistrations() { return NoIot(); }
-absl::StatusOr<IotEnqueueResult> PostgresStore::EnqueueIotRegistrations(const std::string&, const std::string&,
-                                                                        absl::Span<const std::string>, absl::Time) {
-  return NoIot();
+
+absl::StatusOr<std::vector<IotTargetCounts>> PostgresStore::CountIotRegistrations() {
+  std::vector<IotTargetCounts> out;
+  LINESIGN_RETURN_IF_ERROR(WithConnection([&](Connection& c) -> absl::Status {
+    LINESIGN_ASSIGN_OR_RETURN(
+        Result r, c.Exec("count AWS IoT registrations",
+                         "SELECT target, state, CASE state WHEN 'failed' THEN error_code ELSE '' END, COUNT(*) "
+                         "FROM iot_registrations GROUP BY 1, 2, 3 ORDER BY 1"));
+    out.clear();
+    for (int i = 0; i < r.rows(); ++i) {
+      std::string target = r.Str(i, 0);
+      if (out.empty() || out.back().target != target) out.push_back(IotTargetCounts{.target = target});
+      IotTargetCounts& counts = out.back();
+      const int64_t n = r.Int(i, 3);
+      switch (ParseIotState(r.Str(i, 1))) {
+        case IotRegistrationState::kPending:
+          counts.pending += n;
+          break;
+        case IotRegistrationState::kRegistered:
+          counts.registered += n;
+          break;
+        case IotRegistrationState::kFailed:
+          counts.failed += n;
+          counts.failed_by_code[r.Str(i, 2)] += n;
+          break;
+      }
+    }
+    return absl::OkStatus();
+  }));
+  return out;
 }
-absl::Status PostgresStore::SaveIotProgress(const IotRegistrationWrite&, absl::Duration) { return NoIot(); }
-absl::Status PostgresStore::FinishIotRegistration(const IotRegistrationWrite&, const Event&) { return NoIot(); }
-absl::Status PostgresStore::RetryIotRegistration(const IotRegistrationWrite&, absl::Time) { return NoIot(); }
+
+absl::StatusOr<IotEnqueueResult> PostgresStore::EnqueueIotRegistrations(const std::string& issuer_id,
+                                                                        const std::string& target,
+                                                                        absl::Span<const std::string> serials,
+                                                                        absl::Time now) {
+  if (issuer_id.empty() || target.empty()) {
+    return absl::InvalidArgumentError("store: enqueueing AWS IoT registrations needs an issuer and a target");
+  }
+  if (serials.size() > static_cast<size_t>(kMaxEnqueueSerials)) {
+    return absl::InvalidArgumentError(absl::StrCat("store: ", serials.size(), " serials in one enqueue; at most ",
+                                                   kMaxEnqueueSerials));
+  }
+  std::vector<std::string> unique(serials.begin(), serials.end());
+  std::sort(unique.begin(), unique.end());
+  unique.erase(std::unique(unique.begin(), unique.end()), unique.end());
+  IotEnqueueResult result;
+  if (unique.empty()) return result;
+  const absl::Time created = clock_->Now();
+  LINESIGN_RETURN_IF_ERROR(InTransaction([&](Connection& c) -> absl::Status {
+    result = IotEnqueueResult{};
+    LINESIGN_RETURN_IF_ERROR(c.Exec("lock the target's enqueues", "SELECT pg_advisory_xact_lock(hashtextextended($1, $2))",
+                                    Params().Text(target).Int(kIotEnqueueLockKey))
+                                 .status());
+    for (const std::string& serial : unique) {
+      LINESIGN_ASSIGN_OR_RETURN(
+          Result r, c.Exec("read an AWS IoT registration",
+                           "SELECT EXISTS (SELECT 1 FROM certificates WHERE issuer_id = $1 AND serial = $2), "
+                           "(SELECT state FROM iot_registrations WHERE issuer_id = $1 AND serial = $2 AND target = $3)",
+                           Params().Text(issuer_id).Text(serial).Text(target)));
+      if (r.Int(0, 0) == 0) {
+        ++result.unknown_serial;
+        continue;
+      }
+      if (!r.IsNull(0, 1)) {
+        const IotRegistrationState st = ParseIotState(r.Str(0, 1));
+        if (st == IotRegistrationState::kRegistered) {
+          ++result.already_registered;
+          continue;
+        }
+        if (st == IotRegistrationState::kPending) {
+          ++result.already_pending;
+          continue;
+        }
+      }
+      LINESIGN_RETURN_IF_ERROR(
+          InsertOutbox(c, IotRegisterItem(IotRegistrationKey{issuer_id, serial, target}, now), created).status());
+      ++result.enqueued;
+    }
+    return absl::OkStatus();
+  }));
+  return result;
+}
+
+absl::Status PostgresStore::SaveIotProgress(const IotRegistrationWrite& w, absl::Duration lease) {
+  LINESIGN_RETURN_IF_ERROR(CheckIotWrite(w));
+  if (lease <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat("store: lease ", absl::FormatDuration(lease), " is not positive"));
+  }
+  return InTransaction([&](Connection& c) -> absl::Status {
+    LINESIGN_ASSIGN_OR_RETURN(Result r, c.Exec("renew the lease",
+                                               "UPDATE outbox SET lease_until_us = $3 WHERE id = $1 AND "
+                                               "lease_owner = $2 AND completed_us IS NULL",
+                                               Params().Int(w.outbox_id).Text(w.owner).Int(Micros(w.now + lease))));
+    if (r.affected() != 1) return ExplainLeaseMiss(c, w.outbox_id, w.owner, "save the progress of");
+    return WriteIotRow(c, w, IotRegistrationState::kPending, 0);
+  });
+}
+
+absl::Status PostgresStore::FinishIotRegistration(const IotRegistrationWrite& w, const Event& event) {
+  LINESIGN_RETURN_IF_ERROR(CheckIotWrite(w));
+  LINESIGN_RETURN_IF_ERROR(CheckEvent(event));
+  const IotRegistrationState state = w.registration.state;
+  if (state == IotRegistrationState::kPending) {
+    return absl::InvalidArgumentError("store: a finished AWS IoT registration is registered or failed, not pending");
+  }
+  return InTransaction([&](Connection& c) -> absl::Status {
+    // The log lock first (this appends an event), then the rows: every writer takes them in this order.
+    LINESIGN_ASSIGN_OR_RETURN(int64_t last_id, LockLog(c));
+    LINESIGN_ASSIGN_OR_RETURN(Result r,
+                              c.Exec("complete", kComplete, Params().Int(w.outbox_id).Text(w.owner).Int(Micros(w.now))));
+    if (r.affected() != 1) return ExplainLeaseMiss(c, w.outbox_id, w.owner, "complete");
+    LINESIGN_RETURN_IF_ERROR(WriteIotRow(c, w, state, state == IotRegistrationState::kFailed ? 1 : 0));
+    return InsertEvent(c, event, last_id + 1);
+  });
+}
+
+absl::Status PostgresStore::RetryIotRegistration(const IotRegistrationWrite& w, absl::Time next_attempt_at) {
+  LINESIGN_RETURN_IF_ERROR(CheckIotWrite(w));
+  return InTransaction([&](Connection& c) -> absl::Status {
+    const std::string last_error = absl::StrCat(w.registration.error_code, ": ", w.registration.error_message);
+    LINESIGN_ASSIGN_OR_RETURN(
+        Result r, c.Exec("reschedule", kReschedule,
+                         Params().Int(w.outbox_id).Text(w.owner).Int(Micros(next_attempt_at)).Text(last_error)));
+    if (r.affected() != 1) return ExplainLeaseMiss(c, w.outbox_id, w.owner, "reschedule");
+    return WriteIotRow(c, w, IotRegistrationState::kPending, 1);
+  });
+}
 
 }  // namespace linesign::store

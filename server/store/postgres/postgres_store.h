@@ -90,8 +90,9 @@ class PostgresStore final : public Store {
   // Unavailable with the reason.
   absl::Status Ping() override;
   absl::StatusOr<StoreStats> Stats(absl::Time now, const std::vector<absl::Duration>& expiry_bounds) override;
-  // IotRegistrationStore: not held by this backend yet; every method is Unimplemented, and the configuration
-  // refuses a profile that registers with AWS IoT on the PostgreSQL store (config::Validate).
+  // IotRegistrationStore: the iot_registrations table (migration 2), as SQLite's. An iot.register outbox item,
+  // however written, upserts its pending registration in the statement that inserts it (only if it went in);
+  // FinishIotRegistration appends its event under the log lock, like every other event write.
   absl::StatusOr<std::optional<IotRegistration>> GetIotRegistration(const IotRegistrationKey& key) override;
   absl::StatusOr<std::vector<IotRegistration>> ListIotRegistrations(const IotRegistrationQuery& query) override;
   absl::StatusOr<std::vector<IotTargetCounts>> CountIotRegistrations() override;
@@ -105,6 +106,9 @@ class PostgresStore final : public Store {
   // kLogLockKey is the advisory lock every writer of the event log holds from allocating ids to its commit.
   static constexpr int64_t kLogLockKey = 0x6c6e7367'6576656e;  // "lnsgeven"
   static constexpr int64_t kCrlLockKey = 0x6c6e7367'63726c73;  // "lnsgcrls": SaveCrl, with the issuer's hash
+  // kIotEnqueueLockKey: EnqueueIotRegistrations, with the target's hash, so two enqueues of one target (which
+  // read a registration's state and then write its item) do not both enqueue the same certificate.
+  static constexpr int64_t kIotEnqueueLockKey = 0x6c6e7367'696f7471;  // "lnsgiotq"
   static constexpr size_t kMaxIdle = 8;
 
  private:

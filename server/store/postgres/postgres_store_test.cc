@@ -165,6 +165,39 @@ TEST_F(PostgresStoreTest, ReplicasStartingTogetherMigrateOnce) {
             absl::StrCat(postgres::LatestVersion()));
 }
 
+// A database at schema version 1 (written before AWS IoT registrations were on PostgreSQL) migrates to version 2
+// on open: its certificates stay, and one of them can then be enqueued for registration and read back pending.
+TEST_F(PostgresStoreTest, ADatabaseAtVersionOneMigratesToTwoKeepingItsCertificates) {
+  const postgres::Migration& v1 = postgres::Migrations()[0];
+  ASSERT_EQ(v1.version, 1);
+  ASSERT_TRUE(PgQuery(*backend_.db(),
+                      absl::StrCat("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                                   "applied_at BIGINT NOT NULL); ",
+                                   v1.sql, "; INSERT INTO schema_migrations VALUES (1, 'v1', 0); ",
+                                   "INSERT INTO certificates (id, issuer_id, serial, subject, sans, not_before, "
+                                   "not_after, spki_sha256, csr_sha256, station, profile, request_id, der, issued_at) "
+                                   "VALUES (1, 'issuer-1', '0A1B', 'CN=old', '[]', 0, 4102444800, '', '', 's', "
+                                   "'device', 'r-1', '\\x3000'::bytea, 0)"))
+                  .ok());
+  ASSERT_EQ(*PgQuery(*backend_.db(), "SELECT to_regclass('iot_registrations') IS NULL"), "t");
+
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(*PgQuery(*backend_.db(), "SELECT max(version) FROM schema_migrations"), "2");
+  auto old = store->FindBySerial("issuer-1", "0A1B");
+  ASSERT_TRUE(old.ok()) << old.status();
+  ASSERT_TRUE(old->has_value());
+  EXPECT_EQ((*old)->subject, "CN=old");
+  const std::vector<std::string> serials = {"0A1B"};
+  auto enqueued = store->EnqueueIotRegistrations("issuer-1", "main", serials, clock_.Now());
+  ASSERT_TRUE(enqueued.ok()) << enqueued.status();
+  EXPECT_EQ(enqueued->enqueued, 1);
+  auto reg = store->GetIotRegistration(IotRegistrationKey{"issuer-1", "0A1B", "main"});
+  ASSERT_TRUE(reg.ok()) << reg.status();
+  ASSERT_TRUE(reg->has_value());
+  EXPECT_EQ((*reg)->state, IotRegistrationState::kPending);
+}
+
 TEST_F(PostgresStoreTest, ADatabaseNewerThanThisBinaryIsRefusedAndLeftAlone) {
   ASSERT_NE(OpenStore(), nullptr);
   const int future = postgres::LatestVersion() + 5;

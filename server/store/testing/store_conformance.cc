@@ -915,7 +915,6 @@ IotRegistrationWrite IotWrite(int64_t outbox_id, const std::string& owner, absl:
 // The registration's outbox item in the certificate's entry records it pending in the same transaction; an entry
 // that is refused (a duplicate request) records neither.
 TEST_P(StoreConformanceTest, AnIotRegisterItemRecordsItsPendingRegistrationWithTheCertificate) {
-  if (GetParam().name == "Postgres") GTEST_SKIP() << "AWS IoT registrations are not on PostgreSQL yet";
   const absl::Time now = clock_.Now();
   Batch batch;
   batch.entries = {IotEntry("01", {"main", "eu"}, now), Entry("02", "plain")};
@@ -957,7 +956,6 @@ TEST_P(StoreConformanceTest, AnIotRegisterItemRecordsItsPendingRegistrationWithT
 // Only the holder of the item's lease writes progress, and each write renews the lease; finishing completes the
 // item, sets the state and appends the event together.
 TEST_P(StoreConformanceTest, IotProgressIsWrittenOnlyByTheLeaseHolderAndFinishIsOneTransaction) {
-  if (GetParam().name == "Postgres") GTEST_SKIP() << "AWS IoT registrations are not on PostgreSQL yet";
   const absl::Time t0 = clock_.Now();
   ASSERT_TRUE(store_->RecordBatch(Batch{.entries = {IotEntry("0A", {"main"}, t0)}}).ok());
   auto items = store_->Claim(Claim(t0, "r1", 10, kIotRegisterOutboxKind));  // lease: 1 minute
@@ -1042,7 +1040,6 @@ TEST_P(StoreConformanceTest, IotProgressIsWrittenOnlyByTheLeaseHolderAndFinishIs
 // A finished failure counts by target and error code; enqueueing existing certificates skips the registered and
 // pending ones, enqueues the failed ones again (keeping their progress) and counts unknown serials.
 TEST_P(StoreConformanceTest, IotCountsAndEnqueueingExistingCertificates) {
-  if (GetParam().name == "Postgres") GTEST_SKIP() << "AWS IoT registrations are not on PostgreSQL yet";
   const absl::Time t0 = clock_.Now();
   Batch batch;
   batch.entries = {IotEntry("01", {"main"}, t0), IotEntry("02", {"main"}, t0), IotEntry("03", {"main"}, t0),
@@ -1111,6 +1108,59 @@ TEST_P(StoreConformanceTest, IotCountsAndEnqueueingExistingCertificates) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(store_->ListIotRegistrations(IotRegistrationQuery{.target = "main", .limit = 0}).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// However an iot.register item is written (a renewal's entry, Batch.outbox, Outbox::Enqueue), its pending
+// registration is written with it; an entry that does not go in (a second successor) writes neither; a payload
+// that is not a registration's is refused by every path with nothing written.
+TEST_P(StoreConformanceTest, EveryWayOfWritingAnIotRegisterItemRecordsItsPendingRegistration) {
+  const absl::Time t0 = clock_.Now();
+  ASSERT_TRUE(store_->RecordBatch(Batch{.entries = {Entry("A1", "first"), Entry("A2", "second")}}).ok());
+
+  // A renewal (written statement by statement on PostgreSQL) registers its successor; a second successor of A1
+  // in the same batch is refused and registers nothing.
+  BatchEntry renewal = IotEntry("B1", {"main"}, t0);
+  renewal.cert.station = "linesign:server";
+  renewal.cert.renews_serial = "A1";
+  BatchEntry rekey = IotEntry("C1", {"main"}, t0);
+  rekey.cert.renews_serial = "A1";
+  auto out = store_->RecordBatch(Batch{.entries = {renewal, rekey}});
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_THAT(*out, ElementsAre(RecordOutcome::kRecorded, RecordOutcome::kPredecessorNotValid));
+  auto b1 = store_->GetIotRegistration(IotKey("B1"));
+  ASSERT_TRUE(b1.ok() && b1->has_value()) << b1.status();
+  EXPECT_EQ((*b1)->state, IotRegistrationState::kPending);
+  EXPECT_FALSE(store_->GetIotRegistration(IotKey("C1"))->has_value());
+
+  // Batch.outbox and Outbox::Enqueue.
+  ASSERT_TRUE(store_->RecordBatch(Batch{.outbox = {IotRegisterItem(IotKey("A1", "eu"), t0)}}).ok());
+  auto ids = store_->Enqueue({IotRegisterItem(IotKey("A2", "eu"), t0)});
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  ASSERT_EQ(ids->size(), 1u);
+  EXPECT_GT((*ids)[0], 0);
+  for (const char* serial : {"A1", "A2"}) {
+    auto r = store_->GetIotRegistration(IotKey(serial, "eu"));
+    ASSERT_TRUE(r.ok() && r->has_value()) << serial << " " << r.status();
+    EXPECT_EQ((*r)->state, IotRegistrationState::kPending);
+  }
+  auto counts = store_->CountIotRegistrations();
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  ASSERT_EQ(counts->size(), 2u);
+  EXPECT_EQ((*counts)[0].target, "eu");
+  EXPECT_EQ((*counts)[0].pending, 2);
+  EXPECT_EQ((*counts)[1].target, "main");
+  EXPECT_EQ((*counts)[1].pending, 1);
+  EXPECT_EQ(store_->Claim(Claim(t0, "r", 100, kIotRegisterOutboxKind))->size(), 3u);
+
+  // Payloads that are not a registration's: refused, nothing written.
+  const OutboxItem bad{.kind = kIotRegisterOutboxKind, .payload = "register A2", .next_attempt_at = t0};
+  EXPECT_EQ(store_->Enqueue({bad}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->RecordBatch(Batch{.outbox = {bad}}).status().code(), absl::StatusCode::kInvalidArgument);
+  BatchEntry bad_renewal = Entry("B2", "renew:A2", kIotRegisterOutboxKind);
+  bad_renewal.cert.renews_serial = "A2";
+  EXPECT_EQ(store_->RecordBatch(Batch{.entries = {bad_renewal}}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(store_->FindBySerial("ISSUER", "B2")->has_value());
+  EXPECT_EQ(store_->Claim(Claim(t0, "r2", 100, kIotRegisterOutboxKind))->size(), 0u);  // only the three, leased
 }
 
 }  // namespace
