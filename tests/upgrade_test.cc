@@ -104,7 +104,7 @@ TEST(UpgradeTest, AVersion1DatabaseIsMigratedAndKeepsItsCertificates) {
   fresh.cert.serial_hex = "7E57";
   fresh.cert.request_id = "v2-request-1";
   fresh.events.push_back(store::Event{.type = "NOTED", .serial_hex = "7E57", .time = clock.Now()});
-  fresh.outbox.push_back(store::OutboxItem{.kind = "iot.register", .dedupe_key = "7E57"});
+  fresh.outbox.push_back(store::OutboxItem{.kind = "job", .dedupe_key = "7E57"});
   store::BatchEntry retry = fresh;
   retry.cert.serial_hex = "7E58";
   retry.cert.request_id = "v1-request-2";  // an old request id: still a duplicate
