@@ -6,8 +6,10 @@
 #include <cstring>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "common/openssl_util.h"
 #include "common/status_macros.h"
 
@@ -308,8 +310,18 @@ void Pkcs11Signer::DropIdleSessions() const {
 absl::Status Pkcs11Signer::Relogin() const {
   std::lock_guard<std::mutex> lock(recover_mu_);
   CK_FUNCTION_LIST_PTR f = module_->functions();
-  // The token may be back in another slot (re-inserted, or a network HSM that failed over).
-  LINESIGN_ASSIGN_OR_RETURN(TokenKey found, OpenTokenKey(f, uri_, pin_));
+  // The token may be back in another slot (re-inserted, or a network HSM that failed over). With key copies, a
+  // C_CopyObject cut short by the fail-over can leave, for a moment, a second object the module reports as the
+  // key until the session that made it is gone: a second match is looked for again, briefly, before it is final.
+  absl::StatusOr<TokenKey> opened = OpenTokenKey(f, uri_, pin_);
+  for (int retry = 0; session_key_copy_ && retry < 20 && !opened.ok() &&
+                      absl::StrContains(opened.status().message(), "more than one private key");
+       ++retry) {
+    absl::SleepFor(absl::Milliseconds(50));
+    opened = OpenTokenKey(f, uri_, pin_);
+  }
+  LINESIGN_RETURN_IF_ERROR(opened.status());
+  TokenKey found = *std::move(opened);
   slot_.store(found.slot, std::memory_order_release);
   key_.store(found.key, std::memory_order_release);
   CK_SESSION_HANDLE old = login_session_;

@@ -14,6 +14,7 @@
 #include "common/status_macros.h"
 #include "common/utf8.h"
 #include "nlohmann/json.hpp"
+#include "server/store/input_checks.h"
 #include "server/store/postgres/connection_string.h"
 #include "server/store/postgres/migrations.h"
 
@@ -225,30 +226,6 @@ OutboxItem ReadOutbox(const Result& r, int row) {
   o.lease_owner = r.Str(row, 7);
   o.lease_until = absl::FromUnixMicros(r.Int(row, 8));
   return o;
-}
-
-absl::Status CheckOutboxItem(const OutboxItem& item) {
-  if (item.kind.empty()) return absl::InvalidArgumentError("store: an outbox item needs a kind");
-  if (item.kind == kIotRegisterOutboxKind) return ParseIotRegisterPayload(item.payload).status();
-  return absl::OkStatus();
-}
-
-absl::Status CheckEvent(const Event& e) {
-  if (e.type.empty()) return absl::InvalidArgumentError("store: an event needs a type");
-  if (e.type == kEventIssued) {
-    return absl::InvalidArgumentError("store: ISSUED events are recorded with their certificate, not appended");
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckBatch(const Batch& batch) {
-  for (const auto& e : batch.entries) {
-    for (const auto& ev : e.events) LINESIGN_RETURN_IF_ERROR(CheckEvent(ev));
-    for (const auto& o : e.outbox) LINESIGN_RETURN_IF_ERROR(CheckOutboxItem(o));
-  }
-  for (const auto& ev : batch.events) LINESIGN_RETURN_IF_ERROR(CheckEvent(ev));
-  for (const auto& o : batch.outbox) LINESIGN_RETURN_IF_ERROR(CheckOutboxItem(o));
-  return absl::OkStatus();
 }
 
 // LockLog takes the event log's advisory lock for the rest of the open transaction and returns the last id
@@ -996,21 +973,11 @@ absl::StatusOr<std::optional<StoredCrl>> PostgresStore::LatestCrl(const std::str
 
 namespace {
 
-absl::Status CheckLease(const std::string& name, const std::string& owner, absl::Duration lease) {
-  if (name.empty()) return absl::InvalidArgumentError("store: a delivery cursor needs a name");
-  if (owner.empty()) return absl::InvalidArgumentError("store: a delivery cursor lease needs an owner");
-  if (lease <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("store: cursor lease ", absl::FormatDuration(lease), " is not positive"));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::StatusOr<std::optional<int64_t>> PostgresStore::TakeCursor(const std::string& name, const std::string& owner,
                                                                  absl::Time now, absl::Duration lease) {
-  LINESIGN_RETURN_IF_ERROR(CheckLease(name, owner, lease));
+  LINESIGN_RETURN_IF_ERROR(CheckCursorLease(name, owner, lease));
   std::optional<int64_t> out;
   LINESIGN_RETURN_IF_ERROR(WithConnection([&](Connection& c) -> absl::Status {
     LINESIGN_ASSIGN_OR_RETURN(
@@ -1028,7 +995,7 @@ absl::StatusOr<std::optional<int64_t>> PostgresStore::TakeCursor(const std::stri
 
 absl::Status PostgresStore::AdvanceCursor(const std::string& name, const std::string& owner, int64_t cursor,
                                           absl::Time now, absl::Duration lease) {
-  LINESIGN_RETURN_IF_ERROR(CheckLease(name, owner, lease));
+  LINESIGN_RETURN_IF_ERROR(CheckCursorLease(name, owner, lease));
   return WithConnection([&](Connection& c) -> absl::Status {
     LINESIGN_ASSIGN_OR_RETURN(
         Result r, c.Exec("advance the delivery cursor",
@@ -1091,15 +1058,6 @@ IotRegistration ReadIot(const Result& r, int row) {
   out.attempts = static_cast<int>(r.Int(row, 12));
   out.updated_at = absl::FromUnixMicros(r.Int(row, 13));
   return out;
-}
-
-absl::Status CheckIotWrite(const IotRegistrationWrite& w) {
-  if (w.owner.empty()) return absl::InvalidArgumentError("store: an AWS IoT registration write needs the lease owner");
-  const IotRegistrationKey& k = w.registration.key;
-  if (k.issuer_id.empty() || k.serial_hex.empty() || k.target.empty()) {
-    return absl::InvalidArgumentError("store: an AWS IoT registration needs an issuer, a serial and a target");
-  }
-  return absl::OkStatus();
 }
 
 // WriteIotRow stores the lease holder's fields of w.registration with `state`, adding `add_attempts`; NotFound

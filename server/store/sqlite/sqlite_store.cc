@@ -24,6 +24,7 @@
 #include "common/status_macros.h"
 #include "common/utf8.h"
 #include "nlohmann/json.hpp"
+#include "server/store/input_checks.h"
 #include "server/store/sqlite/migrations.h"
 
 namespace linesign::store {
@@ -275,30 +276,6 @@ absl::StatusOr<std::string> Explain(sqlite3* db, sqlite3_stmt* s) {
   std::string out;
   while (sqlite3_step(e.s) == SQLITE_ROW) absl::StrAppend(&out, ColumnText(e.s, 3), "\n");
   return out;
-}
-
-absl::Status CheckOutboxItem(const OutboxItem& item) {
-  if (item.kind.empty()) return absl::InvalidArgumentError("store: an outbox item needs a kind");
-  if (item.kind == kIotRegisterOutboxKind) return ParseIotRegisterPayload(item.payload).status();
-  return absl::OkStatus();
-}
-
-absl::Status CheckEvent(const Event& e) {
-  if (e.type.empty()) return absl::InvalidArgumentError("store: an event needs a type");
-  if (e.type == kEventIssued) {
-    return absl::InvalidArgumentError("store: ISSUED events are recorded with their certificate, not appended");
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckBatch(const Batch& batch) {
-  for (const auto& e : batch.entries) {
-    for (const auto& ev : e.events) LINESIGN_RETURN_IF_ERROR(CheckEvent(ev));
-    for (const auto& o : e.outbox) LINESIGN_RETURN_IF_ERROR(CheckOutboxItem(o));
-  }
-  for (const auto& ev : batch.events) LINESIGN_RETURN_IF_ERROR(CheckEvent(ev));
-  for (const auto& o : batch.outbox) LINESIGN_RETURN_IF_ERROR(CheckOutboxItem(o));
-  return absl::OkStatus();
 }
 
 // PrepareFileModes creates a missing database file 0600 before SQLite does (SQLite would create it 0644 less the
@@ -1394,21 +1371,11 @@ constexpr const char* kAdvanceCursor =
 constexpr const char* kReleaseCursor =
     "UPDATE webhook_cursor SET lease_owner = NULL, lease_until_us = 0 WHERE name = ?1 AND lease_owner = ?2";
 
-absl::Status CheckLease(const std::string& name, const std::string& owner, absl::Duration lease) {
-  if (name.empty()) return absl::InvalidArgumentError("store: a delivery cursor needs a name");
-  if (owner.empty()) return absl::InvalidArgumentError("store: a delivery cursor lease needs an owner");
-  if (lease <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("store: cursor lease ", absl::FormatDuration(lease), " is not positive"));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::StatusOr<std::optional<int64_t>> SqliteStore::TakeCursor(const std::string& name, const std::string& owner,
                                                                absl::Time now, absl::Duration lease) {
-  LINESIGN_RETURN_IF_ERROR(CheckLease(name, owner, lease));
+  LINESIGN_RETURN_IF_ERROR(CheckCursorLease(name, owner, lease));
   std::lock_guard<std::mutex> lock(mu_);
   Stmt s;
   if (sqlite3_prepare_v2(db_, kTakeCursor, -1, &s.s, nullptr) != SQLITE_OK) return Unavailable(db_, "prepare");
@@ -1426,7 +1393,7 @@ absl::StatusOr<std::optional<int64_t>> SqliteStore::TakeCursor(const std::string
 
 absl::Status SqliteStore::AdvanceCursor(const std::string& name, const std::string& owner, int64_t cursor,
                                         absl::Time now, absl::Duration lease) {
-  LINESIGN_RETURN_IF_ERROR(CheckLease(name, owner, lease));
+  LINESIGN_RETURN_IF_ERROR(CheckCursorLease(name, owner, lease));
   std::lock_guard<std::mutex> lock(mu_);
   Stmt s;
   if (sqlite3_prepare_v2(db_, kAdvanceCursor, -1, &s.s, nullptr) != SQLITE_OK) return Unavailable(db_, "prepare");
@@ -1500,15 +1467,6 @@ IotRegistration ReadIot(sqlite3_stmt* s) {
   r.attempts = sqlite3_column_int(s, 12);
   r.updated_at = FromMicros(sqlite3_column_int64(s, 13));
   return r;
-}
-
-absl::Status CheckIotWrite(const IotRegistrationWrite& w) {
-  if (w.owner.empty()) return absl::InvalidArgumentError("store: an AWS IoT registration write needs the lease owner");
-  const IotRegistrationKey& k = w.registration.key;
-  if (k.issuer_id.empty() || k.serial_hex.empty() || k.target.empty()) {
-    return absl::InvalidArgumentError("store: an AWS IoT registration needs an issuer, a serial and a target");
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
