@@ -224,7 +224,7 @@ void BatchSigner::ProcessBatch(std::vector<SignJob> batch) {
     std::vector<bool> answered(pending.size(), false);
     std::vector<std::string> serials;
     serials.reserve(pending.size());
-    for (size_t i = 0; i < pending.size(); ++i) serials.push_back(NewSerial());
+    for (size_t i = 0; i < pending.size(); ++i) serials.push_back(NewSerial(now));
     std::vector<absl::StatusOr<IssuedCertificate>> certs = IssueAll(pending, serials, now);
     for (size_t i = 0; i < pending.size(); ++i) {
       SignJob& job = pending[i];

@@ -42,12 +42,15 @@ absl::StatusOr<std::string> SubjectKeyId(absl::string_view spki_der) {
 
 }  // namespace
 
-std::string NewSerial() {
+std::string NewSerial(absl::Time now) {
   unsigned char bytes[16];
+  // Milliseconds since the Unix epoch, big-endian, in the first 6 octets: below 2^47 until the year 6429, so the
+  // top bit is 0 (positive) and the first octet is not 0 (the encoded length stays 16 octets).
+  const uint64_t ms = static_cast<uint64_t>(std::max<int64_t>(absl::ToUnixMillis(now), 1) & ((uint64_t{1} << 47) - 1));
+  for (int i = 0; i < 6; ++i) bytes[i] = static_cast<unsigned char>(ms >> (8 * (5 - i)));
+  if (bytes[0] == 0) bytes[0] = 0x01;
   // RAND_bytes only fails when the CSPRNG cannot be seeded; issuing with a predictable serial is worse than dying.
-  if (RAND_bytes(bytes, sizeof(bytes)) != 1) abort();
-  bytes[0] &= 0x7f;
-  if (bytes[0] == 0) bytes[0] = 0x01;  // keep the encoded length constant at 16 octets
+  if (RAND_bytes(bytes + 6, sizeof(bytes) - 6) != 1) abort();
   return std::string(reinterpret_cast<char*>(bytes), sizeof(bytes));
 }
 

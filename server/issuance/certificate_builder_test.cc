@@ -2,6 +2,8 @@
 
 #include <openssl/x509v3.h>
 
+#include <set>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/config/config.h"
@@ -106,6 +108,37 @@ TEST(SerialTest, PositiveSixteenOctetsAndDistinct) {
     seen.insert(s);
   }
   EXPECT_EQ(seen.size(), 10000u);
+}
+
+// The first 6 octets are the time in milliseconds, so serials of later certificates sort after earlier ones (the
+// store's index then takes a batch on one page); the other 10 octets differ between serials of the same
+// millisecond, and their bits are balanced (a CSPRNG's, not a counter's).
+TEST(SerialTest, TimeFirstThenEightyRandomBits) {
+  const absl::Time t = absl::FromUnixMillis(1764633600123);  // 2025-12-02T00:00:00.123Z
+  const std::string a = NewSerial(t);
+  EXPECT_EQ(Hex(a.substr(0, 6)), "019ADC5BE07B");
+  EXPECT_LT(a, NewSerial(t + absl::Milliseconds(1)));
+  EXPECT_GT(a, NewSerial(t - absl::Milliseconds(1)));
+  std::set<std::string> tails;
+  int64_t ones = 0;
+  constexpr int kSerials = 2000;
+  for (int i = 0; i < kSerials; ++i) {
+    std::string s = NewSerial(t);
+    ASSERT_EQ(s.substr(0, 6), a.substr(0, 6));
+    tails.insert(s.substr(6));
+    for (unsigned char c : s.substr(6)) ones += __builtin_popcount(c);
+  }
+  EXPECT_EQ(tails.size(), static_cast<size_t>(kSerials));
+  const double share = static_cast<double>(ones) / (kSerials * 80);
+  EXPECT_GT(share, 0.48);
+  EXPECT_LT(share, 0.52);
+  // Before the epoch or far beyond 2^47 ms the serial is still positive and 16 octets long.
+  for (absl::Time odd : {absl::UnixEpoch() - absl::Hours(1), absl::FromUnixMillis(int64_t{1} << 50)}) {
+    std::string s = NewSerial(odd);
+    ASSERT_EQ(s.size(), 16u);
+    EXPECT_EQ(static_cast<uint8_t>(s[0]) & 0x80, 0);
+    EXPECT_NE(s[0], 0);
+  }
 }
 
 }  // namespace

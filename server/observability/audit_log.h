@@ -1,5 +1,6 @@
 // AuditLog: one JSON object per decision, appended to a file (O_APPEND, one write per line, so concurrent
-// entries never interleave and a crash loses at most the line being written) and echoed to the log output.
+// entries never interleave and a crash loses at most the line being written). Refusals and failures are echoed to
+// the log output too; successes (issued, replayed) only when there is no file.
 // Entries carry identities, addresses, names and outcomes — never a PIN, a key or a CSR.
 #ifndef LINESIGN_SERVER_OBSERVABILITY_AUDIT_LOG_H_
 #define LINESIGN_SERVER_OBSERVABILITY_AUDIT_LOG_H_

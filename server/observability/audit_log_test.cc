@@ -1,5 +1,7 @@
 #include "server/observability/audit_log.h"
 
+#include <algorithm>
+
 #include "common/openssl_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -44,6 +46,36 @@ TEST(AuditLogTest, AppendsOneJsonObjectPerLine) {
   EXPECT_EQ(lines[1]["reason"], "CSR signature does not verify");
   EXPECT_FALSE(lines[1].contains("serial"));
   EXPECT_EQ(lines[2]["rpc"], "GetStats");
+}
+
+// With a file the log output repeats refusals and failures only (one write per issued certificate, not two);
+// without a file it carries every entry, as it is then the only audit record.
+TEST(AuditLogTest, TheLogEchoesSuccessesOnlyWithoutAFile) {
+  const Entry issued{.time = absl::Now(), .rpc = "SignCsr", .identity = "station-1", .request_id = "echo-issued",
+                     .outcome = "issued", .code = "OK", .serial_hex = "0ABC"};
+  const Entry replayed{.time = absl::Now(), .rpc = "SignCsr", .identity = "station-1", .request_id = "echo-replayed",
+                       .outcome = "replayed", .code = "OK", .serial_hex = "0ABC"};
+  const Entry refused{.time = absl::Now(), .rpc = "SignCsr", .identity = "station-1", .request_id = "echo-refused",
+                      .outcome = "refused", .code = "PERMISSION_DENIED", .reason = "no"};
+  const Entry failed{.time = absl::Now(), .rpc = "SignCsr", .identity = "station-1", .request_id = "echo-failed",
+                     .outcome = "failed", .code = "UNAVAILABLE", .reason = "store"};
+  for (const std::string path : {testing::TempDir("linesign-audit") + "/audit.jsonl", std::string()}) {
+    auto log = AuditLog::Open(path);
+    ASSERT_TRUE(log.ok()) << log.status();
+    ::testing::internal::CaptureStderr();
+    for (const Entry* e : {&issued, &replayed, &refused, &failed}) (*log)->Record(*e);
+    const std::string echoed = ::testing::internal::GetCapturedStderr();
+    const bool file = !path.empty();
+    EXPECT_EQ(echoed.find("echo-issued") == std::string::npos, file) << echoed;
+    EXPECT_EQ(echoed.find("echo-replayed") == std::string::npos, file) << echoed;
+    EXPECT_THAT(echoed, ::testing::HasSubstr("echo-refused"));
+    EXPECT_THAT(echoed, ::testing::HasSubstr("echo-failed"));
+    if (file) {
+      auto text = ReadFile(path);
+      ASSERT_TRUE(text.ok());
+      EXPECT_EQ(std::count(text->begin(), text->end(), '\n'), 4) << *text;
+    }
+  }
 }
 
 TEST(AuditLogTest, UnwritablePathNamesTheField) {
