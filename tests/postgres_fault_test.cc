@@ -215,6 +215,8 @@ TEST(PostgresOutageTest, RestartUnderLoadIsUnavailableThenResumesInTheSameProces
   };
   EXPECT_TRUE(every_station(certified, std::vector<int64_t>(stations.size(), 25))) << "the load did not start";
 
+  std::vector<int64_t> refused_at_pause;
+  for (const auto& r : refused) refused_at_pause.push_back(r);
   ASSERT_TRUE((*pg)->Pause().ok());
   v1::SignCsrResponse away;
   grpc::Status st = SignOnce(*ca, address, "line9-st9", "probe-away", &away);
@@ -225,7 +227,6 @@ TEST(PostgresOutageTest, RestartUnderLoadIsUnavailableThenResumesInTheSameProces
   std::string body;
   EXPECT_TRUE(testing::WaitUntil([&] { return testing::Readyz((*server)->http_address(), &body) == 503; }));
   EXPECT_THAT(body, StartsWith("not ready: store: "));
-  std::vector<int64_t> refused_at_pause(stations.size(), 0);
   EXPECT_TRUE(every_station(refused, refused_at_pause)) << "not every station was refused while PostgreSQL was away";
 
   ASSERT_TRUE((*pg)->Resume().ok());
