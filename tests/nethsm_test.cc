@@ -4,7 +4,6 @@
 // certificate that is answered verifies and is recorded; health follows the HSM; the server recovers by itself,
 // never restarting.
 #include <grpcpp/grpcpp.h>
-#include <httplib.h>
 #include <signal.h>
 #include <stdio.h>
 
@@ -15,7 +14,6 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/openssl_util.h"
 #include "gmock/gmock.h"
@@ -24,6 +22,7 @@
 #include "linesign/v1/ca.grpc.pb.h"
 #include "server/config/config.h"
 #include "tests/testing/certs.h"
+#include "tests/testing/health_checks.h"
 #include "tests/testing/server_process.h"
 #include "tests/testing/test_ca.h"
 
@@ -32,8 +31,6 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
-using grpc::health::v1::Health;
-using grpc::health::v1::HealthCheckRequest;
 using grpc::health::v1::HealthCheckResponse;
 using testing::ServerProcess;
 using testing::TestCa;
@@ -125,40 +122,13 @@ class NetHsmTest : public ::testing::TestWithParam<Signing> {
     return testing::SqliteMap(db_, "SELECT request_id, lower(hex(der)) FROM certificates");
   }
 
-  HealthCheckResponse::ServingStatus Health() {
-    HealthCheckRequest req;
-    HealthCheckResponse resp;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    grpc::Status st = Health::NewStub(ca_->Channel(server_->address()))->Check(&ctx, req, &resp);
-    if (!st.ok()) {
-      ADD_FAILURE() << "Health.Check: " << st.error_code() << " " << st.error_message();
-      return HealthCheckResponse::UNKNOWN;
-    }
-    return resp.status();
-  }
+  HealthCheckResponse::ServingStatus Health() { return testing::HealthStatus(ca_->Channel(server_->address())); }
 
   // Readyz returns /readyz's HTTP status (0 without an answer).
-  int Readyz(std::string* body = nullptr) {
-    const std::string& address = server_->http_address();
-    const size_t colon = address.rfind(':');
-    int port = 0;
-    EXPECT_TRUE(absl::SimpleAtoi(address.substr(colon + 1), &port)) << address;
-    httplib::Client c(address.substr(0, colon), port);
-    c.set_read_timeout(30, 0);
-    auto r = c.Get("/readyz");
-    if (!r) return 0;
-    if (body != nullptr) *body = r->body;
-    return r->status;
-  }
+  int Readyz(std::string* body = nullptr) { return testing::Readyz(server_->http_address(), body); }
 
   bool WaitForHealth(HealthCheckResponse::ServingStatus want) {
-    const absl::Time deadline = absl::Now() + kPatience;
-    while (absl::Now() < deadline) {
-      if (Health() == want) return true;
-      absl::SleepFor(absl::Milliseconds(50));
-    }
-    return false;
+    return testing::WaitUntil([&] { return Health() == want; }, kPatience);
   }
 
   // Stop ends the server with SIGTERM (it must still be the process started in SetUp) and returns its output.

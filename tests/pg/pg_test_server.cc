@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <fstream>
 #include <random>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -40,9 +42,11 @@ absl::StatusOr<std::string> ReadPassword(const std::string& path) {
   return pw;
 }
 
-// Query runs `sql` with `connection` (and the password in `password_file`).
-absl::StatusOr<std::string> Query(const std::string& connection, const std::string& password_file,
-                                  const std::string& sql) {
+// QueryRows runs `sql` with `connection` (and the password in `password_file`) and returns every row's first two
+// columns (the second "" when there is one column; none for a command).
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> QueryRows(const std::string& connection,
+                                                                          const std::string& password_file,
+                                                                          const std::string& sql) {
   auto pw = ReadPassword(password_file);
   if (!pw.ok()) return pw.status();
   const char* keys[] = {"dbname", "password", nullptr};
@@ -54,17 +58,28 @@ absl::StatusOr<std::string> Query(const std::string& connection, const std::stri
     return absl::UnavailableError(absl::StrCat("connect: ", err));
   }
   PGresult* r = PQexec(conn, sql.c_str());
-  absl::StatusOr<std::string> out;
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> out;
   if (PQresultStatus(r) == PGRES_TUPLES_OK) {
-    out = PQntuples(r) > 0 ? std::string(PQgetvalue(r, 0, 0)) : "";
+    out.emplace();
+    for (int i = 0; i < PQntuples(r); ++i) {
+      out->emplace_back(PQgetvalue(r, i, 0), PQnfields(r) > 1 ? PQgetvalue(r, i, 1) : "");
+    }
   } else if (PQresultStatus(r) == PGRES_COMMAND_OK) {
-    out = "";
+    out.emplace();
   } else {
     out = absl::InternalError(absl::StrCat(sql, ": ", PQresultErrorMessage(r)));
   }
   PQclear(r);
   PQfinish(conn);
   return out;
+}
+
+// Query returns the first column of QueryRows's first row ("" for none).
+absl::StatusOr<std::string> Query(const std::string& connection, const std::string& password_file,
+                                  const std::string& sql) {
+  auto rows = QueryRows(connection, password_file, sql);
+  if (!rows.ok()) return rows.status();
+  return rows->empty() ? "" : rows->front().first;
 }
 
 }  // namespace
@@ -100,6 +115,13 @@ void DropTestDatabase(const PgCluster& cluster, const v1::PostgresStoreConfig& c
 
 absl::StatusOr<std::string> PgQuery(const v1::PostgresStoreConfig& config, const std::string& sql) {
   return Query(config.connection(), config.password_file(), sql);
+}
+
+absl::StatusOr<std::map<std::string, std::string>> PgMap(const v1::PostgresStoreConfig& config,
+                                                         const std::string& sql) {
+  auto rows = QueryRows(config.connection(), config.password_file(), sql);
+  if (!rows.ok()) return rows.status();
+  return std::map<std::string, std::string>(rows->begin(), rows->end());
 }
 
 absl::StatusOr<std::unique_ptr<PrivatePgCluster>> PrivatePgCluster::Start(const std::string& dir) {

@@ -4,6 +4,7 @@
 #ifndef LINESIGN_TESTS_PG_PG_TEST_SERVER_H_
 #define LINESIGN_TESTS_PG_PG_TEST_SERVER_H_
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -30,6 +31,10 @@ void DropTestDatabase(const PgCluster& cluster, const v1::PostgresStoreConfig& c
 
 // PgQuery runs `sql` on the database of `config` and returns the first column of the first row ("" for none).
 absl::StatusOr<std::string> PgQuery(const v1::PostgresStoreConfig& config, const std::string& sql);
+// PgMap runs `sql` on the database of `config` and returns its rows as first column -> second column (text; a
+// later row with the same key replaces an earlier one).
+absl::StatusOr<std::map<std::string, std::string>> PgMap(const v1::PostgresStoreConfig& config,
+                                                         const std::string& sql);
 
 // PrivatePgCluster is a PostgreSQL server of the calling test's own (started by pg_cluster.sh), which it may
 // stop and start again on the same port; removed when destroyed.
