@@ -113,6 +113,13 @@ bool LostLogin(CK_RV rv) {
   return rv == CKR_USER_NOT_LOGGED_IN || rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID;
 }
 
+// LostSession: the call failed because its session is gone (closed by the module, the device removed or failed
+// over): another session may work.
+bool LostSession(CK_RV rv) {
+  return rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED || rv == CKR_DEVICE_REMOVED ||
+         rv == CKR_TOKEN_NOT_PRESENT;
+}
+
 // TokenKey is a token's key as found after logging in; `session` holds the login.
 struct TokenKey {
   CK_SLOT_ID slot;
@@ -351,10 +358,16 @@ absl::StatusOr<std::string> Pkcs11Signer::Sign(absl::string_view message) const 
     CK_RV rv = CKR_OK;
     auto acquired = Acquire(&rv);
     if (!acquired.ok()) {
-      // A new session's key copy fails when the login went with the old sessions: log in again once.
-      if (!LostLogin(rv) || relogged) return acquired.status();
-      relogged = true;
+      // A new session's key copy fails when the login went with the old sessions (log in again once), or when the
+      // new session itself was lost between its opening and the copy, in a fail-over (open another, once).
       last = acquired.status();
+      if (LostSession(rv) && !dropped) {
+        dropped = true;
+        DropIdleSessions();
+        continue;
+      }
+      if ((!LostLogin(rv) && !LostSession(rv)) || relogged) return acquired.status();
+      relogged = true;
       if (absl::Status st = Relogin(); !st.ok()) {
         return absl::UnavailableError(absl::StrCat(last.message(), "; logging in again failed: ", st.message()));
       }
@@ -367,8 +380,7 @@ absl::StatusOr<std::string> Pkcs11Signer::Sign(absl::string_view message) const 
       return sig;
     }
     last = sig.status();
-    bool lost_session = rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED ||
-                        rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT;
+    bool lost_session = LostSession(rv);
     bool lost_login = LostLogin(rv);
     // A session's key copy belongs to the login it was made under: after a lost login it is made again.
     Release(session, lost_session || (session_key_copy_ && lost_login));
