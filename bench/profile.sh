@@ -1,24 +1,24 @@
 #!/usr/bin/env bash
 # bench/profile.sh: where a certificate's server CPU goes, at full speed. Starts the development server (P-256 key
-# in SoftHSM2, durable SQLite, mTLS; `--config-extra` appends YAML to its configuration), drives it with
+# in SoftHSM2, durable SQLite, mTLS; `--key-copy`: hsm.session_key_copy on), drives it with
 # linesign-bench over SignCsrStream, samples the server with `perf record -g` for SECONDS in the middle of the run,
 # and prints the CPU per certificate (µs) by thread group and library, the kernel's share by system call, and the
 # system calls and bytes written per certificate (from /proc/PID/io), over the certificates issued in the window.
 #
-#   bench/profile.sh [--build DIR] [--seconds S] [--concurrency N] [--config-extra 'hsm: {session_key_copy: true}']
+#   bench/profile.sh [--build DIR] [--seconds S] [--concurrency N] [--key-copy]
 #
 # Needs perf (Debian's linux-perf) and root or kernel.perf_event_paranoid <= 1. Not a test: its figures are
 # bench/README.md's "Where the time goes".
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=build seconds=8 concurrency=4 extra=""
+build=build seconds=8 concurrency=4 key_copy=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build="$2"; shift 2 ;;
     --seconds) seconds="$2"; shift 2 ;;
     --concurrency) concurrency="$2"; shift 2 ;;
-    --config-extra) extra="$2"; shift 2 ;;
-    *) echo "usage: bench/profile.sh [--build DIR] [--seconds S] [--concurrency N] [--config-extra YAML]" >&2; exit 2 ;;
+    --key-copy) key_copy=true; shift ;;
+    *) echo "usage: bench/profile.sh [--build DIR] [--seconds S] [--concurrency N] [--key-copy]" >&2; exit 2 ;;
   esac
 done
 command -v perf >/dev/null || { echo "bench/profile.sh: needs perf (apt-get install linux-perf)" >&2; exit 1; }
@@ -40,8 +40,7 @@ server_pid=$!
 for _ in $(seq 1 120); do grep -q "listening on" "$work/first.log" && break; sleep 0.5; done
 kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
 cp "$work/dev/config.yaml" "$work/config.yaml"
-sed -i "s|^listen: .*|listen: $addr|" "$work/config.yaml"
-[ -n "$extra" ] && printf '%s\n' "$extra" >>"$work/config.yaml"
+sed -i -e "s|^listen: .*|listen: $addr|" -e "s|^  key_uri: .*|&\n  session_key_copy: $key_copy|" "$work/config.yaml"
 rm -f "$work/dev/linesign.db" "$work/dev/linesign.db-wal" "$work/dev/linesign.db-shm"
 "$build/server/linesign-server" --config "$work/config.yaml" >"$work/server.log" 2>&1 &
 server_pid=$!

@@ -2,7 +2,7 @@
 # bench/run.sh: every figure of bench/README.md in one go on one machine, with the ratios the line-rate issue
 # asks for. Each figure is the median of REPEAT runs (default 3).
 #
-#   bench/run.sh [--build DIR] [--seconds S] [--repeat N] [--long N]
+#   bench/run.sh [--build DIR] [--seconds S] [--repeat N] [--long N] [--key-copy]
 #
 # Runs: linesign end to end (development server: P-256 key in SoftHSM2, durable SQLite, mTLS) over SignCsrStream
 # at full speed with 2 and with 1 signing worker, at half the full rate (latency), and unary SignCsr one at a
@@ -10,17 +10,19 @@
 # seeds' flow, one `openssl x509 -req -CAcreateserial` process per CSR. From the bare SoftHSM2 rate (one thread)
 # and OpenSSL's P-256 verification rate (one core) it computes the crypto floor, the most any server could issue
 # on this machine, and the ratio to it; and the CPU per certificate of the server and of the load generator.
-# --long N adds a run of N certificates sampling the server's resident memory. Needs python3 for the JSON.
+# --long N adds a run of N certificates sampling the server's resident memory. --key-copy runs the server with
+# hsm.session_key_copy on (README "hsm.session_key_copy"). Needs python3 for the JSON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=build seconds=10 repeat=3 long=0
+build=build seconds=10 repeat=3 long=0 key_copy=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build="$2"; shift 2 ;;
     --seconds) seconds="$2"; shift 2 ;;
     --repeat) repeat="$2"; shift 2 ;;
     --long) long="$2"; shift 2 ;;
-    *) echo "usage: bench/run.sh [--build DIR] [--seconds S] [--repeat N] [--long N]" >&2; exit 2 ;;
+    --key-copy) key_copy=true; shift ;;
+    *) echo "usage: bench/run.sh [--build DIR] [--seconds S] [--repeat N] [--long N] [--key-copy]" >&2; exit 2 ;;
   esac
 done
 for b in server/linesign-server bench/linesign-bench bench/linesign-micro-bench; do
@@ -52,7 +54,7 @@ start_server() {  # workers
   fi
   cp "$work/dev/config.yaml" "$work/config-$1.yaml"
   printf 'signer: {workers: %s}\n' "$1" >>"$work/config-$1.yaml"
-  sed -i "s|^listen: .*|listen: $addr|" "$work/config-$1.yaml"
+  sed -i -e "s|^listen: .*|listen: $addr|" -e "s|^  key_uri: .*|&\n  session_key_copy: $key_copy|" "$work/config-$1.yaml"
   rm -f "$work/dev/linesign.db" "$work/dev/linesign.db-wal" "$work/dev/linesign.db-shm"
   "$build/server/linesign-server" --config "$work/config-$1.yaml" >"$work/server.log" 2>&1 &
   server_pid=$!
@@ -111,8 +113,14 @@ print(f'{len(v)} samples: start {v[0]/1024:.0f} MiB, peak {max(v)/1024:.0f} MiB,
 fi
 kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
 
-echo "== bare SoftHSM2 C_SignInit+C_Sign, P-256 (linesign-micro-bench)"
-TMPDIR="$work" "$build/bench/linesign-micro-bench" --benchmark_filter='BM_BareSoftHsmSign' \
+# The HSM's rate as the server signs: C_SignInit + C_Sign on the token object, or with --key-copy through
+# linesign's signer on the session copy (BM_SignerSign adds only a SHA-256 and the session pool's lock).
+hsm_filter='BM_BareSoftHsmSign' hsm_name="bare SoftHSM2 C_SignInit+C_Sign"
+if [ "$key_copy" = true ]; then
+  hsm_filter='BM_SignerSign/session_key_copy:1/' hsm_name="SoftHSM2 C_SignInit+C_Sign on the session key copy"
+fi
+echo "== $hsm_name, P-256 (linesign-micro-bench)"
+TMPDIR="$work" "$build/bench/linesign-micro-bench" --benchmark_filter="$hsm_filter" \
   --benchmark_repetitions="$repeat" --benchmark_format=json \
   >"$work/bare.json" 2>/dev/null
 read -r bare1 bare2 < <(python3 -c "
