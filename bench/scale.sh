@@ -3,10 +3,11 @@
 #
 #   bench/scale.sh pg-start WORK               a PostgreSQL for the store figures (tests/pg/pg_cluster.sh, then
 #                                              shared_buffers 1GB, max_wal_size 4GB) with databases big and empty
-#   bench/scale.sh store sqlite|postgres WORK ROWS
+#   bench/scale.sh store sqlite|postgres WORK ROWS [OPTION...]
 #                                              linesign-list-bench: fill WORK's big store to ROWS, its size, the
 #                                              list filters, then 64-certificate RecordBatch rounds alternating
-#                                              with the empty store
+#                                              with the empty store (OPTIONs to linesign-list-bench, e.g.
+#                                              --skip-list to repeat the rounds)
 #   bench/scale.sh e2e sqlite|postgres WORK    a development server on the big store and on the empty one,
 #                                              linesign-bench stream (concurrency 8, 6 s), 3 alternating rounds
 #   bench/scale.sh replicas WORK               deploy/loopback-set.sh with 1 and with 2 replicas, 3 alternating
@@ -73,7 +74,7 @@ case "$cmd" in
     bash "$root/tests/pg/pg_cluster.sh" stop "$1/pg.state"
     ;;
   store)
-    backend=$1; work=$2; rows=$3
+    backend=$1; work=$2; rows=$3; extra=("${@:4}")
     if [ "$backend" = sqlite ]; then
       set -- --db "$work/big.db" --compare-db "$work/empty.db"
     else
@@ -81,7 +82,7 @@ case "$cmd" in
         --password-file "$(sed -n 's/^password_file=//p' "$work/pg.state")"
     fi
     "$build/bench/linesign-list-bench" "$@" --rows "$rows" --fill-batch 10000 --rate-batches 300 --rate-batch-size 64 \
-      --rate-rounds 3
+      --rate-rounds 3 "${extra[@]}"
     ;;
   e2e)
     backend=$1; work=$2
@@ -113,7 +114,7 @@ case "$cmd" in
     done
     ;;
   replicas)
-    work=$1
+    work=$1; mkdir -p "$work"
     for round in 1 2 3; do
       for n in 1 2; do
         set_dir=$work/set-$n
@@ -143,7 +144,8 @@ scale = float(sys.argv[6]) / 17.0  # the idle window, stretched to the run's
 d = [float(a) - float(b) - scale * (float(i1) - float(i0)) for a, b, i0, i1 in zip(after, before, idle0, idle1)]
 n = out["certificates"]
 names = ["WAL records", "WAL bytes", "commits", "rows inserted", "rows updated", "rows deleted", "statements"]
-print("  per certificate (%d): " % n + ", ".join("%s %.2f" % (k, v / n) for k, v in zip(names, d)))
+print("  per certificate (%d): " % n + ", ".join("%s %.4g" % (k, v / n) for k, v in zip(names, d)))
+print("  certificates per commit %.1f; run's raw deltas less idle: %s" % (n / d[2], " ".join("%.0f" % v for v in d)))
 PY
         if [ "$round" = 3 ]; then
           psql_at "$st" "SELECT calls, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 110) FROM pg_stat_statements
