@@ -62,7 +62,19 @@ if [ ! -f "$dir/dev/config.yaml" ]; then
 fi
 
 # 2. PostgreSQL.
-if [ ! -f "$dir/pg.state" ]; then "$root/tests/pg/pg_cluster.sh" start "$dir/pg.state"; fi
+if [ ! -f "$dir/pg.state" ]; then
+  "$root/tests/pg/pg_cluster.sh" start "$dir/pg.state"
+  # pg_stat_statements (statements per certificate, bench/scale.sh) when the server has it: it must be preloaded,
+  # so one restart before any replica connects.
+  pg_dir=$(sed -n 's/^dir=//p' "$dir/pg.state"); pg_bin=$(sed -n 's/^bindir=//p' "$dir/pg.state")
+  if [ -f "$("$pg_bin/pg_config" --pkglibdir 2>/dev/null || echo "$pg_bin/../lib")/pg_stat_statements.so" ]; then
+    echo "shared_preload_libraries = 'pg_stat_statements'" >>"$pg_dir/data/postgresql.conf"
+    "$root/tests/pg/pg_cluster.sh" pause "$dir/pg.state"
+    "$root/tests/pg/pg_cluster.sh" resume "$dir/pg.state"
+    "$pg_bin/psql" -X -q -h "$pg_dir/sock" -p "$(sed -n 's/^port=//p' "$dir/pg.state")" -U linesign -d postgres \
+      -c "CREATE EXTENSION pg_stat_statements"
+  fi
+fi
 connection=$(sed -n 's/^connection=//p' "$dir/pg.state")
 password_file=$(sed -n 's/^password_file=//p' "$dir/pg.state")
 cp "$password_file" "$dir/pg.password" && chmod 0600 "$dir/pg.password"
