@@ -54,9 +54,10 @@ class ServerMetrics final : public issuance::BatchSigner::Observer, public servi
   void WatchRpcCounters(const service::RpcCounters* counters);
   // WatchHealth exposes the monitor's verdict (borrowed; must outlive this).
   void WatchHealth(const HealthMonitor* monitor);
-  // StoreStatsTask returns the background task that reads `store`'s outbox backlog and expiry distribution every
-  // `interval` into gauges (borrowed store; the task must stop before the store closes).
+  // StoreStatsTask returns the background task that reads `store`'s outbox backlog every `interval` and its expiry
+  // distribution every kExpiryEvery into gauges (borrowed store; the task must stop before the store closes).
   std::unique_ptr<tasks::BackgroundTask> StoreStatsTask(store::Store* store, absl::Duration interval);
+  static constexpr absl::Duration kExpiryEvery = absl::Minutes(5);
 
   // BatchSigner::Observer
   void OnAnswered(issuance::BatchSigner::Admission admission, absl::Duration elapsed,

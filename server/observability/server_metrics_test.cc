@@ -61,8 +61,25 @@ TEST(ServerMetricsTest, MeteredStoreCountsRecordedCertificatesByProfileAndStatio
 
   // The store statistics task reads the expiry distribution: none of these certificates has a notAfter after now.
   auto task = m.StoreStatsTask(store->get(), absl::Seconds(1));
-  ASSERT_TRUE(task->RunOnce(absl::Now()).ok());
+  const absl::Time t0 = absl::Now();
+  ASSERT_TRUE(task->RunOnce(t0).ok());
   EXPECT_THAT(m.registry()->Render(), HasSubstr("linesign_certificates_expiring{within_days=\"+Inf\"} 0\n"));
+
+  // A certificate recorded now is counted in the expiry distribution only once kExpiryEvery has passed: the
+  // distribution is a pass over every unexpired certificate, not read on every run.
+  store::Batch later;
+  later.entries.push_back(batch.entries[0]);
+  later.entries[0].cert.serial_hex = "99";
+  later.entries[0].cert.request_id = "r99";
+  later.entries[0].cert.not_after = absl::ToUnixSeconds(t0 + absl::Hours(24 * 10));
+  ASSERT_TRUE((*store)->RecordBatch(later).ok());
+  ASSERT_TRUE(task->RunOnce(t0 + absl::Minutes(1)).ok());
+  EXPECT_THAT(m.registry()->Render(), HasSubstr("linesign_certificates_expiring{within_days=\"+Inf\"} 0\n"));
+  ASSERT_TRUE(task->RunOnce(t0 + ServerMetrics::kExpiryEvery).ok());
+  const std::string expiry = m.registry()->Render();
+  EXPECT_THAT(expiry, HasSubstr("linesign_certificates_expiring{within_days=\"+Inf\"} 1\n"));
+  EXPECT_THAT(expiry, HasSubstr("linesign_certificates_expiring{within_days=\"30\"} 1\n"));
+  EXPECT_THAT(expiry, HasSubstr("linesign_certificates_expiring{within_days=\"7\"} 0\n"));
 }
 
 // The status page's JSON: per-station counts and refusals (an unauthenticated caller under its own name), refusals

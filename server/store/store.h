@@ -55,7 +55,7 @@ struct StoreStats {
   std::vector<OutboxBacklog> outbox;  // by kind, only kinds with pending items
   // expiring[i]: recorded certificates (any status) with now < notAfter <= now + the i-th bound asked for.
   std::vector<int64_t> expiring;
-  int64_t unexpired = 0;  // recorded certificates with notAfter > now
+  int64_t unexpired = -1;  // recorded certificates with notAfter > now; -1: not counted (no expiry bounds asked)
 };
 
 class IssuanceStore {
@@ -90,9 +90,11 @@ class Store : public IssuanceStore, public CertificateReader, public EventReader
   // Checkpoint does the backend's periodic upkeep (SQLite: copy the WAL into the database file once it has
   // grown); the server's "store-checkpoint" task calls it. Unavailable when it fails; OK for nothing to do.
   virtual absl::Status Checkpoint() { return absl::OkStatus(); }
-  // Stats counts the outbox backlog by kind and the certificates by time left to expiry at `now`, one count per
-  // bound in `expiry_bounds` (ascending), for the metrics task. Runs on a read connection; Unimplemented for a
-  // backend that does not offer it.
+  // Stats counts the outbox backlog by kind and, when `expiry_bounds` (ascending) is not empty, the certificates by
+  // time left to expiry at `now`: one count per bound and the unexpired total, from one pass over the unexpired
+  // certificates' notAfter index (that pass grows with the store: the metrics task asks for it every few minutes
+  // only). With no bounds, `expiring` is empty and `unexpired` is -1. Runs on a read connection; Unimplemented
+  // for a backend that does not offer it.
   virtual absl::StatusOr<StoreStats> Stats(absl::Time now, const std::vector<absl::Duration>& expiry_bounds) {
     return absl::UnimplementedError("store: Stats is not offered by this backend");
   }

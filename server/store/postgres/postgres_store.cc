@@ -797,14 +797,22 @@ absl::StatusOr<StoreStats> PostgresStore::Stats(absl::Time now, const std::vecto
   StoreStats stats;
   const int64_t now_s = absl::ToUnixSeconds(now);
   LINESIGN_RETURN_IF_ERROR(WithConnection([&](Connection& c) -> absl::Status {
-    const std::string count = "SELECT COUNT(*) FROM certificates WHERE not_after > $1 AND not_after <= $2";
-    for (absl::Duration bound : expiry_bounds) {
-      const int64_t upto = bound == absl::InfiniteDuration() ? INT64_MAX : absl::ToUnixSeconds(now + bound);
-      LINESIGN_ASSIGN_OR_RETURN(Result r, c.Exec("count expiring", count, Params().Int(now_s).Int(upto)));
-      stats.expiring.push_back(r.Int(0, 0));
+    stats = StoreStats();  // a retry on a new connection starts over
+    if (!expiry_bounds.empty()) {
+      // One pass over the unexpired range of certificates_not_after, a filtered count per bound.
+      std::string sql = "SELECT COUNT(*)";
+      Params params;
+      params.Int(now_s);
+      for (size_t i = 0; i < expiry_bounds.size(); ++i) {
+        absl::StrAppend(&sql, ", COUNT(*) FILTER (WHERE not_after <= $", i + 2, ")");
+        const absl::Duration bound = expiry_bounds[i];
+        params.Int(bound == absl::InfiniteDuration() ? INT64_MAX : absl::ToUnixSeconds(now + bound));
+      }
+      absl::StrAppend(&sql, " FROM certificates WHERE not_after > $1");
+      LINESIGN_ASSIGN_OR_RETURN(Result r, c.Exec("count expiring", sql, std::move(params)));
+      stats.unexpired = r.Int(0, 0);
+      for (size_t i = 0; i < expiry_bounds.size(); ++i) stats.expiring.push_back(r.Int(0, static_cast<int>(i) + 1));
     }
-    LINESIGN_ASSIGN_OR_RETURN(Result u, c.Exec("count unexpired", count, Params().Int(now_s).Int(INT64_MAX)));
-    stats.unexpired = u.Int(0, 0);
     LINESIGN_ASSIGN_OR_RETURN(Result o, c.Exec("outbox backlog",
                                                "SELECT kind, COUNT(*), MIN(created_us) FROM outbox "
                                                "WHERE completed_us IS NULL GROUP BY kind ORDER BY kind"));

@@ -937,24 +937,26 @@ absl::StatusOr<StoreStats> SqliteStore::Stats(absl::Time now, const std::vector<
   std::lock_guard<std::mutex> lock(scan_mu_);
   StoreStats stats;
   const int64_t now_s = absl::ToUnixSeconds(now);
-  {
+  if (!expiry_bounds.empty()) {
+    // One pass over the unexpired range of certificates_not_after, a sum per bound.
+    std::string sql = "SELECT COUNT(*)";
+    for (size_t i = 0; i < expiry_bounds.size(); ++i) absl::StrAppend(&sql, ", TOTAL(not_after <= ?", i + 2, ")");
+    absl::StrAppend(&sql, " FROM certificates WHERE not_after > ?1");
     Stmt s;
-    if (sqlite3_prepare_v2(scanner_, "SELECT COUNT(*) FROM certificates WHERE not_after > ?1 AND not_after <= ?2",
-                           -1, &s.s, nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(scanner_, sql.c_str(), -1, &s.s, nullptr) != SQLITE_OK) {
       return Unavailable(scanner_, "prepare");
     }
-    for (absl::Duration bound : expiry_bounds) {
-      sqlite3_reset(s.s);
-      sqlite3_bind_int64(s.s, 1, now_s);
-      sqlite3_bind_int64(s.s, 2, bound == absl::InfiniteDuration() ? INT64_MAX : absl::ToUnixSeconds(now + bound));
-      if (sqlite3_step(s.s) != SQLITE_ROW) return Unavailable(scanner_, "count expiring");
-      stats.expiring.push_back(sqlite3_column_int64(s.s, 0));
-    }
-    sqlite3_reset(s.s);
     sqlite3_bind_int64(s.s, 1, now_s);
-    sqlite3_bind_int64(s.s, 2, INT64_MAX);
-    if (sqlite3_step(s.s) != SQLITE_ROW) return Unavailable(scanner_, "count unexpired");
+    for (size_t i = 0; i < expiry_bounds.size(); ++i) {
+      const absl::Duration bound = expiry_bounds[i];
+      sqlite3_bind_int64(s.s, static_cast<int>(i) + 2,
+                         bound == absl::InfiniteDuration() ? INT64_MAX : absl::ToUnixSeconds(now + bound));
+    }
+    if (sqlite3_step(s.s) != SQLITE_ROW) return Unavailable(scanner_, "count expiring");
     stats.unexpired = sqlite3_column_int64(s.s, 0);
+    for (size_t i = 0; i < expiry_bounds.size(); ++i) {
+      stats.expiring.push_back(static_cast<int64_t>(sqlite3_column_double(s.s, static_cast<int>(i) + 1)));
+    }
   }
   Stmt s;
   if (sqlite3_prepare_v2(scanner_,

@@ -342,6 +342,42 @@ TEST_P(StoreConformanceTest, EventsAreReadInOrderAfterACursor) {
   EXPECT_EQ(store_->ReadAfter(0, 1001).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Stats: the outbox backlog by kind, and with expiry bounds the unexpired certificates (any status) by time left,
+// cumulative per bound, from one pass; without bounds no expiry figures at all.
+TEST_P(StoreConformanceTest, StatsCountTheBacklogAndTheCertificatesByTimeLeft) {
+  const absl::Time now = clock_.Now();
+  const int64_t now_s = absl::ToUnixSeconds(now);
+  Batch batch;
+  int i = 0;
+  for (int64_t left : {-86400, 0, 3600, 3 * 86400, 20 * 86400, 20 * 86400, 400 * 86400}) {
+    BatchEntry e = Entry(absl::StrCat("5E", i), absl::StrCat("stats-", i), i % 2 == 0 ? "job" : "webhook");
+    e.cert.not_after = now_s + left;
+    batch.entries.push_back(std::move(e));
+    ++i;
+  }
+  ASSERT_TRUE(store_->RecordBatch(batch).ok());
+  ASSERT_TRUE(store_->Revoke(RevokeRequest{.issuer_id = "ISSUER", .serial_hex = "5E3", .reason = 1, .at = now,
+                                           .data = "{\"reason\":1}"}).ok());
+
+  auto stats = store_->Stats(now, {absl::Hours(24), absl::Hours(24 * 7), absl::Hours(24 * 30),
+                                   absl::InfiniteDuration()});
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  // Expired (-1 day) and expiring this second (0) are not unexpired; the revoked one still counts.
+  EXPECT_THAT(stats->expiring, ElementsAre(1, 2, 4, 5));
+  EXPECT_EQ(stats->unexpired, 5);
+  ASSERT_EQ(stats->outbox.size(), 2u);
+  EXPECT_EQ(stats->outbox[0].kind, "job");
+  EXPECT_EQ(stats->outbox[0].pending, 4);
+  EXPECT_EQ(stats->outbox[1].kind, "webhook");
+  EXPECT_EQ(stats->outbox[1].pending, 3);
+
+  auto backlog_only = store_->Stats(now, {});
+  ASSERT_TRUE(backlog_only.ok()) << backlog_only.status();
+  EXPECT_TRUE(backlog_only->expiring.empty());
+  EXPECT_EQ(backlog_only->unexpired, -1);
+  EXPECT_EQ(backlog_only->outbox.size(), 2u);
+}
+
 TEST_P(StoreConformanceTest, OutboxClaimLeaseExpiryCompleteReschedule) {
   const absl::Time t0 = clock_.Now();
   auto ids = store_->Enqueue({OutboxItem{.kind = "job", .dedupe_key = "A", .next_attempt_at = t0},
