@@ -112,11 +112,15 @@ constexpr const char* kMarkDue =
     "WHERE issuer_id = $1 AND serial = $2 AND status = 'valid' AND renewed_by_serial IS NULL "
     "AND renewal_due_at IS NULL";
 
+// The renewal scan: a range of certificates_renewal_pending. The profile is `= ANY(ARRAY[$1])` (ordered by
+// profile first, the same order for one profile) for the reason List's ranges are: with `profile = $1` a custom
+// plan walks certificates_not_after filtering by profile when it expects the window to hold many certificates of
+// other profiles (0.46 s at a million when this profile has none in it).
 constexpr const char* kRenewalPending =
     "SELECT id, issuer_id, serial, subject, sans, not_before, not_after, spki_sha256, csr_sha256, station, profile, "
     "request_id, der, issued_at, status, renews_serial, revoked_at, revocation_reason, renewed_by_serial, "
-    "renewal_due_at FROM certificates WHERE profile = $1 AND status = 'valid' AND renewal_due_at IS NULL "
-    "AND not_after > $2 AND not_after <= $3 AND renewed_by_serial IS NULL ORDER BY not_after, id LIMIT $4";
+    "renewal_due_at FROM certificates WHERE profile = ANY(ARRAY[$1]) AND status = 'valid' AND renewal_due_at IS NULL "
+    "AND not_after > $2 AND not_after <= $3 AND renewed_by_serial IS NULL ORDER BY profile, not_after, id LIMIT $4";
 
 constexpr int kMaxReadLimit = 1000;
 // A valid or renewal_due list merges up to two ranges per profile in one statement, as SqliteStore does (the same
