@@ -872,6 +872,7 @@ TEST_P(StoreConformanceTest, RenewalDueAndValidPagesMergeEachProfilesOwnWindow) 
   add("C1", kNow + 4000, "long");  // marked below
   add("C3", kNow + 5001, "long");  // not due
   add("N1", kNow + 200000, "unlisted");
+  add("A4", kNow + 5001, "device");  // not due; the same not_after as C3 in another profile: after it by id
   add("M1", kNow + 700, "device");  // marked below
   add("M2", kNow + 800, "short");   // marked below, but not due with short's renew_before
   add("E1", kNow - 1, "device");    // marked below, expired
@@ -923,10 +924,14 @@ TEST_P(StoreConformanceTest, RenewalDueAndValidPagesMergeEachProfilesOwnWindow) 
 
   // valid is the complement within the valid, unexpired certificates: each profile's range starts at its own
   // threshold; M2, marked when short's renew_before was longer, is valid again.
-  for (int size : {1, 2, 100}) {
+  for (int size : {1, 2, 3, 5, 100}) {
     EXPECT_THAT(collect({.page_size = size}, ListStatus::kValid),
-                ElementsAre("B4", "B3", "M2", "A3", "C3")) << "page size " << size;
+                ElementsAre("B4", "B3", "M2", "A3", "C3", "A4")) << "page size " << size;
   }
+  EXPECT_THAT(collect({.profile = "device", .page_size = 1}, ListStatus::kValid), ElementsAre("A3", "A4"));
+  EXPECT_THAT(collect({.station = "station-1", .page_size = 2}, ListStatus::kValid),
+              ElementsAre("B4", "B3", "M2", "A3", "C3", "A4"));
+  EXPECT_THAT(collect({.station = "station-2"}, ListStatus::kValid), ElementsAre());
 }
 
 
