@@ -59,7 +59,7 @@ TEST(AuditLogTest, TheLogEchoesSuccessesOnlyWithoutAFile) {
                       .outcome = "refused", .code = "PERMISSION_DENIED", .reason = "no"};
   const Entry failed{.time = absl::Now(), .rpc = "SignCsr", .identity = "station-1", .request_id = "echo-failed",
                      .outcome = "failed", .code = "UNAVAILABLE", .reason = "store"};
-  for (const std::string path : {testing::TempDir("linesign-audit") + "/audit.jsonl", std::string()}) {
+  for (const std::string& path : {testing::TempDir("linesign-audit") + "/audit.jsonl", std::string()}) {
     auto log = AuditLog::Open(path);
     ASSERT_TRUE(log.ok()) << log.status();
     ::testing::internal::CaptureStderr();

@@ -622,7 +622,9 @@ TEST_P(StoreConformanceTest, CrlNumbersGrowAcrossHandlesAndSnapshotsMatchTheirCo
   for (const auto& g : got) {
     for (size_t i = 0; i < g.size(); ++i) {
       EXPECT_GT(g[i], 3);
-      if (i > 0) EXPECT_GT(g[i], g[i - 1]);
+      if (i > 0) {
+        EXPECT_GT(g[i], g[i - 1]);
+      }
       EXPECT_TRUE(all.insert(g[i]).second) << "CRL number " << g[i] << " allocated twice";
     }
   }
