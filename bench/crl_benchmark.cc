@@ -55,7 +55,7 @@ int Run(int revoked, int rounds, const std::string& algorithm) {
     for (int i = 0; i < 1000 && done < revoked; ++i, ++done) {
       store::BatchEntry e;
       e.cert.issuer_id = ca->issuer_id;
-      e.cert.serial_hex = Hex(issuance::NewSerial());  // 127 random bits, as issued
+      e.cert.serial_hex = Hex(issuance::NewSerial());  // as issued: the time, then 80 random bits
       e.cert.subject = "CN=bench";
       e.cert.station = "bench";
       e.cert.profile = "device";
