@@ -276,12 +276,16 @@ void BatchSigner::ProcessBatch(std::vector<SignJob> batch) {
     }
     auto outcomes = store_->RecordBatch(batch);
     if (!outcomes.ok()) {
-      // Nothing was committed, so nothing signed in this batch may leave the server.
-      for (size_t k = 0; k < index.size(); ++k) {
-        pending[index[k]].done(absl::UnavailableError(absl::StrCat("certificate not issued: ",
-                                                                   outcomes.status().message())),
-                               false);
-      }
+      // The commit failed, so nothing signed in this batch may leave the server. Usually nothing was recorded
+      // either; when the store lost its connection with the commit under way the batch may have been, and the
+      // station is told so: its retry with the same request id gets the recorded certificate if there is one.
+      const std::string reason =
+          store::IsOutcomeUnknown(outcomes.status())
+              ? absl::StrCat("certificate not delivered (it may have been recorded: retry with the same "
+                             "request_id to get it): ",
+                             outcomes.status().message())
+              : absl::StrCat("certificate not issued: ", outcomes.status().message());
+      for (size_t k = 0; k < index.size(); ++k) pending[index[k]].done(absl::UnavailableError(reason), false);
       return;
     }
     std::vector<SignJob> retry;

@@ -250,6 +250,57 @@ TEST_F(BatchSignerTest, DuplicateRequestIdsInOneBatchYieldOneCertificate) {
   EXPECT_EQ(fc.get().first.status().code(), absl::StatusCode::kAlreadyExists);
 }
 
+// LostAnswerStore records through the real store and then, while `lose` is set, reports what a lost connection
+// during COMMIT looks like: an error marked OutcomeUnknown, although the batch is recorded.
+class LostAnswerStore final : public store::IssuanceStore {
+ public:
+  explicit LostAnswerStore(store::IssuanceStore* inner) : inner_(inner) {}
+  absl::StatusOr<std::vector<store::RecordOutcome>> RecordBatch(const store::Batch& batch) override {
+    auto outcomes = inner_->RecordBatch(batch);
+    if (!outcomes.ok() || !lose) return outcomes;
+    return store::OutcomeUnknown(absl::UnavailableError("store: commit: server closed the connection unexpectedly"));
+  }
+  absl::StatusOr<std::optional<store::CertificateRecord>> FindByRequest(const std::string& station,
+                                                                        const std::string& request_id) override {
+    return inner_->FindByRequest(station, request_id);
+  }
+  std::atomic<bool> lose{true};
+
+ private:
+  store::IssuanceStore* const inner_;
+};
+
+// A commit whose answer was lost: the certificate does not leave the server, the station is told it may have been
+// recorded and to retry with the same request id, and that retry returns the recorded certificate (replayed), not
+// a second one. An ordinary store failure still says "not issued".
+TEST_F(BatchSignerTest, ACommitWhoseAnswerWasLostIsReportedAsMaybeRecordedAndTheRetryReplaysIt) {
+  LostAnswerStore lossy(store_.get());
+  auto signer = BatchSigner::Create(builder_.get(), &lossy, {.workers = 1, .max_batch = 4});
+  auto [job, done] = Job("lost-answer");
+  ASSERT_TRUE(signer->Submit(std::move(job)).ok());
+  auto first = done.get();
+  ASSERT_FALSE(first.first.ok());
+  EXPECT_EQ(first.first.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(first.first.status().message()),
+              ::testing::StartsWith("certificate not delivered (it may have been recorded: retry with the same "
+                                    "request_id to get it): store: commit: server closed the connection"));
+  EXPECT_EQ(*store_->Count(), 1);  // it was recorded all the same
+
+  lossy.lose = false;
+  auto [retry, retried] = Job("lost-answer");
+  ASSERT_TRUE(signer->Submit(std::move(retry)).ok());
+  auto second = retried.get();
+  ASSERT_TRUE(second.first.ok()) << second.first.status();
+  EXPECT_TRUE(second.second);  // replayed
+  EXPECT_EQ(*store_->Count(), 1);
+  EXPECT_EQ(second.first->request_id, "lost-answer");
+
+  // Unmarked failures keep their words: nothing was recorded.
+  EXPECT_FALSE(store::IsOutcomeUnknown(absl::UnavailableError("store: begin: no connection")));
+  EXPECT_TRUE(store::IsOutcomeUnknown(store::OutcomeUnknown(absl::UnavailableError("x"))));
+  EXPECT_TRUE(store::OutcomeUnknown(absl::OkStatus()).ok());
+}
+
 // A request id names one request: the same id and CSR under another profile is not a retry (it was answered
 // with the device certificate and replayed=true) but ALREADY_EXISTS naming the earlier serial and profile.
 TEST_F(BatchSignerTest, SameRequestIdAndCsrUnderAnotherProfileIsAlreadyExists) {

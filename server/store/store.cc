@@ -1,11 +1,26 @@
 #include "server/store/store.h"
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "server/store/postgres/postgres_store.h"
 #include "server/store/sqlite/sqlite_store.h"
 
 namespace linesign::store {
+
+namespace {
+// The payload that marks an error after which a batch may have been recorded (never shown to a caller).
+constexpr char kOutcomeUnknownPayload[] = "linesign.store/outcome-unknown";
+}  // namespace
+
+absl::Status OutcomeUnknown(absl::Status st) {
+  if (!st.ok()) st.SetPayload(kOutcomeUnknownPayload, absl::Cord("1"));
+  return st;
+}
+
+bool IsOutcomeUnknown(const absl::Status& st) {
+  return !st.ok() && st.GetPayload(kOutcomeUnknownPayload).has_value();
+}
 
 const char* StatusName(CertificateStatus status) {
   switch (status) {

@@ -58,6 +58,13 @@ struct StoreStats {
   int64_t unexpired = -1;  // recorded certificates with notAfter > now; -1: not counted (no expiry bounds asked)
 };
 
+// OutcomeUnknown marks `st` (an error of RecordBatch) as one after which the batch may have been recorded: the
+// connection was lost while the commit was on its way, so the answer never came. A retry with the same request
+// ids finds out (each is either replayed or recorded now). IsOutcomeUnknown tells such an error from one that
+// recorded nothing.
+absl::Status OutcomeUnknown(absl::Status st);
+bool IsOutcomeUnknown(const absl::Status& st);
+
 class IssuanceStore {
  public:
   virtual ~IssuanceStore() = default;

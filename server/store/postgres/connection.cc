@@ -208,6 +208,8 @@ bool Connection::Alive() {
   return PQstatus(conn_) == CONNECTION_OK;
 }
 
+bool Connection::connected() const { return PQstatus(conn_) == CONNECTION_OK; }
+
 bool Connection::usable() const {
   return PQstatus(conn_) == CONNECTION_OK && PQtransactionStatus(conn_) == PQTRANS_IDLE &&
          PQpipelineStatus(conn_) == PQ_PIPELINE_OFF;

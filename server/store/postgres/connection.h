@@ -93,6 +93,8 @@ class Connection {
   // usable says whether the connection can be given to another caller: open, outside a transaction and out of
   // pipeline mode.
   bool usable() const;
+  // connected says whether libpq still holds the connection open (false once it saw it lost).
+  bool connected() const;
   // Describe names the server and database ("db 'linesign' at host:port"), for messages.
   std::string Describe() const;
 

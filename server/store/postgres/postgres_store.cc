@@ -382,6 +382,17 @@ absl::Status PostgresStore::InTransaction(const std::function<absl::Status(Conne
   });
 }
 
+namespace {
+// Commit ends a batch's transaction. A COMMIT whose answer never came (the connection was lost once it was sent)
+// may have been applied: the error says so, and carries OutcomeUnknown for the signer.
+absl::Status Commit(Connection& c) {
+  absl::Status st = c.Command("commit", "COMMIT");
+  if (st.ok() || c.connected()) return st;
+  return OutcomeUnknown(absl::UnavailableError(absl::StrCat(
+      st.message(), "; the connection was lost while the commit was under way, so the batch may have been recorded")));
+}
+}  // namespace
+
 absl::StatusOr<std::vector<RecordOutcome>> PostgresStore::RecordBatch(const Batch& batch) {
   LINESIGN_RETURN_IF_ERROR(CheckBatch(batch));
   std::vector<RecordOutcome> outcomes(batch.entries.size(), RecordOutcome::kRecorded);
@@ -430,7 +441,7 @@ absl::StatusOr<std::vector<RecordOutcome>> PostgresStore::RecordBatch(const Batc
         LINESIGN_ASSIGN_OR_RETURN(outcomes[i], ClassifyConflict(c, batch.entries[i].cert, certificate_id[i]));
       }
     }
-    return c.Command("commit", "COMMIT");
+    return Commit(c);
   };
   auto body = [&]() -> absl::Status {
     if (!any_successor) return pipelined();
@@ -465,7 +476,7 @@ absl::StatusOr<std::vector<RecordOutcome>> PostgresStore::RecordBatch(const Batc
     }
     for (const Event& e : batch.events) LINESIGN_RETURN_IF_ERROR(InsertEvent(c, e, ++last_id));
     for (const OutboxItem& o : batch.outbox) LINESIGN_RETURN_IF_ERROR(InsertOutbox(c, o, now).status());
-    return c.Command("commit", "COMMIT");
+    return Commit(c);
   };
   absl::Status st = body();
   if (!st.ok()) {
