@@ -21,36 +21,23 @@ while [ $# -gt 0 ]; do
     *) echo "bench/compare.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
-for b in "$base" "$new"; do
-  for x in server/linesign-server bench/linesign-bench; do
-    [ -x "$b/$x" ] || { echo "bench/compare.sh: $b/$x is missing" >&2; exit 1; }
-  done
-done
-
-work="$(mktemp -d -t linesign-compare-XXXXXX)"
-server_pid=""
-cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-json_field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read().splitlines()[-1])['$1'])"; }
+me=bench/compare.sh
+. bench/lib.sh
+for b in "$base" "$new"; do bench_require "$b" server/linesign-server bench/linesign-bench; done
+bench_workdir compare
 
 # measure NAME BUILD: appends "stream_rate unary_p50" of one round to $work/NAME.
 measure() {
   local name="$1" build="$2" port=$((20000 + RANDOM % 20000))
   local dev="$work/dev-$name"
   rm -f "$dev/linesign.db" "$dev/linesign.db-wal" "$dev/linesign.db-shm"
-  "$build/server/linesign-server" --dev "$dev" --listen "127.0.0.1:$port" >"$work/server-$name.log" 2>&1 &
-  server_pid=$!
-  for _ in $(seq 1 240); do grep -q "listening on" "$work/server-$name.log" && break; sleep 0.5; done
-  grep -q "listening on" "$work/server-$name.log" || { cat "$work/server-$name.log" >&2; exit 1; }
+  bench_start "$work/server-$name.log" "$build" --dev "$dev" --listen "127.0.0.1:$port"
   local run=("$build/bench/linesign-bench" --server "127.0.0.1:$port" --tls-dir "$dev/station" --json)
   local rate p50
   rate=$("${run[@]}" --mode stream --concurrency 4 --duration "$seconds" 2>/dev/null | tail -1 |
          json_field certs_per_second)
   p50=$("${run[@]}" --mode unary --concurrency 1 --count 1000 2>/dev/null | tail -1 | json_field p50_ms)
-  kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
+  bench_stop
   echo "$rate $p50" >>"$work/$name"
   printf '  %-4s stream %8.0f certs/s   unary p50 %.3f ms\n' "$name" "$rate" "$p50"
 }

@@ -33,28 +33,16 @@ while [ $# -gt 0 ]; do
   esac
 done
 module="$(pwd)/$build/tests/netsim_pkcs11/netsim_pkcs11.so"
-for b in server/linesign-server bench/linesign-bench bench/linesign-nethsm-bare; do
-  [ -x "$build/$b" ] || { echo "bench/nethsm.sh: $build/$b is missing; run scripts/build.sh" >&2; exit 1; }
-done
+me=bench/nethsm.sh
+. bench/lib.sh
+bench_require "$build" server/linesign-server bench/linesign-bench bench/linesign-nethsm-bare
 [ -f "$module" ] || { echo "bench/nethsm.sh: $module is missing (build target netsim_pkcs11)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "bench/nethsm.sh: needs python3" >&2; exit 1; }
 
-work="$(mktemp -d -t linesign-nethsm-XXXXXX)"
-server_pid=""
-cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-port=$((20000 + RANDOM % 20000))
-addr="127.0.0.1:$port"
-json_field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read().splitlines()[-1])['$1'])"; }
-
+bench_workdir nethsm
+addr="127.0.0.1:$((20000 + RANDOM % 20000))"
 # The development CA, made once by the server's own --dev.
-"$build/server/linesign-server" --dev "$work/dev" --listen "$addr" >"$work/first.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 1 240); do grep -q "listening on" "$work/first.log" && break; sleep 0.5; done
-kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
+bench_make_dev "$build" "$work/dev" "$addr"
 real_module=$(awk '/^  module:/ {print $2; exit}' "$work/dev/config.yaml")
 control="$work/netsim.conf"
 
@@ -66,7 +54,7 @@ set_latency() {  # µs; renamed over the old file, seen by the module within rer
 }
 
 start_server() {  # sessions
-  [ -n "$server_pid" ] && { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""; }
+  bench_stop
   set_latency 0
   sed -e "s|^  module: .*|  module: $module|" -e "s|^listen: .*|listen: $addr|" \
       -e "s|^  module_env:|  module_env:\n    LINESIGN_NETSIM_CONFIG: $control|" \
@@ -74,10 +62,7 @@ start_server() {  # sessions
       "$work/dev/config.yaml" >"$work/config-$1.yaml"
   printf 'signer: {workers: %s}\nhttp: {listen: ""}\n' "$workers" >>"$work/config-$1.yaml"  # no HTTP port to clash
   rm -f "$work/dev/linesign.db" "$work/dev/linesign.db-wal" "$work/dev/linesign.db-shm"
-  "$build/server/linesign-server" --config "$work/config-$1.yaml" >"$work/server-$1.log" 2>&1 &
-  server_pid=$!
-  for _ in $(seq 1 240); do grep -qs "listening on" "$work/server-$1.log" && return 0; sleep 0.5; done
-  echo "bench/nethsm.sh: the server did not start:" >&2; cat "$work/server-$1.log" >&2; exit 1
+  bench_start "$work/server-$1.log" "$build" --config "$work/config-$1.yaml"
 }
 
 run() {
@@ -104,7 +89,7 @@ for s in $sessions; do
     done
   done
 done
-kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
+bench_stop
 
 # The reference without linesign: S sessions looping C_SignInit + C_Sign on the same module with the latency.
 set_latency "$latency"

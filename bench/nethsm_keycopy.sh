@@ -16,37 +16,22 @@ while [ $# -gt 0 ]; do
     *) echo "usage: bench/nethsm_keycopy.sh [--build DIR] [--rounds N] [--seconds S]" >&2; exit 2 ;;
   esac
 done
-for b in server/linesign-server bench/linesign-bench; do
-  [ -x "$build/$b" ] || { echo "bench/nethsm_keycopy.sh: $build/$b is missing; run scripts/build.sh" >&2; exit 1; }
-done
-work="$(mktemp -d -t linesign-keycopy-XXXXXX)"
-server_pid=""
-cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-port=$((20000 + RANDOM % 20000))
-addr="127.0.0.1:$port"
-json_field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read().splitlines()[-1])['$1'])"; }
-
-"$build/server/linesign-server" --dev "$work/dev" --listen "$addr" >"$work/first.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 1 240); do grep -qs "listening on" "$work/first.log" && break; sleep 0.5; done
-kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
+me=bench/nethsm_keycopy.sh
+. bench/lib.sh
+bench_require "$build" server/linesign-server bench/linesign-bench
+bench_workdir keycopy
+addr="127.0.0.1:$((20000 + RANDOM % 20000))"
+bench_make_dev "$build" "$work/dev" "$addr"
 
 measure() {  # true|false -> certs/s
   sed -e "s|^listen: .*|listen: $addr|" -e "s|^  key_uri: .*|&\n  session_key_copy: $1|" \
       "$work/dev/config.yaml" >"$work/config-$1.yaml"
   printf 'signer: {workers: 2}\nhttp: {listen: ""}\n' >>"$work/config-$1.yaml"  # no HTTP port to clash
   rm -f "$work/dev/linesign.db" "$work/dev/linesign.db-wal" "$work/dev/linesign.db-shm"
-  "$build/server/linesign-server" --config "$work/config-$1.yaml" >"$work/server-$1.log" 2>&1 &
-  server_pid=$!
-  for _ in $(seq 1 240); do grep -qs "listening on" "$work/server-$1.log" && break; sleep 0.5; done
-  grep -qs "listening on" "$work/server-$1.log" || { cat "$work/server-$1.log" >&2; exit 1; }
+  bench_start "$work/server-$1.log" "$build" --config "$work/config-$1.yaml"
   "$build/bench/linesign-bench" --server "$addr" --tls-dir "$work/dev/station" --json --mode stream \
     --concurrency 4 --duration "$seconds" 2>/dev/null | tail -1 | json_field certs_per_second
-  kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
+  bench_stop
 }
 
 echo "== hsm.session_key_copy off vs on, end to end, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"

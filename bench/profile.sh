@@ -22,30 +22,16 @@ while [ $# -gt 0 ]; do
   esac
 done
 command -v perf >/dev/null || { echo "bench/profile.sh: needs perf (apt-get install linux-perf)" >&2; exit 1; }
-for b in server/linesign-server bench/linesign-bench; do
-  [ -x "$build/$b" ] || { echo "bench/profile.sh: $build/$b is missing; run scripts/build.sh" >&2; exit 1; }
-done
-
-work="$(mktemp -d -t linesign-profile-XXXXXX)"
-server_pid=""
-cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
+me=bench/profile.sh
+. bench/lib.sh
+bench_require "$build" server/linesign-server bench/linesign-bench
+bench_workdir profile
 addr="127.0.0.1:$((20000 + RANDOM % 20000))"
-
-"$build/server/linesign-server" --dev "$work/dev" --listen "$addr" >"$work/first.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 1 120); do grep -q "listening on" "$work/first.log" && break; sleep 0.5; done
-kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
+bench_make_dev "$build" "$work/dev" "$addr"
 cp "$work/dev/config.yaml" "$work/config.yaml"
 sed -i -e "s|^listen: .*|listen: $addr|" -e "s|^  key_uri: .*|&\n  session_key_copy: $key_copy|" "$work/config.yaml"
 rm -f "$work/dev/linesign.db" "$work/dev/linesign.db-wal" "$work/dev/linesign.db-shm"
-"$build/server/linesign-server" --config "$work/config.yaml" >"$work/server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 1 120); do grep -q "listening on" "$work/server.log" && break; sleep 0.5; done
-grep -q "listening on" "$work/server.log" || { cat "$work/server.log" >&2; exit 1; }
+bench_start "$work/server.log" "$build" --config "$work/config.yaml"
 
 "$build/bench/linesign-bench" --server "$addr" --tls-dir "$work/dev/station" --mode stream \
   --concurrency "$concurrency" --duration $((seconds + 6)) --json >"$work/bench.json" 2>/dev/null &

@@ -25,41 +25,25 @@ while [ $# -gt 0 ]; do
     *) echo "usage: bench/run.sh [--build DIR] [--seconds S] [--repeat N] [--long N] [--key-copy]" >&2; exit 2 ;;
   esac
 done
-for b in server/linesign-server bench/linesign-bench bench/linesign-micro-bench; do
-  [ -x "$build/$b" ] || { echo "bench/run.sh: $build/$b is missing; run scripts/build.sh" >&2; exit 1; }
-done
+me=bench/run.sh
+. bench/lib.sh
+bench_require "$build" server/linesign-server bench/linesign-bench bench/linesign-micro-bench
 command -v python3 >/dev/null || { echo "bench/run.sh: needs python3" >&2; exit 1; }
 
-work="$(mktemp -d -t linesign-bench-XXXXXX)"
-server_pid=""
-cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-port=$((20000 + RANDOM % 20000))
-addr="127.0.0.1:$port"
+bench_workdir bench
+addr="127.0.0.1:$((20000 + RANDOM % 20000))"
 bench="$build/bench/linesign-bench"
 
-json_field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read().splitlines()[-1])['$1'])"; }
 median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 
 start_server() {  # workers
-  [ -n "$server_pid" ] && { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""; }
-  if [ ! -f "$work/dev/config.yaml" ]; then
-    "$build/server/linesign-server" --dev "$work/dev" --listen "$addr" >"$work/first.log" 2>&1 &
-    server_pid=$!
-    for _ in $(seq 1 120); do grep -q "listening on" "$work/first.log" && break; sleep 0.5; done
-    kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
-  fi
+  [ -f "$work/dev/config.yaml" ] || bench_make_dev "$build" "$work/dev" "$addr"
+  bench_stop
   cp "$work/dev/config.yaml" "$work/config-$1.yaml"
   printf 'signer: {workers: %s}\n' "$1" >>"$work/config-$1.yaml"
   sed -i -e "s|^listen: .*|listen: $addr|" -e "s|^  key_uri: .*|&\n  session_key_copy: $key_copy|" "$work/config-$1.yaml"
   rm -f "$work/dev/linesign.db" "$work/dev/linesign.db-wal" "$work/dev/linesign.db-shm"
-  "$build/server/linesign-server" --config "$work/config-$1.yaml" >"$work/server.log" 2>&1 &
-  server_pid=$!
-  for _ in $(seq 1 120); do grep -q "listening on" "$work/server.log" && return 0; sleep 0.5; done
-  echo "bench/run.sh: the server did not start:" >&2; cat "$work/server.log" >&2; exit 1
+  bench_start "$work/server.log" "$build" --config "$work/config-$1.yaml"
 }
 
 run() { "$bench" --server "$addr" --tls-dir "$work/dev/station" --json "$@" 2>/dev/null | tail -1; }
@@ -111,7 +95,7 @@ import sys; v=[int(x) for x in open('$samples').read().split()]
 print(f'{len(v)} samples: start {v[0]/1024:.0f} MiB, peak {max(v)/1024:.0f} MiB, end {v[-1]/1024:.0f} MiB')")
   echo "RSS over $long certificates: $rss_line ($(json_field certs_per_second <"$work/long.json") certs/s)"
 fi
-kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
+bench_stop
 
 # The HSM's rate as the server signs: C_SignInit + C_Sign on the token object, or with --key-copy through
 # linesign's signer on the session copy (BM_SignerSign adds only a SHA-256 and the session pool's lock).
